@@ -1,0 +1,379 @@
+"""One self-contained HTML report of an Analysis (or a side-by-side of two).
+
+Why self-contained: reports get attached to bug reports and mailed around; they must
+open anywhere, offline, with no JavaScript and nothing fetched.  Images are inline
+base64 PNGs, the CSS is inline, every piece of text from the trace is escaped (comm
+names and kernel command lines are attacker-influenced strings).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_file
+from . import plots
+
+SEVERITY_ORDER = ["critical", "high", "medium", "low", "info"]
+_SEV_COLOR = {"critical": "#7a0019", "high": "#D55E00", "medium": "#E69F00", "low": "#0072B2", "info": "#666666"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
+header{background:#16324f;color:#fff;padding:14px 24px}
+header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;font-size:13px;opacity:.85}
+nav{padding:6px 24px;background:#e8eef4;font-size:13px}
+nav a{margin-right:14px;color:#16324f}
+main{padding:4px 24px 40px}
+section{background:#fff;border:1px solid #dde3ea;border-radius:6px;margin:16px 0;padding:10px 16px}
+h2{font-size:18px;margin:6px 0 10px;color:#16324f}
+h3{font-size:15px;margin:12px 0 6px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.na td{color:#888}
+.sev{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-size:12px}
+.ok{color:#006d43}.bad{color:#b00020}
+img.plot{max-width:100%;height:auto;border:1px solid #eee}
+pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:8px;font-size:12px;white-space:pre-wrap;word-break:break-all;margin:4px 0}
+details{margin:4px 0 10px}
+summary{cursor:pointer;font-size:13px}
+.cmp{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+.cmp>div{min-width:0}
+.muted{color:#777;font-size:12px}
+"""
+
+e = html.escape
+
+
+# ---------------------------------------------------------------------------
+# small renderers
+# ---------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        return f"{v:.4g}"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    try:
+        import pandas as pd
+        if v is pd.NA or v is pd.NaT:
+            return ""
+    except ImportError:  # pragma: no cover
+        pass
+    return str(v)
+
+
+def _cell(col: str, v: Any) -> str:
+    text = e(_fmt(v))
+    if col == "severity" and isinstance(v, str) and v in _SEV_COLOR:
+        return f'<td><span class="sev" style="background:{_SEV_COLOR[v]}">{text}</span></td>'
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+        return f'<td class="num">{text}</td>'
+    return f"<td>{text}</td>"
+
+
+def table(rows: Iterable[Sequence[Any]], header: Sequence[str], row_class: Callable[[Sequence[Any]], str] | None = None) -> str:
+    out = ["<table><thead><tr>", *(f"<th>{e(str(h))}</th>" for h in header), "</tr></thead><tbody>"]
+    for r in rows:
+        cls = row_class(r) if row_class else ""
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        out.extend(_cell(str(h), v) for h, v in zip(header, r))
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def frame_table(df: Any, columns: Sequence[str] | None = None, limit: int | None = None) -> str:
+    """A pandas frame (or list of dicts) as an escaped HTML table."""
+    if df is None:
+        return '<p class="muted">not available</p>'
+    if isinstance(df, list):
+        import pandas as pd
+        df = pd.DataFrame(df)
+    if len(df) == 0:
+        return '<p class="muted">none</p>'
+    cols = [c for c in (columns or list(df.columns)) if c in df.columns]
+    sub = df[cols] if limit is None else df[cols].head(limit)
+    rows = [tuple(r) for r in sub.astype(object).itertuples(index=False, name=None)]
+
+    def na(r: Sequence[Any]) -> str:
+        if "applies" in cols:
+            v = r[cols.index("applies")]
+            return "na" if v is False or v is np.False_ else ""
+        return ""
+
+    note = f'<p class="muted">first {limit} of {len(df)} rows</p>' if limit is not None and len(df) > limit else ""
+    return table(rows, cols, na) + note
+
+
+def img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" alt="{e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _mt_name(v: Any) -> str:
+    try:
+        code = int(v)
+    except (TypeError, ValueError):
+        return ""
+    return f"{code} {plots.mt_names().get(code, '?')}"
+
+
+def _summary(analysis: Any) -> dict:
+    try:
+        s = analysis.summary()
+        return s if isinstance(s, dict) else {}
+    except Exception:  # a broken summary must not lose the whole report
+        return {}
+
+
+def _find(analysis: Any, summary: dict, *keys: str) -> Any:
+    """First of meta attribute / analysis attribute / summary key that is present."""
+    for k in keys:
+        for src in (getattr(analysis, "meta", None), analysis):
+            v = getattr(src, k, None) if src is not None else None
+            if v is not None:
+                return v
+        if summary.get(k) is not None:
+            return summary[k]
+        meta_s = summary.get("meta")
+        if isinstance(meta_s, dict) and meta_s.get(k) is not None:
+            return meta_s[k]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------
+def section_metadata(analysis: Any, p: str = "") -> str:
+    meta = analysis.meta
+    s = _summary(analysis)
+    order = getattr(meta, "pageblock_order", None)
+    lost = _find(analysis, s, "lost_events")
+    if isinstance(lost, dict):
+        total = sum(int(v) for v in lost.values() if v is not None and int(v) > 0)
+        lost_txt = ("none" if total == 0 else f"{total} ("
+                    + ", ".join(f"cpu{k}: {v}" for k, v in lost.items()) + ")")
+    else:
+        lost_txt = _fmt(lost) if lost is not None else "not recorded"
+    agreement = _find(analysis, s, "agreement", "ground_truth_agreement")
+    gt = _find(analysis, s, "ground_truth")
+    if isinstance(agreement, dict):
+        agr_txt = ", ".join(f"{k}: {v:.1%}" if isinstance(v, float) else f"{k}: {v}" for k, v in agreement.items())
+    elif isinstance(agreement, float):
+        agr_txt = f"{agreement:.1%}"
+    elif agreement is None:
+        agr_txt = "no ground truth (no kprobe events)" if gt in (None, False) else "not computed"
+    else:
+        agr_txt = _fmt(agreement)
+    rows = [
+        ("kernel release", _find(analysis, s, "kernel_release") or "unknown"),
+        ("architecture", _find(analysis, s, "arch") or "unknown"),
+        ("kernel command line", _find(analysis, s, "cmdline") or "not recorded"),
+        ("pageblock order", "unknown" if order is None else f"{order} ({1 << int(order)} pages per block)"),
+        ("pageblock intervals", len(analysis.blocks)),
+        ("findings", len(analysis.findings) if getattr(analysis, "findings", None) is not None else 0),
+        ("lost events", lost_txt),
+        ("ground truth (kprobe)", "yes" if gt else ("no" if gt is not None else "unknown")),
+        ("ground-truth agreement", agr_txt),
+    ]
+    out = [f'<section id="{p}metadata"><h2>Capture</h2>', table(rows, ["what", "value"])]
+    zones = getattr(meta, "zones", None) or []
+    out.append("<h3>Zones</h3>")
+    out.append(table([(z[0], f"{int(z[1]):#x}", f"{int(z[2]):#x}", (int(z[2]) - int(z[1])) >> int(order or 0))
+                      for z in zones], ["zone", "start pfn", "end pfn", "pageblocks"])
+               if zones else '<p class="muted">not known</p>')
+    cma = getattr(meta, "cma_areas", None) or []
+    out.append("<h3>CMA areas</h3>")
+    out.append(table([(c[0], f"{int(c[1]):#x}", int(c[2]), f"{int(c[2]) * 4 // 1024} MiB at 4 KiB pages")
+                      for c in cma], ["name", "base pfn", "pages", "size"])
+               if cma else '<p class="muted">none found</p>')
+    unknowns = getattr(meta, "unknowns", None) or []
+    warnings = getattr(analysis, "warnings", None) or s.get("warnings") or []
+    if unknowns or warnings:
+        out.append("<h3>What could not be known</h3><ul>")
+        out.extend(f"<li>{e(str(u))}</li>" for u in [*unknowns, *warnings])
+        out.append("</ul>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def section_summary(analysis: Any, p: str = "") -> str:
+    f = getattr(analysis, "findings", None)
+    n = 0 if f is None else len(f)
+    out = [f'<section id="{p}summary"><h2>Summary</h2>']
+    if n:
+        counts = f["severity"].astype(str).value_counts()
+        sev = [(s_, int(counts.get(s_, 0))) for s_ in SEVERITY_ORDER if counts.get(s_, 0)]
+        out.append("<p>" + " ".join(
+            f'<span class="sev" style="background:{_SEV_COLOR[s_]}">{e(s_)}: {c}</span>' for s_, c in sev)
+            + f" &nbsp; {n} findings in total.</p>")
+    else:
+        out.append('<p class="ok">No findings.</p>')
+    out.append("<h3>Detectors</h3>")
+    out.append(frame_table(getattr(analysis, "detectors", None)))
+    out.append('<p class="muted">Greyed rows: the detector does not apply to this kernel '
+               "(its bug is absent or its evidence cannot appear).</p></section>")
+    return "".join(out)
+
+
+def _top_findings(findings: Any, top: int) -> Any:
+    rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
+    f = findings.copy()
+    f["_rank"] = f["severity"].astype(str).map(rank).fillna(len(rank)).astype(int)
+    f = f.sort_values(["_rank", "seq"], kind="stable")
+    # one finding per block first, so the top list is not one block repeated
+    f = f.drop_duplicates(subset=["detector", "block"], keep="first")
+    return f.head(top)
+
+
+def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str = "") -> str:
+    f = getattr(analysis, "findings", None)
+    out = [f'<section id="{p}findings"><h2>Top findings</h2>']
+    if f is None or len(f) == 0:
+        out.append('<p class="ok">No findings.</p></section>')
+        return "".join(out)
+    t = _top_findings(f, top)
+    rows = []
+    for r in t.itertuples(index=False):
+        rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", r.seq, r.cpu, f"{int(r.pfn):#x}",
+                     r.block, r.event, _mt_name(r.printed_mt), _mt_name(r.block_mt), r.explanation))
+    out.append(table(rows, ["detector", "severity", "t [s]", "seq", "cpu", "pfn", "block", "event",
+                            "printed type", "block type", "explanation"]))
+    out.append(f'<p class="muted">{len(t)} of {len(f)} findings (highest severity first, one per detector and '
+               "block).</p><h3>Histories</h3>")
+    narr = getattr(analysis, "narrative", None)
+    for i, r in enumerate(t.head(narratives).itertuples(index=False)):
+        pfn = int(r.pfn)
+        try:
+            lines = list(narr(pfn)) if narr else []
+        except Exception as ex:  # one bad history must not sink the report
+            lines = [f"(history unavailable: {ex})"]
+        body = "\n".join(str(x) for x in lines) or "(no history)"
+        out.append(f"<details{' open' if i < 3 else ''}><summary>{e(str(r.detector))} "
+                   f"pfn {pfn:#x} (block {int(r.block)}): {e(str(r.explanation))[:160]}</summary>"
+                   f"<pre>{e(body)}</pre></details>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def section_consistency(analysis: Any, p: str = "") -> str:
+    c = getattr(analysis, "consistency", None)
+    return (f'<section id="{p}consistency"><h2>Consistency with /proc/pagetypeinfo</h2>'
+            '<p class="muted">Reconstructed block counts at the trace end against the kernel\'s own '
+            "end-of-capture pagetypeinfo.</p>" + frame_table(c) + "</section>")
+
+
+def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[bytes, bytes]:
+    view = plots.make_view(analysis)
+    tl = plots.figure_png(plots.timeline_figure(analysis, view, opts))
+    ct = plots.figure_png(plots.counts_figure(analysis, view, plots.PlotOptions(
+        width_px=(opts.width_px if opts else 1600), height_px=600)))
+    return tl, ct
+
+
+def section_plots(analysis: Any, pngs: tuple[bytes, bytes] | None = None, p: str = "") -> str:
+    tl, ct = pngs or render_plots(analysis)
+    return (f'<section id="{p}timeline"><h2>Pageblock timeline</h2>'
+            '<p class="muted">Rows are pageblocks (low pfn at the bottom), columns time; colour = migratetype '
+            "holding most block-time in the pixel, hatching = isolation window, white markers = findings "
+            "(shape per detector).</p>" + img(tl, "pageblock migratetype timeline") + "</section>"
+            f'<section id="{p}counts"><h2>Blocks per migratetype over time</h2>'
+            '<p class="muted">Lines: reconstructed count at each moment (shaded: min-max inside each time bin). '
+            "Markers: /proc/pagetypeinfo snapshots taken at the start and end of the capture.</p>"
+            + img(ct, "block counts per migratetype over time") + "</section>")
+
+
+def _page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str) -> str:
+    links = "".join(f'<a href="#{e(a)}">{e(t)}</a>' for a, t in nav)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{e(title)}</title>"
+            f"<style>{CSS}</style></head><body><header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header>"
+            f"<nav>{links}</nav><main>{body}</main></body></html>\n")
+
+
+def _generated() -> str:
+    return "generated by mtaudit " + _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+def render_report(analysis: Any, *, title: str | None = None, source: str | None = None,
+                  opts: plots.PlotOptions | None = None, top: int = 15) -> str:
+    kr = getattr(analysis.meta, "kernel_release", None) or "unknown kernel"
+    title = title or f"mtaudit report — {kr}"
+    sub = _generated() + (f" from {source}" if source else "")
+    body = (section_summary(analysis) + section_metadata(analysis) + section_plots(analysis, render_plots(analysis, opts))
+            + section_findings(analysis, top) + section_consistency(analysis))
+    nav = [("summary", "Summary"), ("metadata", "Capture"), ("timeline", "Timeline"), ("counts", "Block counts"),
+           ("findings", "Findings"), ("consistency", "Consistency")]
+    return _page(title, sub, nav, body)
+
+
+def _count_map(analysis: Any) -> dict[str, tuple[Any, Any, Any]]:
+    """detector id -> (applies, count, severity), from the detectors table or the findings."""
+    d = getattr(analysis, "detectors", None)
+    out: dict[str, tuple[Any, Any, Any]] = {}
+    if d is not None and len(d):
+        idc = next((c for c in ("id", "detector", "ID") if c in d.columns), d.columns[0])
+        for r in d.astype(object).to_dict("records"):
+            out[str(r[idc])] = (r.get("applies"), r.get("count"), r.get("severity"))
+    f = getattr(analysis, "findings", None)
+    if f is not None and len(f):
+        for det, n in f["detector"].astype(str).value_counts().items():
+            a, c, s_ = out.get(det, (None, None, None))
+            out[det] = (a, n if c is None else c, s_)
+    return out
+
+
+def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
+                      opts: plots.PlotOptions | None = None, top: int = 10) -> str:
+    """Side-by-side report of two analyses (e.g. the same scenario on two kernels)."""
+    la, lb = str(labels[0]), str(labels[1])
+    ca, cb = _count_map(a), _count_map(b)
+    ids = sorted(set(ca) | set(cb), key=lambda k: (list(plots.DETECTOR_MARKERS).index(k)
+                                                   if k in plots.DETECTOR_MARKERS else 99, k))
+    rows = []
+    for k in ids:
+        aa, an, asv = ca.get(k, (None, None, None))
+        ba, bn, bsv = cb.get(k, (None, None, None))
+        rows.append((k, asv or bsv, _fmt(aa), an if an is not None else 0, _fmt(ba), bn if bn is not None else 0))
+    opts = opts or plots.PlotOptions(width_px=1200, height_px=800)
+    cols = []
+    for p, lab, an in (("a-", la, a), ("b-", lb, b)):
+        kr = getattr(an.meta, "kernel_release", None) or "unknown kernel"
+        pngs = render_plots(an, opts)
+        cols.append(f"<div><h2>{e(lab)}</h2><p>{e(kr)}</p>"
+                    + section_summary(an, p) + section_metadata(an, p) + section_plots(an, pngs, p)
+                    + section_findings(an, top, narratives=3, p=p) + section_consistency(an, p) + "</div>")
+    body = ('<section id="comparison"><h2>Comparison</h2>'
+            + table(rows, ["detector", "severity", f"applies ({la})", f"count ({la})",
+                           f"applies ({lb})", f"count ({lb})"])
+            + "</section>" + f'<div class="cmp">{cols[0]}{cols[1]}</div>')
+    nav = [("comparison", "Comparison"), ("a-summary", f"{la}: summary"), ("a-timeline", f"{la}: timeline"),
+           ("b-summary", f"{lb}: summary"), ("b-timeline", f"{lb}: timeline")]
+    return _page(f"mtaudit comparison — {la} vs {lb}", _generated(), nav, body)
+
+
+def write_report(analysis: Any, path: str, **kw: Any) -> None:
+    text = render_report(analysis, **kw)
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+
+
+def write_comparison(a: Any, b: Any, labels: Sequence[str], path: str, **kw: Any) -> None:
+    text = render_comparison(a, b, labels, **kw)
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
