@@ -1,0 +1,47 @@
+"""Detectors S1-S5: each flags records whose printed migratetype contradicts the model.
+
+One module per observable signature of ../shared/notes/kernel-mm.md §3.7, each with
+`ID, MEANING, KERNELS, SEVERITY, applies(kernel), detect(model, kernel)`.
+`run_all` runs the registry and also returns the per-detector table of §3.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak
+from ._common import FINDING_COLUMNS, SEVERITY_RANK, concat_findings, empty_findings
+
+ALL = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak]
+
+__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK"]
+
+# Detector ids that mean "the model is unsure", not "the kernel misbehaved".
+MODEL_WARNING_IDS = ("MW",)
+
+
+def run_all(model, kernel, progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(findings, detectors table).  A detector that does not apply to the kernel is not run."""
+    frames, rows = [], []
+    for mod in ALL:
+        applies = bool(mod.applies(kernel))
+        df = mod.detect(model, kernel) if applies else empty_findings()
+        if progress is not None:
+            progress(mod.ID)
+        frames.append(df)
+        ids = df["detector"].astype(str).value_counts().to_dict() if len(df) else {}
+        rows.append({
+            "id": mod.ID, "meaning": mod.MEANING, "kernels": mod.KERNELS, "applies": applies,
+            "count": int(sum(v for k, v in ids.items() if k not in MODEL_WARNING_IDS)),
+            "severity": mod.SEVERITY,
+            "subcounts": {k: int(v) for k, v in sorted(ids.items())},
+            "checked": int(df.attrs.get("checked", 0)),
+            "skipped_unknown": int(df.attrs.get("skipped_unknown", 0)),
+            "notes": {k: v for k, v in df.attrs.items() if k not in ("checked", "skipped_unknown")},
+        })
+    findings = concat_findings(frames)
+    mw = int((findings["detector"] == "MW").sum()) if len(findings) else 0
+    rows.append({"id": "MW", "meaning": "model warning: a live-type print disagrees with the model "
+                 "(the model missed a retype; not a kernel bug)", "kernels": "all", "applies": True,
+                 "count": mw, "severity": "info", "subcounts": {"MW": mw}, "checked": 0,
+                 "skipped_unknown": 0, "notes": {}})
+    return findings, pd.DataFrame(rows)

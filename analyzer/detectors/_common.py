@@ -1,0 +1,240 @@
+"""Shared columnar helpers for the detectors.
+
+Every detector works on whole event columns: it asks the model for the block
+state of all its candidate records at once (`Model.block_type_at`) and builds
+its findings frame from boolean masks.  These helpers keep that pattern short
+and make every detector return the same §3 findings schema.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+FINDING_SCHEMA = pa.schema([
+    pa.field("detector", pa.string()),
+    pa.field("severity", pa.string()),
+    pa.field("seq", pa.int64()),
+    pa.field("ts", pa.int64()),
+    pa.field("cpu", pa.int32()),
+    pa.field("pfn", pa.uint64()),
+    pa.field("block", pa.int64()),
+    pa.field("event", pa.string()),
+    pa.field("printed_mt", pa.int8()),
+    pa.field("block_mt", pa.int8()),
+    pa.field("explanation", pa.string()),
+])
+FINDING_COLUMNS = [f.name for f in FINDING_SCHEMA]
+
+SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
+
+# Confidence codes of BlockState.confidence (contracts §2b).
+CONF_UNKNOWN, CONF_INFERRED, CONF_KNOWN = 0, 1, 2
+CONF_NAMES = {CONF_UNKNOWN: "unknown", CONF_INFERRED: "inferred", CONF_KNOWN: "known"}
+
+from ..kernels import CMA as MT_CMA, ISOLATE as MT_ISOLATE, MOVABLE as MT_MOVABLE  # noqa: E402
+from ..kernels import RECLAIMABLE as MT_RECLAIMABLE, UNMOVABLE as MT_UNMOVABLE  # noqa: E402
+
+
+def mt_name(mt: int) -> str:
+    """Migratetype name from the one table in analyzer/kernels.py."""
+    from .. import kernels
+    return kernels.mt_name(int(mt))
+
+
+def col(df: pd.DataFrame | None, name: str, dtype, default=0) -> np.ndarray:
+    """A column as a plain numpy array (nulls -> `default`), empty if the frame is missing."""
+    if df is None or len(df) == 0 or name not in df.columns:
+        n = 0 if df is None else len(df)
+        return np.full(n, default, dtype=dtype)
+    s = df[name]
+    if isinstance(s.dtype, pd.ArrowDtype):
+        arr = pa.array(s.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if arr.null_count:
+            import pyarrow.compute as pc
+            arr = pc.fill_null(arr, default)
+        return arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return s.to_numpy(dtype=dtype, na_value=default)
+
+
+def event_frame(model, name: str) -> pd.DataFrame | None:
+    """One of the model's event frames by short name, or None when the trace has none."""
+    ev = getattr(model, "events", None) or {}
+    df = ev.get(name)
+    if df is None or len(df) == 0:
+        return None
+    return df
+
+
+def empty_findings() -> pd.DataFrame:
+    return FINDING_SCHEMA.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def make_findings(*, detector, severity, seq, ts, cpu, pfn, block, event, printed_mt,
+                  block_mt, explanation) -> pd.DataFrame:
+    """Findings frame (§3 schema, Arrow dtypes) from equal-length arrays or scalars."""
+    n = len(seq)
+    if n == 0:
+        return empty_findings()
+
+    def arr(v, typ):
+        if isinstance(v, (str, int, np.integer)) or v is None:
+            return pa.array([v] * n, typ)
+        return pa.array(np.asarray(v) if typ != pa.string() else list(v), typ)
+
+    t = pa.table([
+        arr(detector, pa.string()), arr(severity, pa.string()),
+        arr(np.asarray(seq, np.int64), pa.int64()), arr(np.asarray(ts, np.int64), pa.int64()),
+        arr(np.asarray(cpu, np.int32), pa.int32()), arr(np.asarray(pfn, np.uint64), pa.uint64()),
+        arr(np.asarray(block, np.int64), pa.int64()), arr(event, pa.string()),
+        arr(np.asarray(printed_mt).astype(np.int8), pa.int8()),
+        arr(np.asarray(block_mt).astype(np.int8), pa.int8()),
+        arr(explanation, pa.string()),
+    ], schema=FINDING_SCHEMA)
+    return t.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f)]
+    if not frames:
+        return empty_findings()
+    tables = [pa.Table.from_pandas(f[FINDING_COLUMNS], schema=FINDING_SCHEMA, preserve_index=False)
+              for f in frames]
+    t = pa.concat_tables(tables).sort_by([("seq", "ascending"), ("detector", "ascending")])
+    return t.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def with_stats(df: pd.DataFrame, *, checked: int, skipped_unknown: int, **extra) -> pd.DataFrame:
+    """Attach what the detector looked at and what it had to skip (frame.attrs)."""
+    df.attrs["checked"] = int(checked)
+    df.attrs["skipped_unknown"] = int(skipped_unknown)
+    for k, v in extra.items():
+        df.attrs[k] = int(v) if isinstance(v, (int, np.integer)) else v
+    return df
+
+
+def last_before(ref_cpu: np.ndarray, ref_seq: np.ndarray,
+                q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
+    """Index into the reference rows of the latest row on the same CPU with seq < q_seq (-1: none).
+
+    Same-CPU ordering is what tells records of one allocation apart from the
+    interleaved records of other CPUs; one sort of a (cpu, seq) key does it for all.
+    """
+    if len(ref_seq) == 0 or len(q_seq) == 0:
+        return np.full(len(q_seq), -1, np.int64)
+    rkey = (ref_cpu.astype(np.int64) << 42) | ref_seq.astype(np.int64)
+    order = np.argsort(rkey, kind="stable")
+    rkey_s = rkey[order]
+    qkey = (q_cpu.astype(np.int64) << 42) | q_seq.astype(np.int64)
+    pos = np.searchsorted(rkey_s, qkey, side="left") - 1
+    ok = pos >= 0
+    idx = np.full(len(q_seq), -1, np.int64)
+    cand = order[np.where(ok, pos, 0)]
+    same_cpu = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
+    idx[same_cpu] = cand[same_cpu]
+    return idx
+
+
+def names(mts: np.ndarray) -> list[str]:
+    """Vector of migratetype names (small distinct set, so a dict lookup per value)."""
+    uniq = {int(m): mt_name(int(m)) for m in np.unique(mts)} if len(mts) else {}
+    return [uniq[int(m)] for m in mts]
+
+
+def cma_block_mask(model, blocks: np.ndarray) -> np.ndarray:
+    """True for pageblocks inside a CMA area (capture metadata), or ever typed CMA in the model."""
+    mask = np.zeros(len(blocks), bool)
+    pbo = int(getattr(model, "pageblock_order", 9))
+    meta = getattr(model, "meta", None)
+    for area in (getattr(meta, "cma_areas", None) or []):
+        _, base, count = area
+        lo = int(base) >> pbo
+        hi = (int(base) + int(count) + (1 << pbo) - 1) >> pbo
+        mask |= (blocks >= lo) & (blocks < hi)
+    bl = getattr(model, "blocks", None)
+    if bl is not None and len(bl):
+        ever = np.unique(col(bl, "block", np.int64)[col(bl, "migratetype", np.int8, -1) == MT_CMA])
+        mask |= np.isin(blocks, ever)
+    return mask
+
+
+def fmt_pfn(p: int) -> str:
+    return f"0x{int(p):x}"
+
+
+def source_names(model, codes: np.ndarray) -> list[str]:
+    """Names of BlockState.source codes (the model's SOURCES table)."""
+    table = getattr(model, "SOURCES", None)
+    if table is None:
+        try:
+            from .. import model as _m
+            table = getattr(_m, "SOURCES", None)
+        except ImportError:
+            table = None
+    table = list(table or [])
+    return [table[int(c)] if 0 <= int(c) < len(table) else "?" for c in codes]
+
+
+def residency_by_leave(model, leave_kind: str):
+    """Residency rows keyed by the seq of the record that ended the pcp stay.
+
+    Returns (sorted leave seqs, row order, residency frame) so callers can map a
+    drain/alloc record to the stay it ended with one searchsorted.
+    """
+    res = getattr(model, "residency", None)
+    if res is None or len(res) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), None
+    kind = res["leave_kind"].astype(str).to_numpy()
+    rows = np.flatnonzero(kind == leave_kind)
+    lseq = col(res, "leave_seq", np.int64, -1)[rows]
+    order = np.argsort(lseq, kind="stable")
+    return lseq[order], rows[order], res
+
+
+def match_leave(model, leave_kind: str, seq: np.ndarray) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """Residency row index for each record seq that ended a pcp stay (-1: none)."""
+    lseq, rows, res = residency_by_leave(model, leave_kind)
+    out = np.full(len(seq), -1, np.int64)
+    if res is None or len(lseq) == 0:
+        return out, res
+    pos = np.searchsorted(lseq, seq)
+    pos_c = np.minimum(pos, len(lseq) - 1)
+    hit = (pos < len(lseq)) & (lseq[pos_c] == seq)
+    out[hit] = rows[pos_c[hit]]
+    return out, res
+
+
+# Where the detectors meet analyzer/kernels.py (the one table of version semantics).
+def drain_prints_live(kernel) -> bool:
+    """>= 6.10: every drain prints the live pageblock type."""
+    return kernel is not None and getattr(kernel, "drain_prints", "cached") == "live"
+
+
+def drain_relooks_when_isolated(kernel) -> bool:
+    """>= 3.18 (51bb1a4093cc): a drain re-reads the block type while the zone has an isolated
+    block.  drain_prints == "cached-always" describes the pre-3.18 kernels of the 2012 thread."""
+    return kernel is None or getattr(kernel, "drain_prints", "cached") != "cached-always"
+
+
+def thp_single_pcp_list(kernel) -> bool:
+    return kernel is None or bool(getattr(kernel, "thp_single_pcp_list", True))
+
+
+def first_after(ref_cpu: np.ndarray, ref_seq: np.ndarray,
+                q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
+    """Index of the earliest reference row on the same CPU with seq > q_seq (-1: none)."""
+    if len(ref_seq) == 0 or len(q_seq) == 0:
+        return np.full(len(q_seq), -1, np.int64)
+    rkey = (ref_cpu.astype(np.int64) << 42) | ref_seq.astype(np.int64)
+    order = np.argsort(rkey, kind="stable")
+    rkey_s = rkey[order]
+    qkey = (q_cpu.astype(np.int64) << 42) | q_seq.astype(np.int64)
+    pos = np.searchsorted(rkey_s, qkey, side="right")
+    ok = pos < len(rkey_s)
+    cand = order[np.where(ok, pos, 0)]
+    idx = np.full(len(q_seq), -1, np.int64)
+    same = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
+    idx[same] = cand[same]
+    return idx

@@ -1,0 +1,119 @@
+"""Consistency check: reconstructed end-of-trace block counts vs /proc/pagetypeinfo.
+
+The "Number of blocks type" table after the run is the kernel's own count of
+pageblocks per type; if the model's final per-block types add up to the same
+numbers per zone, the reconstruction (boot seed + traced retypes + isolation
+restore rules) missed nothing that changed the totals.  Blocks the model could
+not type are shown as their own column: they can explain a difference but not
+prove agreement.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._common import MT_MOVABLE, col
+
+TYPE_NAMES = ["Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate"]
+
+
+def normalize_pti(obj) -> dict[str, dict[str, int]] | None:
+    """{zone: {type name: blocks}} from the parsed pagetypeinfo table, whatever container it came in."""
+    if obj is None:
+        return None
+    if isinstance(obj, pd.DataFrame):
+        if {"zone", "type", "count"} <= set(obj.columns):
+            out: dict[str, dict[str, int]] = {}
+            for z, t, c in zip(obj["zone"], obj["type"], obj["count"]):
+                out.setdefault(str(z), {})[_tname(t)] = int(c)
+            return out
+        if "zone" in obj.columns:
+            return {str(r["zone"]): {_tname(k): int(v) for k, v in r.items() if k not in ("zone", "node")}
+                    for _, r in obj.iterrows()}
+    if hasattr(obj, "blocks"):            # a parsed-pagetypeinfo object
+        return normalize_pti(obj.blocks)
+    if isinstance(obj, dict):
+        if "blocks" in obj and isinstance(obj["blocks"], (dict, pd.DataFrame)):
+            return normalize_pti(obj["blocks"])
+        out = {}
+        for z, row in obj.items():
+            zone = z[-1] if isinstance(z, tuple) else str(z)
+            out[str(zone)] = {_tname(k): int(v) for k, v in dict(row).items()}
+        return out
+    return None
+
+
+def _tname(t) -> str:
+    if isinstance(t, (int, np.integer)):
+        return TYPE_NAMES[int(t)] if 0 <= int(t) < len(TYPE_NAMES) else str(t)
+    s = str(t)
+    for n in TYPE_NAMES:
+        if s.lower() == n.lower():
+            return n
+    return s
+
+
+def final_types(model) -> pd.DataFrame:
+    """One row per pageblock: zone, block, final migratetype, confidence (last interval)."""
+    bl = model.blocks
+    if bl is None or len(bl) == 0:
+        return pd.DataFrame({"zone": [], "block": [], "mt": [], "confidence": []})
+    blk = col(bl, "block", np.int64)
+    start = col(bl, "start_ts", np.int64)
+    order = np.lexsort((start, blk))
+    last = order[np.r_[blk[order][1:] != blk[order][:-1], True]]
+    return pd.DataFrame({
+        "zone": bl["zone"].astype(str).to_numpy()[last],
+        "block": blk[last],
+        "mt": col(bl, "migratetype", np.int16, -1)[last],
+        "confidence": bl["confidence"].astype(str).to_numpy()[last],
+    })
+
+
+def check(model, meta) -> pd.DataFrame:
+    """Table zone/type/reconstructed/pagetypeinfo/diff; attrs: passed, exact, unknown, reason."""
+    pti = normalize_pti(getattr(meta, "pagetypeinfo_end", None) if meta is not None else None)
+    ft = final_types(model)
+    rows = []
+    zones = sorted(set(ft["zone"]) | set(pti or {}))
+    unknown_total = 0
+    passed, exact = True, True
+    for z in zones:
+        f = ft[ft["zone"] == z]
+        unk = int((f["mt"] < 0).sum())
+        unknown_total += unk
+        # blocks of the zone the model never listed keep the boot default
+        missing = _untracked_blocks(model, meta, z, f)
+        zone_ok = True
+        diffs = []
+        for t, name in enumerate(TYPE_NAMES):
+            rec = int((f["mt"] == t).sum()) + (missing if t == MT_MOVABLE else 0)
+            ref = None if pti is None else pti.get(z, {}).get(name)
+            diff = None if ref is None else rec - ref
+            if diff is not None:
+                diffs.append(diff)
+            rows.append({"zone": z, "type": name, "reconstructed": rec, "pagetypeinfo": ref, "diff": diff,
+                         "unknown": unk})
+        if pti is not None and z in pti:
+            # unknown blocks may fill any shortfall, never an excess
+            short = sum(-d for d in diffs if d < 0)
+            zone_ok = all(d <= 0 for d in diffs) and short == unk
+            exact = exact and unk == 0 and all(d == 0 for d in diffs)
+            passed = passed and zone_ok
+    out = pd.DataFrame(rows, columns=["zone", "type", "reconstructed", "pagetypeinfo", "diff", "unknown"])
+    out.attrs["available"] = pti is not None
+    out.attrs["passed"] = bool(passed) if pti is not None else None
+    out.attrs["exact"] = bool(exact) if pti is not None else None
+    out.attrs["unknown_blocks"] = unknown_total
+    return out
+
+
+def _untracked_blocks(model, meta, zone: str, f: pd.DataFrame) -> int:
+    """Blocks inside the zone span that have no history row (assumed boot MOVABLE)."""
+    pbo = int(model.pageblock_order)
+    for z in (getattr(meta, "zones", None) or []):
+        name, start, end = z[0], int(z[1]), int(z[2])
+        if name == zone:
+            span = set(range(start >> pbo, (end + (1 << pbo) - 1) >> pbo))
+            return max(0, len(span - set(f["block"].tolist())))
+    return 0

@@ -1,0 +1,131 @@
+"""S1: pcp-drain mismatch, the bug class of the 2012 CMA v19 thread.
+
+On kernels that cache a page's migratetype while it sits on a pcp list (< 6.10),
+`mm_page_pcpu_drain` prints that cached type; if the pageblock was retyped in the
+meantime (S1a) or the page was refilled from a freelist that did not match its
+block (S1b), the page lands on the wrong buddy freelist.  Inside an isolation
+window the 6.1 kernel re-reads the live block type, so only drains while no block
+of the zone is isolated can show the bug.  From 6.10 the drain always prints the
+live type, so a disagreement there means the *model* missed an untraced retype:
+those rows are reported as model warnings ("MW"), never as kernel bugs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import (CONF_NAMES, col, drain_prints_live, drain_relooks_when_isolated, empty_findings, event_frame, fmt_pfn,
+                      make_findings, match_leave, mt_name, source_names, with_stats)
+
+ID = "S1"
+MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
+KERNELS = "< 6.10 (pcp migratetype cache); on >= 6.10 a mismatch is a model warning (MW)"
+SEVERITY = "high"
+MW_SEVERITY = "info"
+
+
+def applies(kernel) -> bool:
+    # Always runs: on live-type kernels it checks the model instead of the kernel.
+    return True
+
+
+def detect(model, kernel):
+    d = event_frame(model, "mm_page_pcpu_drain")
+    if d is None:
+        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+    seq = col(d, "seq", np.int64)
+    pfn = col(d, "pfn", np.uint64)
+    printed = col(d, "migratetype", np.int16, -1)
+    st = model.block_type_at(pfn, seq)
+    bmt = np.asarray(st.mt, np.int16)
+    known = (np.asarray(st.confidence) >= 1) & (bmt >= 0)
+    isolated = np.asarray(st.isolated, bool)
+    zone_iso = np.asarray(st.zone_isolated, bool)
+    live = drain_prints_live(kernel)
+    relookup = drain_relooks_when_isolated(kernel)
+
+    # Where the kernel printed the live type, a mismatch is the model's fault.
+    prints_live = np.full(len(seq), live) | (zone_iso & relookup)
+    mism = known & (printed != bmt)
+    kernel_bug = mism & ~prints_live
+    model_warn = mism & prints_live
+    skipped = int((~known).sum())
+
+    frames = []
+    idx = np.flatnonzero(kernel_bug)
+    if len(idx):
+        frames.append(_kernel_findings(model, d, st, idx, seq, pfn, printed, bmt))
+    idx = np.flatnonzero(model_warn)
+    if len(idx):
+        frames.append(_model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live))
+    from ._common import concat_findings
+    out = concat_findings(frames)
+    return with_stats(out, checked=int(known.sum()), skipped_unknown=skipped,
+                      in_isolation_window=int((known & prints_live & ~np.full(len(seq), live)).sum()))
+
+
+def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
+    ridx, res = match_leave(model, "drain", seq[idx])
+    n = len(idx)
+    sub = np.array(["S1a"] * n, dtype=object)
+    enter_kind = np.array(["?"] * n, dtype=object)
+    cached = np.full(n, -1, np.int16)
+    enter_mt = np.full(n, -1, np.int16)
+    enter_seq = np.full(n, -1, np.int64)
+    enter_cpu = np.full(n, -1, np.int64)
+    have = ridx >= 0
+    if res is not None and have.any():
+        r = ridx[have]
+        enter_kind[have] = res["enter_kind"].astype(str).to_numpy()[r]
+        cached[have] = col(res, "cached_mt", np.int16, -1)[r]
+        enter_mt[have] = col(res, "block_mt_enter", np.int16, -1)[r]
+        enter_seq[have] = col(res, "enter_seq", np.int64, -1)[r]
+        enter_cpu[have] = col(res, "cpu", np.int64, -1)[r]
+    polluted = have & (enter_kind == "refill") & (enter_mt >= 0) & (cached != enter_mt)
+    sub[polluted] = "S1b"
+
+    order = col(d, "order", np.int64)[idx]
+    cpu = col(d, "cpu", np.int32)[idx]
+    zone_iso = np.asarray(st.zone_isolated, bool)
+    conf = np.asarray(st.confidence)[idx]
+    src = source_names(model, np.asarray(st.source)[idx])
+    blk = np.asarray(st.block)[idx]
+    expl = []
+    for i in range(n):
+        head = (f"drain on cpu{cpu[i]} put pfn {fmt_pfn(pfn[idx[i]])} (order {order[i]}) on the "
+                f"{mt_name(printed[idx[i]])} freelist, but pageblock {blk[i]} is {mt_name(bmt[idx[i]])} "
+                f"({CONF_NAMES[int(conf[i])]}, {src[i]})"
+                + ("" if not zone_iso[idx[i]] else " (the zone had an isolated block, but this kernel "
+                   "does not re-read the block type on drain)"))
+        if sub[i] == "S1b":
+            tail = (f"; the page was refilled into pcp cpu{enter_cpu[i]} at seq {enter_seq[i]} from the "
+                    f"{mt_name(cached[i])} freelist while its block was {mt_name(enter_mt[i])} "
+                    f"(S1b: refilled from a polluted freelist)")
+        elif have[i]:
+            how = "freed to" if enter_kind[i] == "free" else "refilled into"
+            tail = (f"; the page was {how} pcp cpu{enter_cpu[i]} at seq {enter_seq[i]} cached as "
+                    f"{mt_name(cached[i])} while the block was {mt_name(enter_mt[i])}, and the block was "
+                    f"retyped while the page sat on the pcp list (S1a: stale pcp migratetype)")
+        else:
+            tail = ("; the page entered the pcp list before the trace (or untraced), so its cached type "
+                    "is stale against the block (S1a)")
+        expl.append(head + tail)
+    return make_findings(detector=sub.tolist(), severity=SEVERITY, seq=seq[idx],
+                         ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
+                         event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
+                         explanation=expl)
+
+
+def _model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live):
+    cpu = col(d, "cpu", np.int32)[idx]
+    blk = np.asarray(st.block)[idx]
+    src = source_names(model, np.asarray(st.source)[idx])
+    why = ("this kernel's drain prints the live pageblock type" if live else
+           "a block of the zone was isolated, so the kernel printed the live pageblock type")
+    expl = [f"drain of pfn {fmt_pfn(pfn[j])} printed {mt_name(printed[j])} but the model has pageblock "
+            f"{blk[i]} as {mt_name(bmt[j])} ({src[i]}); {why}, so the model missed a retype "
+            f"(untraced or outside the inferred isolation window), not a kernel bug"
+            for i, j in enumerate(idx)]
+    return make_findings(detector="MW", severity=MW_SEVERITY, seq=seq[idx],
+                         ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
+                         event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
+                         explanation=expl)

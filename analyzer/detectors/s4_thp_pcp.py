@@ -1,0 +1,87 @@
+"""S4: THP pcp mixing.
+
+Mainline 5.13-6.9 (and Debian 6.1 before 6.1.97) kept one pcp list for all
+THP-sized pages regardless of migratetype ("use only one PCP list for THP-sized
+allocations"), so an unmovable or reclaimable order-9 request could be handed a
+page that a movable request had refilled or freed there, i.e. a CMA or MOVABLE
+pageblock.  The signature: `mm_page_alloc order=9 migratetype=0|2` whose pfn lies
+in a CMA/MOVABLE block and for which no `mm_page_alloc_zone_locked` of that pfn
+happened in the same allocation (so it came off the pcp list, not the buddy).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE,
+                      MT_UNMOVABLE, col, empty_findings, event_frame, fmt_pfn, last_before, thp_single_pcp_list,
+                      make_findings, mt_name, source_names, with_stats)
+
+ID = "S4"
+MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
+KERNELS = "5.13 .. 6.9 mainline, Debian 6.1 < 6.1.97 (one THP pcp list)"
+SEVERITY = "high"
+
+
+def applies(kernel) -> bool:
+    return thp_single_pcp_list(kernel)
+
+
+def detect(model, kernel):
+    a = event_frame(model, "mm_page_alloc")
+    if a is None:
+        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+    pbo = int(model.pageblock_order)
+    order = col(a, "order", np.int64)
+    req = col(a, "migratetype", np.int16, -1)
+    pfn = col(a, "pfn", np.uint64)
+    cand = np.flatnonzero((order == pbo) & ((req == MT_UNMOVABLE) | (req == MT_RECLAIMABLE))
+                          & (pfn != 0) & (pfn != np.uint64(0xFFFFFFFFFFFFFFFF)))
+    if not len(cand):
+        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+    seq = col(a, "seq", np.int64)[cand]
+    cpu = col(a, "cpu", np.int64)[cand]
+    st = model.block_type_at(pfn[cand], seq)
+    bmt = np.asarray(st.mt, np.int16)
+    known = (np.asarray(st.confidence) >= 1) & (bmt >= 0)
+    hit = known & ((bmt == MT_CMA) | (bmt == MT_MOVABLE))
+
+    # Was the page taken from the buddy in this allocation?  Look for a zone_locked
+    # record of this pfn on this CPU after the CPU's previous mm_page_alloc.
+    z = event_frame(model, "mm_page_alloc_zone_locked")
+    from_buddy = np.zeros(len(cand), bool)
+    if z is not None:
+        a_all_cpu, a_all_seq = col(a, "cpu", np.int64), col(a, "seq", np.int64)
+        prev = last_before(a_all_cpu, a_all_seq, cpu, seq)
+        since = np.where(prev >= 0, a_all_seq[np.maximum(prev, 0)], -1)
+        z_cpu, z_seq, z_pfn = col(z, "cpu", np.int64), col(z, "seq", np.int64), col(z, "pfn", np.uint64)
+        cur = seq.copy()
+        active = np.ones(len(cand), bool)
+        for _ in range(16):   # a THP refill takes a few pages: walk back over them
+            j = last_before(z_cpu, z_seq, cpu, cur)
+            jj = np.maximum(j, 0)
+            active &= (j >= 0) & (z_seq[jj] > since)
+            found = active & (z_pfn[jj] == pfn[cand])
+            from_buddy |= found
+            active &= ~found
+            if not active.any():
+                break
+            cur = np.where(active, z_seq[jj], cur)
+    sel = hit & ~from_buddy
+    idx = np.flatnonzero(sel)
+    stats = dict(checked=int(known.sum()), skipped_unknown=int((~known).sum()),
+                 from_buddy=int((hit & from_buddy).sum()))
+    if not len(idx):
+        return with_stats(empty_findings(), **stats)
+    j = cand[idx]
+    blk = np.asarray(st.block)[idx]
+    src = source_names(model, np.asarray(st.source)[idx])
+    conf = np.asarray(st.confidence)[idx]
+    expl = [f"cpu{cpu[i]} served an order-{pbo} {mt_name(req[j[k]])} allocation with pfn {fmt_pfn(pfn[j[k]])} "
+            f"straight from the pcp list (no zone_locked for it in this allocation), but pageblock {blk[k]} "
+            f"is {mt_name(bmt[i])} ({CONF_NAMES[int(conf[k])]}, {src[k]}): the shared THP pcp list mixed "
+            f"migratetypes"
+            for k, i in enumerate(idx)]
+    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
+                        cpu=cpu[idx], pfn=pfn[j], block=blk, event="mm_page_alloc",
+                        printed_mt=req[j], block_mt=bmt[idx], explanation=expl)
+    return with_stats(out, **stats)

@@ -1,0 +1,92 @@
+"""S5: isolation leak.
+
+While `alloc_contig_range()` (cma_alloc, alloc_contig_pages) or memory offline
+holds a pageblock at MIGRATE_ISOLATE, nothing may allocate from it; yet pages
+that were already on pcp lists (6.1 drains only *after* isolating; the 2012
+thread's "someone can allocate it") or buddies straddling the range (fixed by
+6.10's hygiene series) can still be handed out.  Such an allocation makes the
+contiguous allocation fail (`test_pages_isolated ret=fail`, `cma_alloc_busy_retry`).
+Signature: `mm_page_alloc` whose first or last pageblock is isolated at that moment.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import (MT_ISOLATE, col, empty_findings, event_frame, fmt_pfn, make_findings, mt_name,
+                      source_names, with_stats)
+
+ID = "S5"
+MEANING = "page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment"
+KERNELS = "all (pcp hand-outs after isolation remain possible in 6.12)"
+SEVERITY = "high"
+
+
+def applies(kernel) -> bool:
+    return True
+
+
+def detect(model, kernel):
+    a = event_frame(model, "mm_page_alloc")
+    if a is None:
+        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+    pfn = col(a, "pfn", np.uint64)
+    order = col(a, "order", np.int64)
+    ok = (pfn != 0) & (pfn != np.uint64(0xFFFFFFFFFFFFFFFF))   # failed allocations print pfn 0
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+    seq = col(a, "seq", np.int64)[rows]
+    p = pfn[rows]
+    last = p + (np.left_shift(np.uint64(1), order[rows].astype(np.uint64)) - np.uint64(1))
+    st1 = model.block_type_at(p, seq)
+    st2 = model.block_type_at(last, seq)
+    iso1 = np.asarray(st1.isolated, bool)
+    iso2 = np.asarray(st2.isolated, bool)
+    conf1 = np.asarray(st1.confidence)
+    conf2 = np.asarray(st2.confidence)
+    hit_first = iso1 & (conf1 >= 1)
+    hit_last = iso2 & (conf2 >= 1) & ~hit_first
+    skipped = int(((iso1 & (conf1 < 1)) | (iso2 & (conf2 < 1) & ~iso1)).sum())
+    sel = hit_first | hit_last
+    idx = np.flatnonzero(sel)
+    if not len(idx):
+        return with_stats(empty_findings(), checked=len(rows), skipped_unknown=skipped)
+    use_last = hit_last[idx]
+    blk = np.where(use_last, np.asarray(st2.block)[idx], np.asarray(st1.block)[idx])
+    bmt = np.where(use_last, np.asarray(st2.mt)[idx], np.asarray(st1.mt)[idx]).astype(np.int16)
+    src_codes = np.where(use_last, np.asarray(st2.source)[idx], np.asarray(st1.source)[idx])
+    src = source_names(model, src_codes)
+    j = rows[idx]
+    req = col(a, "migratetype", np.int16, -1)[j]
+    cpu = col(a, "cpu", np.int32)[j]
+    win = _window_names(model, blk, seq[idx], col(a, "ts", np.int64)[j])
+    expl = [f"cpu{cpu[k]} allocated pfn {fmt_pfn(pfn[j[k]])} (order {order[j[k]]}, {mt_name(req[k])} request) "
+            f"while pageblock {blk[k]} was isolated{win[k]} (block type {mt_name(bmt[k])}, {src[k]}"
+            + ("" if bmt[k] == MT_ISOLATE else "; isolation inferred from the window only")
+            + "): the contiguous allocation will find the page busy"
+            for k in range(len(idx))]
+    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
+                        cpu=cpu, pfn=pfn[j], block=blk, event="mm_page_alloc", printed_mt=req,
+                        block_mt=bmt, explanation=expl)
+    return with_stats(out, checked=len(rows), skipped_unknown=skipped)
+
+
+def _window_names(model, blk, seq, ts):
+    """' by cma_alloc(hugetlb0)' etc. for each finding, from the model's isolation windows."""
+    iso = getattr(model, "isolation", None)
+    out = [""] * len(blk)
+    if iso is None or len(iso) == 0:
+        return out
+    pbo = int(model.pageblock_order)
+    s_ts, e_ts = col(iso, "start_ts", np.int64), col(iso, "end_ts", np.int64)
+    s_b = (col(iso, "start_pfn", np.uint64) >> np.uint64(pbo)).astype(np.int64)
+    e_b = ((col(iso, "end_pfn", np.uint64) - np.uint64(1)) >> np.uint64(pbo)).astype(np.int64)
+    kind = iso["kind"].astype(str).to_numpy()
+    name = iso["name"].astype(str).to_numpy() if "name" in iso.columns else [""] * len(iso)
+    for k in range(len(blk)):   # findings are few; windows are few
+        m = np.flatnonzero((s_ts <= ts[k]) & (ts[k] <= e_ts) & (s_b <= blk[k]) & (blk[k] <= e_b))
+        if len(m):
+            i = m[-1]
+            who = {"cma": "cma_alloc", "contig": "alloc_contig_range", "offline": "memory offline"}.get(kind[i], kind[i])
+            out[k] = f" by {who}" + (f"({name[i]})" if name[i] else "")
+    return out
