@@ -1,0 +1,505 @@
+"""Shared machinery of the text readers (ftrace text, `trace-cmd report`, `perf script`).
+
+All three print one record per line as `<comm><pid><cpu><time><event><body>`;
+they differ only in the punctuation around those parts.  So each reader gives
+one RE2 pattern for an event line plus a handler for the other lines (headers,
+lost-event markers), and everything else is shared here, columnar:
+
+* the whole file becomes one Arrow string array and the line pattern runs over
+  it in C++ (`pyarrow.compute.extract_regex`) — never a Python loop per line;
+* comm is matched greedily from the left, so the `-PID [CPU]` anchor that wins
+  is the rightmost one: comms may contain spaces, dashes and brackets;
+* bodies are read as `name=value` pairs (print formats are C expressions and are
+  never evaluated), one RE2 extraction per field; values are parsed by a
+  vectorised numpy integer parser that accepts `0x` hex and decimal in the same
+  column (trace-cmd -R switches between them per event);
+* events whose layout the kernel fixes take their types from known_events, so
+  the tables equal the trace.dat reader's; others are inferred.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import TraceFormatError, UnknownEventError
+from . import known_events as ke
+from .base import COMMON_SCHEMA, LOST_SCHEMA, EventFormat, FieldFormat, Trace, TraceMeta
+
+FAILED_TO_PARSE = "[FAILED TO PARSE]"
+
+# -- vectorised integer parsing ------------------------------------------------------------
+
+_DIGIT = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789"):
+    _DIGIT[_c] = _i
+for _i, _c in enumerate(b"abcdef"):
+    _DIGIT[_c] = 10 + _i
+    _DIGIT[_c - 32] = 10 + _i
+_POW10 = np.array([(10 ** k) % (1 << 64) for k in range(21)], dtype=np.uint64)
+
+
+def parse_ints(arr: pa.Array, bare_hex: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse decimal / `0x` hex strings (optionally `-` signed) without a Python loop.
+
+    Returns (value as uint64 two's complement, ok, negative, was_hex).  `bare_hex`
+    reads unprefixed digits as hex (fields printed with `%lx`).  Null or
+    malformed entries have ok=False.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    zero_b = np.zeros(n, dtype=bool)
+    if n == 0:
+        return np.zeros(0, np.uint64), zero_b, zero_b, zero_b
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(1, np.uint8)
+    if not len(data):
+        data = np.zeros(1, np.uint8)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    starts, ends = offsets[:-1], offsets[1:]
+    last = len(data) - 1
+
+    def at(pos: np.ndarray) -> np.ndarray:
+        return data[np.clip(pos, 0, last)]
+
+    neg = valid & (ends > starts) & (at(starts) == ord("-"))
+    s = starts + neg
+    hexp = ((ends - s) >= 2) & (at(s) == ord("0")) & ((at(s + 1) | 0x20) == ord("x"))
+    ds = s + 2 * hexp
+    ndig = ends - ds
+    is16 = hexp | (bare_hex & ~neg)
+    ok = valid & (ndig >= 1) & np.where(is16, ndig <= 16, ndig <= 20)
+    lens = np.where(ok, ndig, 0)
+    total = int(lens.sum())
+    value = np.zeros(n, dtype=np.uint64)
+    if total:
+        seg = np.repeat(np.arange(n), lens)
+        seg_start = np.cumsum(lens) - lens
+        pos = np.arange(total) - np.repeat(seg_start, lens)
+        d = _DIGIT[data[ds[seg] + pos]]
+        seg16 = is16[seg]
+        bad = d >= np.where(seg16, 16, 10)
+        if bad.any():
+            ok[np.unique(seg[bad])] = False
+        p = (lens[seg] - 1 - pos).astype(np.uint64)
+        d64 = np.minimum(d, 15).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            contrib = np.where(seg16, d64 << (np.uint64(4) * p), d64 * _POW10[np.minimum(p, 20).astype(np.intp)])
+        nz = lens > 0
+        value[nz] = np.add.reduceat(contrib, seg_start[nz])
+    with np.errstate(over="ignore"):
+        value = np.where(neg, np.uint64(0) - value, value)
+    value[~ok] = 0
+    return value, ok, neg & ok, hexp & ok
+
+
+def to_typed(value: np.ndarray, ok: np.ndarray, neg: np.ndarray, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast parsed uint64 words to an Arrow integer type; values out of range become null.
+
+    A negative decimal may land in an unsigned field (and 0xffffffff in an int
+    field): both are the same bits, as the binary record stores them.
+    """
+    width = typ.bit_width
+    signed = pa.types.is_signed_integer(typ)
+    if width < 64:
+        sval = value.view(np.int64)
+        lo = -(1 << (width - 1))
+        in_range = np.where(neg, sval >= lo, value < np.uint64(1 << width))
+        ok = ok & in_range
+        bits = value & np.uint64((1 << width) - 1)
+        np_t = np.dtype(f"uint{width}")
+        out = bits.astype(np_t)
+        if signed:
+            out = out.view(np.dtype(f"int{width}"))
+    else:
+        out = value.view(np.int64) if signed else value
+    return pa.array(out, type=typ, mask=~ok), ok
+
+
+# -- reading lines --------------------------------------------------------------------------
+
+def read_lines(path: str) -> pa.Array:
+    """Whole file as a large_string array, one entry per line (line N is index N-1)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise TraceFormatError(path, "file", None, e.strerror or str(e)) from None
+    if not data:
+        raise TraceFormatError(path, "file", 0, "empty file")
+    if b"\0" in data[:65536]:
+        raise TraceFormatError(path, "line 1", None, "binary data (NUL bytes) in a text trace")
+    text = data.decode("utf-8", errors="replace")     # comms are raw kernel bytes
+    if text.endswith("\n"):
+        text = text[:-1]
+    arr = pa.array(text.split("\n"), type=pa.large_string())
+    return pc.utf8_rtrim(arr, characters="\r")
+
+
+def re2_escape(s: str) -> str:
+    return re.sub(r"([^A-Za-z0-9_])", r"\\\1", s)
+
+
+# -- markers (non-event lines that carry information) ---------------------------------------
+
+@dataclass
+class Marker:
+    line: int            # 1-based line number
+    kind: str            # "lost" | "buffer-started" | "subbuffer-start"
+    cpu: int
+    count: int = -1      # events lost, -1 unknown
+
+
+# -- body parsing ---------------------------------------------------------------------------
+
+_KEY_RE = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_.]*)=")
+
+
+def discover_keys(body: pa.Array, cap: int = 20000) -> dict[str, int]:
+    """`name=` keys in the bodies, in order of first appearance, with their row counts."""
+    sig = pc.replace_substring_regex(body, r"=\S*", "=")
+    vc = pc.value_counts(sig)
+    keys: dict[str, int] = {}
+    for i, (s, c) in enumerate(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())):
+        if s is None or i >= cap:
+            continue
+        for k in dict.fromkeys(_KEY_RE.findall(s)):
+            keys[k] = keys.get(k, 0) + c
+    return keys
+
+
+def _extract(body: pa.Array, key: str, others: list[str], mode: str) -> pa.Array:
+    """Value text of `key=` per row (null where absent).
+
+    mode "token": up to the next blank; "rest": to the end of the line;
+    "until-key": up to the next ` other=` (strings may contain blanks).
+    """
+    if mode == "token":
+        val = r"\S*"
+        tail = ""
+    elif mode == "rest":
+        val, tail = ".*", "$"
+    else:
+        alt = "|".join(re2_escape(o) for o in others if o != key)
+        val = ".*?"
+        tail = rf"(?:\s+(?:{alt})=|\s*$)" if alt else r"\s*$"
+    pat = rf"(?:^|\s){re2_escape(key)}=(?P<v>{val}){tail}"
+    return pc.struct_field(pc.extract_regex(body, pat), [0])
+
+
+@dataclass
+class BodyNotes:
+    failed_to_parse: int = 0
+    unparsed: dict | None = None      # field -> {"count": n, "example": text, "why": ...}
+
+
+def _numeric(raw: pa.Array, f: ke.KnownField, hashed_pointers: bool, notes: dict) -> pa.Array:
+    vals = pc.utf8_trim_whitespace(raw)
+    if f.pointer and hashed_pointers:
+        present = int(pc.sum(vals.is_valid()).as_py() or 0)
+        if present:
+            notes[f.name] = {"count": present, "example": _first(vals),
+                             "why": "pointer printed hashed by the kernel (%p); value not recoverable"}
+        return pa.nulls(len(raw), f.type)
+    value, ok, neg, _ = parse_ints(vals, bare_hex=f.bare_hex)
+    for word, num in f.symbols:
+        hit = pc.fill_null(pc.equal(vals, word), False).to_numpy(zero_copy_only=False)
+        value[hit], ok[hit], neg[hit] = num, True, False
+    out, ok = to_typed(value, ok, neg, f.type)
+    present = vals.is_valid().to_numpy(zero_copy_only=False)
+    bad = present & ~ok
+    if bad.any():
+        idx = int(np.nonzero(bad)[0][0])
+        notes[f.name] = {"count": int(bad.sum()), "example": vals[idx].as_py(),
+                         "why": "printed symbolically by the print format, not as a number"}
+    return out
+
+
+def _first(vals: pa.Array):
+    for v in vals.drop_null()[:1].to_pylist():
+        return v
+    return None
+
+
+def _infer(raw: pa.Array) -> pa.Array:
+    """int64 when every value is decimal, uint64 when hex appears, else string."""
+    vals = pc.utf8_trim_whitespace(raw)
+    present = vals.is_valid().to_numpy(zero_copy_only=False)
+    if not present.any():
+        return vals.cast(pa.string())
+    value, ok, neg, hexp = parse_ints(vals)
+    if (ok | ~present).all():
+        if hexp.any() and not neg.any():
+            return pa.array(value, type=pa.uint64(), mask=~ok)
+        sval = value.view(np.int64)
+        if neg.any() or not (sval[ok] < 0).any():
+            return pa.array(sval, type=pa.int64(), mask=~ok)
+        return pa.array(value, type=pa.uint64(), mask=~ok)
+    return vals.cast(pa.string())
+
+
+def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool) -> tuple[list[tuple[str, pa.Array]], BodyNotes]:
+    """Columns of one event's bodies: known layout when there is one, inferred otherwise."""
+    notes = BodyNotes()
+    failed = pc.fill_null(pc.starts_with(body, FAILED_TO_PARSE), False)
+    notes.failed_to_parse = int(pc.sum(failed).as_py() or 0)
+    if notes.failed_to_parse:
+        body = pc.replace_substring_regex(body, r"^\[FAILED TO PARSE\]\s*", "")
+    body = pc.utf8_trim_whitespace(body)
+    known = ke.lookup(event)
+    keys = discover_keys(body)
+    unparsed: dict = {}
+    cols: list[tuple[str, pa.Array]] = []
+    if known is not None:
+        n = len(body)
+        names = [f.name for f in known.fields]
+        extra = [k for k, c in keys.items() if c == n and k not in names and k not in known.print_only]
+        alts = names + sorted(known.print_only) + extra
+        pos = pc.extract_regex(body, known.positional) if known.positional else None
+        last_str = [f.name for f in known.fields if pa.types.is_string(f.type)][-1:]
+        for f in known.fields:
+            is_str = pa.types.is_string(f.type)
+            mode = ("rest" if f.name in last_str and f.name == names[-1] else "until-key") if is_str else "token"
+            raw = _extract(body, f.name, alts, mode)
+            if pos is not None and f.name in [pos.type.field(i).name for i in range(pos.type.num_fields)]:
+                pv = pc.struct_field(pos, [f.name])
+                raw = pc.if_else(pos.is_valid(), pv, raw)
+            if f.optional and not pc.any(raw.is_valid()).as_py():
+                continue
+            if is_str:
+                cols.append((f.name, pc.utf8_trim_whitespace(raw).cast(pa.string())))
+            else:
+                cols.append((f.name, _numeric(raw, f, hashed_pointers, unparsed)))
+        for k in extra:
+            cols.append((k, _infer(_extract(body, k, alts, "until-key"))))
+    else:
+        alts = list(keys)
+        for k in alts:
+            cols.append((k, _infer(_extract(body, k, alts, "until-key"))))
+        if not alts:
+            cols.append(("_text", body.cast(pa.string())))
+    notes.unparsed = unparsed
+    return cols, notes
+
+
+# -- the shared Trace implementation --------------------------------------------------------
+
+class TextTrace(Trace):
+    """A text trace parsed columnar at open; event bodies are parsed per event on demand."""
+
+    FORMAT = "text"
+    LINE_RE = ""                  # RE2 with groups comm, pid, cpu, ts_s, ts_f, event, body
+    HASHED_POINTERS = False       # kernel text output hashes %p values
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self.meta = TraceMeta(path=self.path, format=self.FORMAT)
+        self.markers: list[Marker] = []
+        self._tables: dict[str, pa.Table] = {}
+        self._formats: dict[str, EventFormat] = {}
+        self._notes: dict[str, dict] = {}
+        lines = read_lines(self.path)
+        self._scan(lines)
+
+    # hooks -------------------------------------------------------------------------------
+    def other_line(self, text: str, lineno: int) -> Marker | None:
+        """Handle a line that is not an event; raise TraceFormatError if it is garbage."""
+        raise NotImplementedError
+
+    def rename_events(self, events: pa.Array, bodies: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Map printed event names to "system:name" (and fix bodies if the format needs it)."""
+        names = events.unique().to_pylist()
+        mapping = {n: ke.full_name(n) for n in names}
+        return _map_strings(events, mapping), bodies
+
+    def bad_line(self, lineno: int, text: str, why: str) -> TraceFormatError:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return TraceFormatError(self.path, f"line {lineno}", None, f"{why}: {shown!r}")
+
+    # scanning ----------------------------------------------------------------------------
+    def _scan(self, lines: pa.Array) -> None:
+        m = pc.extract_regex(lines, self.LINE_RE)
+        is_ev = m.is_valid().to_numpy(zero_copy_only=False)
+        for i in np.nonzero(~is_ev)[0]:
+            mk = self.other_line(lines[int(i)].as_py(), int(i) + 1)
+            if mk is not None:
+                self.markers.append(mk)
+        if not is_ev.any():
+            raise TraceFormatError(self.path, "file", None, f"no event lines found in this {self.FORMAT} file")
+        ev = pc.filter(m, pa.array(is_ev))
+        self._line_no = np.nonzero(is_ev)[0] + 1
+        g = {ev.type.field(i).name: pc.struct_field(ev, [i]) for i in range(ev.type.num_fields)}
+        for k in g:          # RE2 gives "" for optional groups that did not take part
+            if k not in ("comm", "body"):
+                g[k] = pc.if_else(pc.equal(g[k], ""), pa.scalar(None, g[k].type), g[k])
+        self._groups = g
+        # perf `-F pid,tid` prints pid/tid; the record's pid (common_pid) is the tid
+        pid_text = pc.coalesce(g["tid"], g["pid"]) if "tid" in g else g["pid"]
+        pid, ok, _, _ = parse_ints(pid_text)
+        cpu, ok2, _, _ = parse_ints(g["cpu"])
+        sec, ok3, _, _ = parse_ints(g["ts_s"])
+        if not (ok.all() and ok2.all() and ok3.all()):
+            bad = int(np.nonzero(~(ok & ok2 & ok3))[0][0])
+            raise self.bad_line(int(self._line_no[bad]), lines[int(self._line_no[bad]) - 1].as_py(),
+                                "number out of range in pid, cpu or time")
+        self._pid = pid.astype(np.int32)
+        self._cpu = cpu.astype(np.int32)
+        self._ts = self._timestamps(sec, g["ts_f"])
+        self._comm = pc.utf8_trim_whitespace(g["comm"]).cast(pa.string())
+        names, bodies = self.rename_events(g["event"], g["body"])
+        self._bodies = bodies
+        enc = pc.dictionary_encode(names).combine_chunks() if isinstance(names, pa.ChunkedArray) else pc.dictionary_encode(names)
+        idx = enc.indices.to_numpy(zero_copy_only=False)
+        order = np.argsort(idx, kind="stable")
+        bounds = np.searchsorted(idx[order], np.arange(len(enc.dictionary) + 1))
+        self._rows = {enc.dictionary[k].as_py(): order[bounds[k]:bounds[k + 1]]
+                      for k in range(len(enc.dictionary)) if bounds[k + 1] > bounds[k]}
+        self._lost = self._lost_table()
+
+    def _timestamps(self, sec: np.ndarray, frac: pa.Array) -> np.ndarray:
+        fval, fok, _, _ = parse_ints(frac)
+        flen = pc.fill_null(pc.utf8_length(frac), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        if (flen > 9).any():
+            i = int(np.nonzero(flen > 9)[0][0])
+            raise TraceFormatError(self.path, f"line {int(self._line_no[i])}", None,
+                                   "timestamp has more than 9 fractional digits")
+        has_frac = frac.is_valid().to_numpy(zero_copy_only=False)
+        scale = (10 ** (9 - np.clip(flen, 0, 9))).astype(np.int64)
+        ts = np.where(has_frac, sec.astype(np.int64) * 1_000_000_000 + fval.astype(np.int64) * scale,
+                      sec.astype(np.int64))
+        if has_frac.all():
+            res = int(10 ** (9 - flen.min())) if len(flen) else 1
+            self.meta.extra["ts_resolution_ns"] = res
+            self.meta.extra["ts_unit"] = "ns"
+        elif not has_frac.any():
+            self.meta.extra["ts_unit"] = "counter"    # non-ns trace clock: raw counts
+            self.meta.extra["ts_resolution_ns"] = None
+        else:
+            i = int(np.nonzero(~has_frac)[0][0])
+            raise TraceFormatError(self.path, f"line {int(self._line_no[i])}", None,
+                                   "mixes seconds.fraction and raw counter timestamps")
+        return ts
+
+    def _lost_table(self) -> pa.Table:
+        rows = {"cpu": [], "ts_start": [], "ts_end": [], "count": []}
+        lost = [mk for mk in self.markers if mk.kind in ("lost", "buffer-started")]
+        first_ts = int(self._ts.min()) if len(self._ts) else 0
+        for mk in lost:
+            on_cpu = np.nonzero(self._cpu == mk.cpu)[0]
+            lines = self._line_no[on_cpu]
+            k = int(np.searchsorted(lines, mk.line))
+            after = int(self._ts[on_cpu[k]]) if k < len(on_cpu) else int(self._ts.max())
+            if mk.kind == "buffer-started" or k == 0:
+                before = first_ts      # this CPU's records before the gap are gone
+            else:
+                before = int(self._ts[on_cpu[k - 1]])
+            rows["cpu"].append(mk.cpu)
+            rows["ts_start"].append(before)
+            rows["ts_end"].append(after)
+            rows["count"].append(mk.count)
+        return pa.table(rows, schema=LOST_SCHEMA)
+
+    # Trace API ---------------------------------------------------------------------------
+    def events(self) -> dict[str, int]:
+        return {k: len(v) for k, v in sorted(self._rows.items())}
+
+    def resolve(self, event: str) -> str:
+        """Like Trace.resolve, but from the event names seen (no need to parse bodies)."""
+        ev = event.replace("/", ":")
+        if ev in self._rows:
+            return ev
+        bare = ev.split(":", 1)[1] if ":" in ev else ev
+        hits = [k for k in self._rows if k.split(":", 1)[1] == bare]
+        if ":" not in ev and len(hits) == 1:
+            return hits[0]
+        if ":" not in ev and len(hits) > 1:
+            raise UnknownEventError(f"{self.path}: event name {event!r} is ambiguous: {', '.join(sorted(hits))}")
+        raise UnknownEventError(f"{self.path}: no event {event!r} in this trace")
+
+    def formats(self) -> dict[str, EventFormat]:
+        for name in self._rows:
+            self._build(name)
+        return dict(self._formats)
+
+    @property
+    def lost(self) -> pa.Table:
+        return self._lost
+
+    def cpus_seen(self, full_name: str) -> list[int]:
+        rows = self._rows[full_name]
+        return sorted(int(c) for c in np.unique(self._cpu[rows]))
+
+    def notes(self) -> dict[str, dict]:
+        """Per event: "[FAILED TO PARSE]" line count and fields that could not be read."""
+        for name in self._rows:
+            self._build(name)
+        return {k: v for k, v in self._notes.items() if v}
+
+    def _common(self, rows: np.ndarray, columns: list[str] | None) -> list[tuple[str, pa.Array]]:
+        sel = pa.array(rows)
+        out = [("seq", pa.array(rows.astype(np.int64))),
+               ("ts", pa.array(self._ts[rows])),
+               ("cpu", pa.array(self._cpu[rows])),
+               ("pid", pa.array(self._pid[rows])),
+               ("comm", None)]
+        if columns is None or "comm" in columns:
+            out[4] = ("comm", self._comm.take(sel))
+        return out
+
+    def _table(self, full_name: str, columns: list[str] | None) -> pa.Table:
+        rows = self._rows.get(full_name)
+        if rows is None:
+            raise UnknownEventError(f"{self.path}: no event {full_name!r} in this trace")
+        common_only = columns is not None and all(c in ("seq", "ts", "cpu", "pid", "comm") for c in columns)
+        if common_only:
+            cols = [(n, a) for n, a in self._common(rows, columns) if n in columns]
+            return pa.table({n: a for n, a in cols}).select(columns)
+        t = self._build(full_name)
+        return t.select(columns) if columns is not None else t
+
+    def _build(self, full_name: str) -> pa.Table:
+        t = self._tables.get(full_name)
+        if t is not None:
+            return t
+        rows = self._rows[full_name]
+        body = self._bodies.take(pa.array(rows))
+        fields, notes = parse_bodies(full_name, body, self.HASHED_POINTERS)
+        cols = self._common(rows, None) + fields
+        schema = pa.schema(list(COMMON_SCHEMA) + [pa.field(n, a.type) for n, a in fields])
+        t = pa.Table.from_arrays([a for _, a in cols], schema=schema)
+        self._tables[full_name] = t
+        note: dict = {}
+        if notes.failed_to_parse:
+            note["failed_to_parse_lines"] = notes.failed_to_parse
+        if notes.unparsed:
+            note["unparsed_fields"] = notes.unparsed
+        self._notes[full_name] = note
+        self._formats[full_name] = _format_of(full_name, fields)
+        return t
+
+
+def _format_of(full_name: str, fields: list[tuple[str, pa.Array]]) -> EventFormat:
+    system, name = full_name.split(":", 1)
+    known = ke.lookup(full_name)
+    out = []
+    for fname, arr in fields:
+        kf = known.field(fname) if known else None
+        t = arr.type
+        ctype = kf.ctype if kf else ("char[]" if pa.types.is_string(t) else ("u64" if t == pa.uint64() else "s64"))
+        size = t.bit_width // 8 if pa.types.is_integer(t) else 0
+        out.append(FieldFormat(name=fname, type=ctype, offset=-1, size=size,
+                               signed=pa.types.is_signed_integer(t)))
+    return EventFormat(system=system, name=name, id=None, fields=out)
+
+
+def _map_strings(arr: pa.Array, mapping: dict) -> pa.Array:
+    keys = list(mapping)
+    idx = pc.index_in(arr, value_set=pa.array(keys, type=arr.type))
+    return pa.array([mapping[k] for k in keys], type=pa.string()).take(idx)
