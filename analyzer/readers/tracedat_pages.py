@@ -1,0 +1,216 @@
+"""Ring-buffer pages: fetch them per CPU in bounded blocks and walk their records in bulk.
+
+A page is `u64 timestamp, long commit, data[]`; records inside are a chain of 4-byte headers
+(type_len:5, time_delta:27), so walking one page is inherently sequential.  The pure-numpy
+walker below walks *all pages of a block in lockstep* (one numpy step advances every page by
+one record), which keeps Python work per block proportional to the longest page, not to the
+number of records.  `_walk` (C, optional) does the same walk in one pass and is used when built;
+both return identical `Walk` results (tests/test_tracedat_walk.py checks that).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import TraceFormatError
+from .tracedat_header import BufferInfo, CpuData, Decompressor, PageHeader
+
+try:  # compiled walker (analyzer/readers/_walk.c); optional
+    from . import _walk as _cwalk  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the build
+    _cwalk = None
+
+COMMIT_MASK = (1 << 27) - 1
+MISSED_EVENTS = 1 << 31
+MISSED_STORED = 1 << 30
+TS_MSB = 0xF8 << 56
+BLOCK_BYTES = 16 << 20          # pages walked per step: bounds memory, amortises numpy overhead
+
+
+@dataclass
+class Walk:
+    """Records of one block of pages (all arrays share record order = file order)."""
+
+    rec_off: np.ndarray      # int64, payload offset in the block buffer
+    rec_len: np.ndarray      # int64, payload length in bytes
+    ts: np.ndarray           # uint64, raw ring-buffer timestamp
+    page_nrec: np.ndarray    # int64, records per page
+    page_ts: np.ndarray      # uint64, page base timestamp
+    page_lost: np.ndarray    # int64, 0 none, -1 unknown count, >0 count
+
+
+def use_compiled() -> bool:
+    return _cwalk is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# page sources
+
+def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor | None,
+                endian: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (uint8 array of whole pages, file offset of the block) for one CPU's data."""
+    ps = buf.page_size
+    where = f"buffer {buf.name!r} cpu {cd.cpu}"
+    if not cd.chunked:
+        if cd.size % ps:
+            raise TraceFormatError(path, where, cd.offset + cd.size - cd.size % ps,
+                                   f"data size {cd.size} is not a whole number of {ps}-byte pages: truncated page")
+        step = max(ps, block_bytes - block_bytes % ps)
+        for o in range(0, cd.size, step):
+            n = min(step, cd.size - o)
+            yield np.frombuffer(data, dtype=np.uint8, count=n, offset=cd.offset + o), cd.offset + o
+        return
+    if dec is None or dec.name == "none":
+        raise TraceFormatError(path, where, cd.offset, "compressed flyrecord data but file compression is 'none'")
+    e = "<" if endian == "little" else ">"
+    pos = cd.offset
+    if pos + 4 > len(data):
+        raise TraceFormatError(path, where, pos, "truncated chunk table")
+    (count,) = struct.unpack_from(e + "I", data, pos)
+    pos += 4
+    pending: list[bytes] = []
+    pending_n, pending_at = 0, pos
+    for _ in range(count):
+        if pos + 8 > len(data):
+            raise TraceFormatError(path, where, pos, "truncated compressed chunk header")
+        csize, usize = struct.unpack_from(e + "II", data, pos)
+        if pos + 8 + csize > len(data):
+            raise TraceFormatError(path, where, pos, f"compressed chunk of {csize} bytes runs past end of file")
+        if usize % ps or usize > (1 << 31):
+            raise TraceFormatError(path, where, pos, f"chunk size {usize} is not a whole number of {ps}-byte pages")
+        out = dec(bytes(data[pos + 8:pos + 8 + csize]), usize, where + " chunk", pos)
+        if not pending:
+            pending_at = pos
+        pending.append(out)
+        pending_n += len(out)
+        pos += 8 + csize
+        if pending_n >= block_bytes:
+            yield np.frombuffer(b"".join(pending), dtype=np.uint8), pending_at
+            pending, pending_n = [], 0
+    if pending:
+        yield np.frombuffer(b"".join(pending), dtype=np.uint8), pending_at
+
+
+# ---------------------------------------------------------------------------------------------
+# the walk
+
+def walk(block: np.ndarray, page_size: int, ph: PageHeader, big: bool, path: str, where: str,
+         file_off: int, compiled: bool | None = None) -> Walk:
+    """Walk every record of every page in `block` (a whole number of pages)."""
+    if compiled is None:
+        compiled = _cwalk is not None
+    if compiled:
+        if _cwalk is None:
+            raise RuntimeError("compiled walker not built")
+        try:
+            r = _cwalk.walk(block, page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(big))
+        except ValueError as e:  # the C walker reports the block offset after '@'
+            msg, _, at = str(e).rpartition("@")
+            raise TraceFormatError(path, where, file_off + int(at), msg.strip()) from None
+        return Walk(*r)
+    return _walk_numpy(block, page_size, ph, big, path, where, file_off)
+
+
+def _words(block: np.ndarray, big: bool) -> np.ndarray:
+    w = block.view(">u4" if big else "<u4")
+    return w.astype(np.uint32) if big else w
+
+
+def _walk_numpy(block: np.ndarray, ps: int, ph: PageHeader, big: bool, path: str, where: str,
+                file_off: int) -> Walk:
+    npages = len(block) // ps
+    W = _words(block, big).astype(np.int64)          # int64 words: no uint overflow games
+    base = np.arange(npages, dtype=np.int64) * ps
+    w_ts0, w_ts1 = W[base // 4], W[base // 4 + 1]
+    page_ts = ((w_ts0 << 32) | w_ts1) if big else (w_ts0 | (w_ts1 << 32))
+    page_ts = page_ts.astype(np.uint64)
+    ci = (base + ph.commit_offset) // 4
+    if ph.commit_size == 8:
+        commit = ((W[ci] << 32) | W[ci + 1]) if big else (W[ci] | (W[ci + 1] << 32))
+    else:
+        commit = W[ci]
+    size = commit & COMMIT_MASK
+    bad = np.flatnonzero(size > ps - ph.data_offset)
+    if bad.size:
+        p = int(bad[0])
+        raise TraceFormatError(path, where, file_off + p * ps + ph.commit_offset,
+                               f"page commit size {int(size[p])} beyond the {ps}-byte page")
+    lost = np.zeros(npages, dtype=np.int64)
+    missed = (commit & MISSED_EVENTS) != 0
+    stored = missed & ((commit & MISSED_STORED) != 0)
+    lost[missed] = -1
+    if stored.any():
+        sp = np.flatnonzero(stored)
+        lo = base[sp] + ph.data_offset + size[sp]
+        if np.any(lo + ph.commit_size > base[sp] + ps):
+            p = int(sp[np.argmax(lo + ph.commit_size > base[sp] + ps)])
+            raise TraceFormatError(path, where, file_off + p * ps, "missed-events count stored beyond the page")
+        if ph.commit_size == 8:
+            cnt = ((W[lo // 4] << 32) | W[lo // 4 + 1]) if big else (W[lo // 4] | (W[lo // 4 + 1] << 32))
+        else:
+            cnt = W[lo // 4]
+        lost[sp] = cnt
+    pos = base + ph.data_offset
+    end = pos + size
+    limit = base + ps
+    ts = page_ts.copy()
+    act = np.flatnonzero(pos < end)
+    out_page, out_off, out_len, out_ts = [], [], [], []
+    mask27 = (1 << 27) - 1
+    while act.size:
+        p = pos[act]
+        w = W[p // 4]
+        if big:
+            tl, delta = w >> 27, w & mask27
+        else:
+            tl, delta = w & 31, w >> 5
+        has_arr = p + 8 <= limit[act]
+        arr = np.where(has_arr, W[np.minimum(p + 4, limit[act] - 4) // 4], 0)
+        nxt = np.empty_like(p)
+        t = ts[act]
+        # data records
+        isdata = tl <= 28
+        small = isdata & (tl > 0)
+        big0 = isdata & (tl == 0)
+        plen = np.where(small, tl * 4, (arr - 4 + 3) & ~3)
+        poff = np.where(small, p + 4, p + 8)
+        if np.any(big0 & ((arr < 4) | ~has_arr)):
+            k = int(np.argmax(big0 & ((arr < 4) | ~has_arr)))
+            raise TraceFormatError(path, where, file_off + int(p[k]), f"bad record length {int(arr[k])}")
+        over = isdata & (poff + plen > end[act])
+        if over.any():
+            k = int(np.argmax(over))
+            raise TraceFormatError(path, where, file_off + int(p[k]), "record overruns the page commit")
+        t = t + np.where(tl == 31, 0, delta + np.where(tl == 30, arr << 27, 0)).astype(np.uint64)
+        stamp = tl == 31
+        if stamp.any():
+            t = np.where(stamp, (t & np.uint64(TS_MSB)) | ((arr << 27) + delta).astype(np.uint64), t)
+        ts[act] = t
+        nxt[:] = np.where(isdata, poff + plen, p + 8)
+        pad = tl == 29
+        nxt = np.where(pad, np.where(has_arr, p + 4 + arr, end[act]), nxt)
+        nxt = np.where((tl >= 30) & ~has_arr, end[act], nxt)
+        if isdata.any():
+            sel = np.flatnonzero(isdata)
+            out_page.append(act[sel])
+            out_off.append(poff[sel])
+            out_len.append(plen[sel])
+            out_ts.append(t[sel])
+        pos[act] = nxt
+        act = act[nxt < end[act]]
+    if out_page:
+        pg = np.concatenate(out_page)
+        order = np.argsort(pg, kind="stable")
+        pg = pg[order]
+        rec_off = np.concatenate(out_off)[order]
+        rec_len = np.concatenate(out_len)[order]
+        rts = np.concatenate(out_ts)[order]
+        nrec = np.bincount(pg, minlength=npages).astype(np.int64)
+    else:
+        rec_off = rec_len = np.zeros(0, np.int64)
+        rts = np.zeros(0, np.uint64)
+        nrec = np.zeros(npages, np.int64)
+    return Walk(rec_off.astype(np.int64), rec_len.astype(np.int64), rts, nrec, page_ts, lost)
