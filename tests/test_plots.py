@@ -233,11 +233,21 @@ def test_pagetypeinfo_counts_shapes():
     d = {"DMA": {"Unmovable": 1, "Movable": 2, "CMA": 3}, "Normal": {"Movable": 5}}
     assert plots.pagetypeinfo_counts(d) == {0: 1, 1: 7, 4: 3}
     assert plots.pagetypeinfo_counts(d, "Normal") == {1: 5}
-    long = pd.DataFrame({"zone": ["DMA", "DMA"], "type": ["Movable", "CMA"], "count": [4, 6]})
-    assert plots.pagetypeinfo_counts(long) == {1: 4, 4: 6}
-    wide = pd.DataFrame({"zone": ["DMA"], "Unmovable": [107], "Movable": [879], "CMA": [544]})
-    assert plots.pagetypeinfo_counts(wide) == {0: 107, 1: 879, 4: 544}
+    by_node = SimpleNamespace(blocks={(0, "DMA"): {0: 107, 1: 879, 4: 544}, (1, "DMA"): {1: 1}})
+    assert plots.pagetypeinfo_counts(by_node) == {0: 107, 1: 880, 4: 544}
+    assert plots.pagetypeinfo_counts(by_node, "Normal") is None
     assert plots.pagetypeinfo_counts(None) is None
+
+
+def test_pagetypeinfo_counts_real_parser():
+    try:
+        from analyzer.capture import parse_pagetypeinfo
+    except ImportError as ex:
+        pytest.skip(f"capture parser not there yet: {ex}")
+    path = os.path.join(REAL, "pagetypeinfo-start.txt")
+    pti = parse_pagetypeinfo(open(path).read(), path)
+    # "Node 0, zone DMA  107 879 6 0 544 0" in the file
+    assert plots.pagetypeinfo_counts(pti) == {0: 107, 1: 879, 2: 6, 3: 0, 4: 544, 5: 0}
 
 
 def test_make_view_zoom_and_errors():

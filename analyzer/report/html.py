@@ -65,6 +65,8 @@ def _fmt(v: Any) -> str:
         return "yes" if v else "no"
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
     try:
         import pandas as pd
         if v is pd.NA or v is pd.NaT:

@@ -253,13 +253,16 @@ def isolation_mask(iso: Any, view: View, order: int, rows: int, cols: int) -> np
     return np.cumsum(np.cumsum(d.reshape(rows + 1, cols + 1), axis=0), axis=1)[:rows, :cols] > 0
 
 
-def finding_points(findings: Any, view: View, rows: int, cols: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    """Per detector: pixel-centre coordinates (seconds, block) of pixels holding findings.
+def finding_points(findings: Any, view: View, rows: int, cols: int,
+                   max_markers: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, int, int]]:
+    """Per detector: centres (seconds, block) of grid cells holding findings.
 
-    Deduplicated per pixel so a detector firing a million times still draws at most
-    rows*cols markers; the count is kept for the legend.
+    Deduplicated per cell so a detector firing a million times draws at most
+    rows*cols markers; with `max_markers` only the cells holding the most findings
+    are kept (a carpet of markers would hide the heatmap).  Returns
+    (x, y, findings in view, cells with findings).
     """
-    out: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
     if findings is None or len(findings) == 0:
         return out
     det = np.asarray(findings["detector"].astype(str))
@@ -271,11 +274,18 @@ def finding_points(findings: Any, view: View, rows: int, cols: int) -> dict[str,
         m = keep & (det == d)
         r = (blk[m] - view.block_lo) * rows // view.nblocks
         c = np.minimum((ts[m] - view.t_lo) * cols // span, cols - 1)
-        cell = np.unique(r * cols + c)
+        cell, cnt = np.unique(r * cols + c, return_counts=True)
+        ncells = len(cell)
+        if max_markers is not None and ncells > max_markers:
+            # ties (the common case: one finding per cell) broken by a fixed hash of
+            # the cell, so the kept markers spread over the picture, not its bottom rows
+            scatter_key = (cell.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(1 << 32)
+            top = np.lexsort((scatter_key, -cnt))[:max_markers]
+            cell = np.sort(cell[top])
         rr, cc = cell // cols, cell % cols
         x = (view.t_lo + (cc + 0.5) * span / cols) / 1e9
         y = view.block_lo + (rr + 0.5) * view.nblocks / rows
-        out[d] = (x, y, int(m.sum()))
+        out[d] = (x, y, int(m.sum()), ncells)
     return out
 
 
@@ -289,6 +299,7 @@ class PlotOptions:
     dpi: int = 100
     max_rows: int | None = None     # default: the heatmap axes' height in pixels
     max_cols: int | None = None
+    max_markers: int = 300          # per detector; beyond that the densest spots are shown
     extra: dict = field(default_factory=dict)
 
 
@@ -365,14 +376,20 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
         ax.imshow(over, extent=extent, origin="lower", aspect="auto", interpolation="nearest")
 
     # Findings: one scatter per detector, one marker per occupied pixel.
-    pts = finding_points(getattr(analysis, "findings", None), view, min(ax_h, view.nblocks), ax_w)
+    # Markers are deduplicated on a grid of roughly marker-sized cells: a detector that
+    # fires everywhere then shows as an even carpet instead of hiding the heatmap.
+    cell = 9
+    pts = finding_points(getattr(analysis, "findings", None), view,
+                         min(max(ax_h // cell, 1), view.nblocks), max(ax_w // cell, 1),
+                         max_markers=opts.max_markers)
     extra = iter(_EXTRA_MARKERS)
     handles_f = []
-    for det, (x, y, n) in pts.items():
+    for det, (x, y, n, ncells) in pts.items():
         mk = DETECTOR_MARKERS.get(det) or next(extra, "o")
         ax.scatter(x, y, marker=mk, s=36, facecolors="white", edgecolors="black", linewidths=0.9, zorder=3)
+        note = f", {len(x)} densest of {ncells} spots marked" if len(x) < ncells else ""
         handles_f.append(Line2D([], [], ls="", marker=mk, mfc="white", mec="black",
-                                label=f"{det} finding ({n})"))
+                                label=f"{det} finding ({n}{note})"))
 
     ax.set_xlim(x0, x1)
     ax.set_ylim(view.block_lo, view.block_hi)
@@ -392,8 +409,11 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     handles.append(Patch(facecolor=MT_COLORS[UNKNOWN], edgecolor="#555555", label="unknown"))
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
                          label=f"isolation window ({n_iso})"))
-    fig.legend(handles=handles + handles_f, loc="lower center", ncol=min(6, len(handles) + len(handles_f)),
-               fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.005))
+    fig.legend(handles=handles, loc="lower left", ncol=4, fontsize=9, frameon=False,
+               bbox_to_anchor=(_AX_LEFT - 0.04, 0.005))
+    if handles_f:
+        fig.legend(handles=handles_f, loc="lower right", ncol=1 if len(handles_f) <= 3 else 2, fontsize=9,
+                   frameon=False, bbox_to_anchor=(_AX_RIGHT, 0.005))
     kr = getattr(analysis.meta, "kernel_release", None) or "unknown kernel"
     title = f"Pageblock migratetype over time — {kr}"
     if view.title:
@@ -453,49 +473,27 @@ def count_series(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.n
 
 
 def pagetypeinfo_counts(table: Any, zone: str | None = None) -> dict[int, int] | None:
-    """Block counts per type from a parsed pagetypeinfo table (summed over zones).
+    """Block counts per type from a parsed pagetypeinfo snapshot, summed over zones.
 
-    Accepts the shapes the capture parser may produce: a DataFrame with
-    zone/type/count columns or a wide one (one column per type name), or a
-    mapping zone -> {type: count}.
+    `table` is analyzer.capture.PageTypeInfo (its `.blocks` maps (node, zone) ->
+    {migratetype: blocks}) or a plain mapping of that shape; zone keys may also be
+    bare zone names and type keys type names ("Movable").
     """
     if table is None:
         return None
+    blocks = getattr(table, "blocks", table)
+    if not isinstance(blocks, dict):
+        return None
     names = {v.lower(): k for k, v in mt_names().items()}
-
-    def code(t: Any) -> int | None:
-        if isinstance(t, (int, np.integer)):
-            return int(t)
-        return names.get(str(t).strip().lower())
-
     out: dict[int, int] = {}
-
-    def add(t: Any, n: Any) -> None:
-        c = code(t)
-        if c is not None and n is not None and not (isinstance(n, float) and np.isnan(n)):
-            out[c] = out.get(c, 0) + int(n)
-
-    if hasattr(table, "columns"):
-        cols = [str(c) for c in table.columns]
-        if zone is not None and "zone" in cols:
-            table = table[table["zone"].astype(str) == zone]
-        type_col = next((c for c in ("migratetype", "type", "mt") if c in cols), None)
-        count_col = next((c for c in ("count", "blocks", "n") if c in cols), None)
-        if type_col and count_col:
-            for t, n in zip(table[type_col].tolist(), table[count_col].tolist()):
-                add(t, n)
-        else:
-            for c in cols:
-                if code(c) is not None:
-                    add(c, table[c].sum())
-    elif isinstance(table, dict):
-        for z, per in table.items():
-            if isinstance(per, dict):
-                if zone is None or str(z) == zone or (isinstance(z, tuple) and zone in map(str, z)):
-                    for t, n in per.items():
-                        add(t, n)
-            else:
-                add(z, per)
+    for key, per in blocks.items():
+        zname = key[-1] if isinstance(key, tuple) else key
+        if zone is not None and str(zname) != zone:
+            continue
+        for t, n in per.items():
+            code = int(t) if isinstance(t, (int, np.integer)) else names.get(str(t).strip().lower())
+            if code is not None:
+                out[code] = out.get(code, 0) + int(n)
     return out or None
 
 
@@ -517,7 +515,8 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
             color = "#999999"           # light grey would vanish on white
         x = edges / 1e9
         ax.fill_between(x[:-1], vmin, vmax, step="post", color=color, alpha=0.25, lw=0)
-        ax.step(x, at_edge, where="post", color=color, lw=1.6, label=f"{code} {names.get(code, '?')}")
+        label = "unknown" if code == UNKNOWN else f"{code} {names.get(code, '?')}"
+        ax.step(x, at_edge, where="post", color=color, lw=1.6, label=label)
     # Reference points: whole zones only (not a pfn window), and only where the view
     # reaches the trace's start / end.
     meta = analysis.meta

@@ -1,0 +1,111 @@
+"""`mtaudit plot` and `mtaudit report`: pictures and one HTML file from a capture.
+
+Both load the capture and run the analysis exactly like `mtaudit analyze`, so a
+picture never disagrees with the text report of the same input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..errors import MtauditError
+
+
+def _range_arg(what: str, as_float: bool):
+    def parse(text: str):
+        from .plots import parse_range
+        try:
+            return parse_range(text, what=what, as_float=as_float)
+        except MtauditError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size: expected WIDTHxHEIGHT in pixels, got {text!r}") from None
+    if not (200 <= w <= 20000 and 200 <= h <= 20000):
+        raise argparse.ArgumentTypeError(f"--size: {text!r} out of range (200..20000 pixels per side)")
+    return w, h
+
+
+def _analyze(path: str) -> Any:
+    """load_capture + analyze with a rich status line on stderr."""
+    from rich.console import Console
+
+    from .. import analyze
+    from ..capture import load_capture
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with console.status(f"reading {path}"):
+        trace, meta = load_capture(path)
+    with console.status("reconstructing pageblock history and running detectors"):
+        analysis = analyze(trace, meta)
+    console.print(f"[dim]analysed {path} in {time.perf_counter() - t0:.1f}s[/dim]")
+    return analysis
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import plots
+
+    analysis = _analyze(args.capture)
+    view = plots.make_view(analysis, zone=args.zone, pfn_range=args.pfn_range, time_range=args.time_range)
+    w, h = args.size or ((1600, 1000) if args.kind == "timeline" else (1600, 700))
+    opts = plots.PlotOptions(width_px=w, height_px=h)
+    t0 = time.perf_counter()
+    if args.kind == "timeline":
+        fig = plots.timeline_figure(analysis, view, opts)
+    else:
+        fig = plots.counts_figure(analysis, view, opts)
+    plots.write_png(fig, args.output)
+    Console(stderr=True).print(f"[dim]wrote {args.output} ({w}x{h}) in {time.perf_counter() - t0:.1f}s[/dim]")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import html
+
+    analysis = _analyze(args.capture)
+    t0 = time.perf_counter()
+    html.write_report(analysis, args.output, source=args.capture, top=args.top)
+    Console(stderr=True).print(f"[dim]wrote {args.output} in {time.perf_counter() - t0:.1f}s[/dim]")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "plot", help="draw a pageblock x time migratetype heatmap (or block counts) as PNG",
+        description="Pageblock x time heatmap of migratetypes with zones, CMA areas, isolation "
+                    "windows and findings; or per-type block counts over time (--kind counts).")
+    p.add_argument("capture", metavar="TRACE_OR_BUNDLE", help="trace.dat, capture directory or .tar.zst")
+    p.add_argument("-o", "--output", required=True, metavar="PNG")
+    p.add_argument("--kind", choices=("timeline", "counts"), default="timeline")
+    p.add_argument("--zone", metavar="Z", help="only this zone (e.g. DMA, Normal)")
+    p.add_argument("--pfn-range", type=_range_arg("--pfn-range", False), metavar="A-B",
+                   help="only pfns A..B (hex or decimal, end exclusive)")
+    p.add_argument("--time-range", type=_range_arg("--time-range", True), metavar="T0-T1",
+                   help="only seconds T0..T1 of the trace clock")
+    p.add_argument("--size", type=_size_arg, metavar="WxH", help="image size in pixels (default 1600x1000)")
+    p.set_defaults(func=_cmd_plot)
+
+    r = subparsers.add_parser(
+        "report", help="write one self-contained HTML report (plots, findings, histories)",
+        description="One HTML file with everything inline (no network, no JavaScript): summary, "
+                    "capture metadata, plots, top findings with their histories, consistency.")
+    r.add_argument("capture", metavar="TRACE_OR_BUNDLE", help="trace.dat, capture directory or .tar.zst")
+    r.add_argument("-o", "--output", required=True, metavar="HTML")
+    r.add_argument("--top", type=int, default=15, help="how many findings to list (default 15)")
+    r.set_defaults(func=_cmd_report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: python3 -m analyzer.cli plot|report ...")
