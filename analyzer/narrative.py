@@ -1,0 +1,208 @@
+"""The story of one page (or pageblock) in words, from the data.
+
+The 2012 CMA thread explained its bug as a story: "freed to pcp as CMA -> block
+isolated -> drained to the CMA freelist while the block was ISOLATE -> refilled
+as MOVABLE -> ...".  `history()` rebuilds that story for any pfn from the model's
+event frames, block history and isolation windows, with the block type the model
+held at each step, so a kernel developer can check a finding by reading it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .detectors._common import col, fmt_pfn, match_leave, mt_name
+
+HISTORY_COLUMNS = ["seq", "ts", "cpu", "event", "text"]
+_WHO = {"cma": "cma_alloc", "contig": "alloc_contig_range", "offline": "memory offline"}
+
+
+def _rows_for(model, lo: int, hi: int, block_lo: int, block_hi: int):
+    """Event rows touching pfns [lo, hi) (page events) or blocks [block_lo, block_hi] (block events)."""
+    pbo = int(model.pageblock_order)
+    out = []
+    for name, df in (getattr(model, "events", None) or {}).items():
+        if df is None or len(df) == 0:
+            continue
+        cols = set(df.columns)
+        if name in ("mm_page_alloc", "mm_page_free", "mm_page_alloc_zone_locked", "mm_page_pcpu_drain",
+                    "mm_page_free_batched"):
+            p = col(df, "pfn", np.uint64).astype(np.int64)
+            o = col(df, "order", np.int64) if "order" in cols else np.zeros(len(df), np.int64)
+            m = (p < hi) & (p + (np.int64(1) << np.minimum(o, 40)) > lo) & (p > 0)
+        elif name == "mm_page_alloc_extfrag":
+            p = col(df, "pfn", np.uint64).astype(np.int64)
+            fo = col(df, "fallback_order", np.int64)
+            m = (p < hi) & (p + (np.int64(1) << np.minimum(np.maximum(fo, 0), 40)) > lo)
+        elif "pfn" in cols and "mask" in cols or name == "setmt":           # ground-truth kprobe
+            b = col(df, "pfn", np.uint64).astype(np.int64) >> pbo
+            m = (b >= block_lo) & (b <= block_hi)
+            if "mask" in cols:
+                m &= col(df, "mask", np.int64) == 7
+        elif "start_pfn" in cols and "end_pfn" in cols:                    # test_pages_isolated
+            s, e = col(df, "start_pfn", np.uint64).astype(np.int64), col(df, "end_pfn", np.uint64).astype(np.int64)
+            m = (s >> pbo <= block_hi) & ((e - 1) >> pbo >= block_lo)
+        elif name == "mm_alloc_contig_migrate_range_info":
+            s, e = col(df, "start", np.uint64).astype(np.int64), col(df, "end", np.uint64).astype(np.int64)
+            m = (s >> pbo <= block_hi) & ((e - 1) >> pbo >= block_lo)
+        elif name in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release") and "pfn" in cols:
+            s = col(df, "pfn", np.uint64).astype(np.int64)
+            c = col(df, "count", np.int64)
+            m = (s >> pbo <= block_hi) & ((s + np.maximum(c, 1) - 1) >> pbo >= block_lo)
+        else:
+            continue
+        idx = np.flatnonzero(m)
+        if len(idx):
+            out.append((name, df.iloc[idx]))
+    return out
+
+
+def history(model, pfn: int | None = None, block: int | None = None,
+            findings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows (seq, ts, cpu, event, text) for one page or one whole pageblock, in time order."""
+    pbo = int(model.pageblock_order)
+    if block is None:
+        block = int(pfn) >> pbo
+        lo, hi = int(pfn), int(pfn) + 1
+    else:
+        lo, hi = int(block) << pbo, (int(block) + 1) << pbo
+    rows: list[tuple] = []
+    for name, df in _rows_for(model, lo, hi, block, block):
+        rows.extend(_describe(model, name, df))
+    rows.extend(_block_rows(model, block))
+    if findings is not None and len(findings):
+        p = col(findings, "pfn", np.uint64).astype(np.int64)
+        b = col(findings, "block", np.int64)
+        sel = np.flatnonzero(((p >= lo) & (p < hi)) | ((b == block) & (findings["event"].astype(str) == "cma-block-lost").to_numpy()))
+        for i in sel:
+            r = findings.iloc[i]
+            rows.append((int(r["seq"]), int(r["ts"]), int(r["cpu"]), f"finding:{r['detector']}",
+                         f"!! {r['detector']} ({r['severity']}): {r['explanation']}"))
+    # findings sort right after the record they are about; model rows by time
+    rows.sort(key=lambda r: (r[1], r[0] if r[0] >= 0 else 1 << 62, r[3].startswith("finding")))
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def narrative(model, pfn: int, findings: pd.DataFrame | None = None) -> list[str]:
+    """The page's story as short steps (join them with ' -> ' to print one line)."""
+    h = history(model, pfn=pfn, findings=findings)
+    return [(f"!! {e.split(':', 1)[1]}" if e.startswith("finding:") else t)
+            for e, t in zip(h["event"], h["text"]) if not e.startswith("model:")]
+
+
+def _block_rows(model, block: int):
+    rows = []
+    bl = getattr(model, "blocks", None)
+    if bl is not None and len(bl):
+        b = col(bl, "block", np.int64)
+        sel = np.flatnonzero(b == block)
+        st = col(bl, "start_ts", np.int64)[sel]
+        mt = col(bl, "migratetype", np.int16, -1)[sel]
+        src = bl["source"].astype(str).to_numpy()[sel]
+        conf = bl["confidence"].astype(str).to_numpy()[sel]
+        for k in np.argsort(st, kind="stable"):
+            rows.append((-1, int(st[k]), -1, "model:block-type",
+                         f"model: pageblock {block} is {mt_name(mt[k])} ({src[k]}, {conf[k]})"))
+    iso = getattr(model, "isolation", None)
+    if iso is not None and len(iso):
+        pbo = int(model.pageblock_order)
+        s_b = (col(iso, "start_pfn", np.uint64) >> np.uint64(pbo)).astype(np.int64)
+        e_b = ((col(iso, "end_pfn", np.uint64) - np.uint64(1)) >> np.uint64(pbo)).astype(np.int64)
+        kind = iso["kind"].astype(str).to_numpy()
+        name = iso["name"].astype(str).to_numpy() if "name" in iso.columns else np.array([""] * len(iso))
+        rmt = col(iso, "restore_mt", np.int16, -1)
+        s_ts, e_ts = col(iso, "start_ts", np.int64), col(iso, "end_ts", np.int64)
+        for i in np.flatnonzero((s_b <= block) & (e_b >= block)):
+            who = _WHO.get(kind[i], kind[i]) + (f"({name[i]})" if name[i] else "")
+            rows.append((-1, int(s_ts[i]), -1, "isolation", f"block isolated by {who}"))
+            rows.append((-1, int(e_ts[i]), -1, "isolation",
+                         f"{who} done: block restored to {mt_name(rmt[i])}"))
+    return rows
+
+
+def _describe(model, name: str, df: pd.DataFrame):
+    seq = col(df, "seq", np.int64)
+    ts = col(df, "ts", np.int64)
+    cpu = col(df, "cpu", np.int64)
+    pfn = col(df, "pfn", np.uint64) if "pfn" in df.columns else np.zeros(len(df), np.uint64)
+    st = model.block_type_at(pfn, seq) if "pfn" in df.columns else None
+    bt = np.asarray(st.mt) if st is not None else None
+    order = col(df, "order", np.int64) if "order" in df.columns else np.zeros(len(df), np.int64)
+    mt = col(df, "migratetype", np.int16, -1) if "migratetype" in df.columns else None
+    out = []
+    if name == "mm_page_free":
+        enter = _enter_rows(model, seq, "free")
+        for i in range(len(df)):
+            if enter[i] is not None:
+                c = enter[i]["cached_mt"]
+                t = f"freed to pcp cpu{cpu[i]} as {mt_name(c)}" + (
+                    f" (block {mt_name(bt[i])})" if bt[i] != c else "")
+            else:
+                t = f"freed (order {order[i]}) on cpu{cpu[i]} to the buddy allocator, block {mt_name(bt[i])}"
+            out.append((seq[i], ts[i], cpu[i], name, t))
+    elif name == "mm_page_free_batched":
+        out += [(seq[i], ts[i], cpu[i], name, f"batch-freed on cpu{cpu[i]}") for i in range(len(df))]
+    elif name == "mm_page_alloc_zone_locked":
+        enter = _enter_rows(model, seq, "refill")
+        for i in range(len(df)):
+            what = (f"refilled into pcp cpu{cpu[i]} as {mt_name(mt[i])}" if enter[i] is not None
+                    else f"taken by cpu{cpu[i]} from the {mt_name(mt[i])} freelist (order {order[i]})")
+            if bt[i] != mt[i]:
+                what += f" while block {mt_name(bt[i])}"
+            out.append((seq[i], ts[i], cpu[i], name, what))
+    elif name == "mm_page_alloc":
+        leave, _ = match_leave(model, "alloc", seq)
+        for i in range(len(df)):
+            t = f"allocated on cpu{cpu[i]} for a {mt_name(mt[i])} request (order {order[i]})"
+            if leave[i] >= 0:
+                t += " from the pcp list"
+            if st is not None and bool(np.asarray(st.isolated)[i]):
+                t += " while the block was isolated"
+            out.append((seq[i], ts[i], cpu[i], name, t))
+    elif name == "mm_page_pcpu_drain":
+        for i in range(len(df)):
+            out.append((seq[i], ts[i], cpu[i], name,
+                        f"drained from pcp cpu{cpu[i]} to the {mt_name(mt[i])} freelist while block "
+                        f"{mt_name(bt[i])}"))
+    elif name == "mm_page_alloc_extfrag":
+        am, fm = col(df, "alloc_migratetype", np.int16, -1), col(df, "fallback_migratetype", np.int16, -1)
+        co = col(df, "change_ownership", np.int64)
+        for i in range(len(df)):
+            t = (f"fallback on cpu{cpu[i]}: a {mt_name(am[i])} request took {fmt_pfn(pfn[i])} from the "
+                 f"{mt_name(fm[i])} freelist" + (f", claiming the block for {mt_name(am[i])}" if co[i] else ""))
+            out.append((seq[i], ts[i], cpu[i], name, t))
+    elif "flags" in df.columns and "mask" in df.columns:
+        fl = col(df, "flags", np.int64)
+        out += [(seq[i], ts[i], cpu[i], name, f"kprobe: block set to {mt_name(fl[i])}") for i in range(len(df))]
+    else:
+        for i, r in enumerate(df.drop(columns=["seq", "ts", "cpu", "pid", "comm"], errors="ignore")
+                              .itertuples(index=False)):
+            fields = " ".join(f"{k}={_fmt(k, v)}" for k, v in zip(df.columns.drop(
+                ["seq", "ts", "cpu", "pid", "comm"], errors="ignore"), r))
+            out.append((seq[i], ts[i], cpu[i], name, f"{name} {fields}"))
+    return [(int(a), int(b), int(c), d, e) for a, b, c, d, e in out]
+
+
+def _fmt(k, v):
+    if isinstance(v, (int, np.integer)) and ("pfn" in k or k in ("start", "end", "page")):
+        return fmt_pfn(int(v) & 0xFFFFFFFFFFFFFFFF)
+    return v
+
+
+def _enter_rows(model, seq: np.ndarray, kind: str):
+    """Residency row (as dict) that each record started, or None."""
+    res = getattr(model, "residency", None)
+    out = [None] * len(seq)
+    if res is None or len(res) == 0:
+        return out
+    es = col(res, "enter_seq", np.int64, -1)
+    ek = res["enter_kind"].astype(str).to_numpy()
+    sel = np.flatnonzero(ek == kind)
+    order = np.argsort(es[sel], kind="stable")
+    s_sorted = es[sel][order]
+    pos = np.searchsorted(s_sorted, seq)
+    cached = col(res, "cached_mt", np.int16, -1)
+    for i in range(len(seq)):
+        if pos[i] < len(s_sorted) and s_sorted[pos[i]] == seq[i]:
+            out[i] = {"cached_mt": int(cached[sel[order[pos[i]]]])}
+    return out

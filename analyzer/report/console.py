@@ -1,0 +1,111 @@
+"""Rich terminal summary of an Analysis.
+
+Answers, in this order, what a kernel developer asks of a capture: which kernel
+semantics were assumed, what each detector found and how bad it is, where (top
+pageblocks), how far the evidence can be trusted (lost events, unknown block
+types, ground-truth agreement, model warnings) and whether the reconstruction
+matches the kernel's own /proc/pagetypeinfo count.
+"""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..kernels import mt_name
+
+SEV_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+def render(a, console: Console | None = None, examples: int = 3) -> None:
+    c = console or Console()
+    s = a.summary(with_rows=False)
+    cap = s["capture"]
+    c.rule("[bold]mtaudit analyze")
+    c.print(f"capture: {cap.get('source', '?')}  kernel: {s['kernel'].get('describe') or '?'}  "
+            f"drain prints: {s['kernel'].get('drain_prints')}  pageblock order: {s['model']['pageblock_order']}")
+    for note in s["kernel"].get("assumed", []) + list(cap.get("unknowns", []) or []):
+        c.print(f"[yellow]assumed/unknown:[/] {note}")
+
+    t = Table(title="Detectors", show_lines=False)
+    for h in ("id", "severity", "applies to", "runs here", "findings", "sub-classes", "checked", "skipped (unknown type)"):
+        t.add_column(h, justify="right" if h in ("findings", "checked", "skipped (unknown type)") else "left")
+    for d in s["detectors"]:
+        sev = d["severity"]
+        subs = ", ".join(f"{k}={v}" for k, v in d.get("subcounts", {}).items()) or "-"
+        t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", d["kernels"],
+                  "yes" if d["applies"] else "[dim]no[/]", str(d["count"]), subs,
+                  str(d.get("checked", "")), str(d.get("skipped_unknown", "")))
+    c.print(t)
+    for d in s["detectors"]:
+        c.print(f"  [bold]{d['id']}[/]: {d['meaning']}")
+
+    f = a.kernel_findings
+    if len(f):
+        c.print(f"\n[bold]Examples[/] (first {examples} per detector):")
+        for det, g in f.groupby(f["detector"].astype(str), sort=True):
+            for r in g.head(examples).itertuples(index=False):
+                c.print(f"  [{SEV_STYLE.get(r.severity, '')}]{det}[/] seq {r.seq} pfn 0x{int(r.pfn):x}: "
+                        f"{r.explanation}", highlight=False)
+
+    if s["top_blocks"]:
+        t = Table(title="Top pageblocks (by worst severity, then findings)")
+        for h in ("block", "start pfn", "zone", "findings", "by detector"):
+            t.add_column(h)
+        for b in s["top_blocks"]:
+            t.add_row(str(b["block"]), b["start_pfn"], str(b.get("zone") or "?"), str(b["findings"]),
+                      ", ".join(f"{k}={v}" for k, v in b["by_detector"].items()))
+        c.print(t)
+
+    lost = s["lost_events"]
+    if lost["windows"]:
+        t = Table(title="Lost events")
+        for h in ("cpu", "from ts", "to ts", "count"):
+            t.add_column(h, justify="right")
+        for w in lost["windows"][:20]:
+            t.add_row(str(w["cpu"]), str(w["ts_start"]), str(w["ts_end"]),
+                      str(w["count"]) if w["count"] >= 0 else "?")
+        c.print(t)
+    c.print(f"lost events: {lost['effect']}"
+            + (f"; {lost['findings_after_first_loss']} findings after the first loss" if lost["windows"] else ""))
+
+    cons = a.consistency
+    if cons.attrs.get("available"):
+        t = Table(title="Consistency: reconstructed end state vs /proc/pagetypeinfo (Number of blocks type)")
+        for h in ("zone", "type", "reconstructed", "pagetypeinfo", "diff"):
+            t.add_column(h, justify="left" if h in ("zone", "type") else "right")
+        for r in cons.itertuples(index=False):
+            diff = "" if r.diff is None or r.diff != r.diff else f"{int(r.diff):+d}"
+            ref = "" if r.pagetypeinfo is None or r.pagetypeinfo != r.pagetypeinfo else str(int(r.pagetypeinfo))
+            t.add_row(r.zone, r.type, str(r.reconstructed), ref,
+                      f"[red]{diff}[/]" if diff not in ("", "+0") else diff)
+        c.print(t)
+        verdict = "[green]PASS[/]" if cons.attrs.get("passed") else "[red]FAIL[/]"
+        c.print(f"consistency: {verdict} (exact: {cons.attrs.get('exact')}, blocks of unknown type at the end: "
+                f"{cons.attrs.get('unknown_blocks')})")
+    else:
+        c.print("consistency: no pagetypeinfo-end.txt in the capture; not checked")
+
+    m = s["model"]
+    conf = ", ".join(f"{k}={v}" for k, v in m["blocks_by_confidence"].items())
+    c.print(f"model: block-history intervals by confidence: {conf or '-'}")
+    if m["ground_truth"]:
+        c.print(f"ground truth (kprobe) present; tracepoint-only inference agreement: {_fmt_agreement(m['agreement'])}")
+    else:
+        c.print("ground truth: none (no set_pfnblock_flags_mask kprobe events)")
+    for w in m["warnings"]:
+        c.print(f"[yellow]model warning:[/] {w}", highlight=False)
+    fs = s["findings"]
+    c.print(f"\n[bold]{fs['kernel']} kernel findings[/], {fs['model_warnings']} model warnings "
+            f"-> exit {s['exit_status']}")
+
+
+def _fmt_agreement(ag) -> str:
+    if not ag:
+        return "n/a"
+    if isinstance(ag, dict):
+        return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in ag.items())
+    return str(ag)
+
+
+def type_name(mt: int) -> str:
+    return mt_name(mt)

@@ -1,0 +1,53 @@
+"""Machine-readable exports of an Analysis: one JSON document or a Parquet directory.
+
+Both are written atomically (analyzer/atomic.py): a crash never leaves a file or
+directory that looks complete but is not.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_dir, atomic_file
+
+
+def write_json(a, dest: str) -> None:
+    """Summary + all finding rows + block history; dest "-" means stdout."""
+    text = json.dumps(a.summary(with_rows=True), indent=1, sort_keys=False) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_file(dest, "w") as f:
+        f.write(text)
+
+
+def _table(df: pd.DataFrame) -> pa.Table:
+    df = df.copy()
+    for c in df.columns:   # dict-valued columns (detector sub-counts) as JSON text
+        if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], (dict, list)):
+            df[c] = df[c].map(lambda v: json.dumps(v, default=str))
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def write_parquet(a, dest: str) -> list[str]:
+    """findings, blocks, isolation, detectors, consistency as .parquet + summary.json in DIR."""
+    frames = {"findings": a.findings, "blocks": a.blocks, "isolation": a.isolation,
+              "detectors": a.detectors, "consistency": a.consistency}
+    res = getattr(a.model, "residency", None)
+    if res is not None:
+        frames["residency"] = res
+    written = []
+    with atomic_dir(dest) as tmp:
+        for name, df in frames.items():
+            pq.write_table(_table(df), os.path.join(tmp, f"{name}.parquet"))
+            written.append(f"{name}.parquet")
+        with open(os.path.join(tmp, "summary.json"), "w") as f:
+            json.dump(a.summary(with_rows=False), f, indent=1)
+        written.append("summary.json")
+    return written
