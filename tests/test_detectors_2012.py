@@ -70,3 +70,28 @@ def test_2012_stale_drain_on_6_1_in_window_is_a_model_warning():
     findings, _ = run_all(s.build(), K61)
     row = findings[findings["seq"] == seq["drain1"]]
     assert list(row["detector"].astype(str)) == ["MW"]
+
+
+def test_2012_narrative_tells_the_thread_story():
+    from analyzer.detectors import consistency
+    from analyzer.narrative import history, narrative
+    s, p, seq = story_2012(isolated_drain_prints=CMA)
+    m = s.build()
+    findings, _ = run_all(m, K2012)
+    story = narrative(m, p, findings=findings)
+    expected = ["freed to pcp cpu1 as CMA", "block isolated by cma_alloc(reserved)",
+                "drained from pcp cpu1 to the CMA freelist while block Isolate", "!! S1a",
+                "cma_alloc(reserved) done: block restored to CMA",
+                "refilled into pcp cpu0 as Movable while block CMA",
+                "drained from pcp cpu0 to the Movable freelist while block CMA", "!! S1b",
+                "fallback on cpu0: a Unmovable request took 0x80c from the Movable freelist, "
+                "claiming the block for Unmovable"]
+    pos = [next(i for i, t in enumerate(story) if t.startswith(e)) for e in expected]
+    assert pos == sorted(pos), story
+    h = history(m, block=4, findings=findings)
+    assert list(h.columns) == ["seq", "ts", "cpu", "event", "text"]
+    assert list(h["ts"]) == sorted(h["ts"])
+    assert (h["event"] == "model:block-type").sum() == 4   # CMA, ISOLATE, CMA, UNMOVABLE
+    # no pagetypeinfo in the story: the check says so instead of passing
+    c = consistency.check(m, s.meta)
+    assert c.attrs["available"] is False and c.attrs["passed"] is None

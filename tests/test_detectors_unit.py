@@ -208,3 +208,38 @@ def test_run_all_table_and_sorted_findings():
     assert bool(t.loc["S4", "applies"]) is False and int(t.loc["S3", "count"]) == 1
     assert all(isinstance(e, str) and e for e in findings["explanation"])
     assert np.all(findings["pfn"].to_numpy(dtype=np.uint64) == s.pfn(6, 1))
+
+
+# -- consistency ----------------------------------------------------------------------
+def _pti(counts):
+    from analyzer.capture import PageTypeInfo
+    return PageTypeInfo(path="synthetic", pageblock_order=9, pages_per_block=512,
+                        type_names=["Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate"],
+                        blocks={(0, "DMA"): counts}, free={})
+
+
+def test_consistency_pass_and_fail():
+    from analyzer.detectors import consistency
+    s = Story(nblocks=8, cma_blocks=(6, 7))
+    s.retype(2, UNMOV)
+    m = s.build()
+    s.meta.pagetypeinfo_end = _pti({0: 1, 1: 5, 2: 0, 3: 0, 4: 2, 5: 0})
+    c = consistency.check(m, s.meta)
+    assert c.attrs["passed"] is True and c.attrs["exact"] is True
+    row = c[(c["zone"] == "DMA") & (c["type"] == "CMA")].iloc[0]
+    assert row["reconstructed"] == 2 and row["pagetypeinfo"] == 2
+    s.meta.pagetypeinfo_end = _pti({0: 0, 1: 6, 2: 0, 3: 0, 4: 2, 5: 0})   # kernel says block 2 is MOVABLE
+    c = consistency.check(m, s.meta)
+    assert c.attrs["passed"] is False
+    assert list(c[c["diff"] != 0]["type"]) == ["Unmovable", "Movable"]
+
+
+def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
+    from analyzer.detectors import consistency
+    s = Story(nblocks=4, initial={3: -1})
+    m = s.build()
+    s.meta.pagetypeinfo_end = _pti({0: 1, 1: 3})
+    c = consistency.check(m, s.meta)
+    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unknown_blocks"] == 1
+    s.meta.pagetypeinfo_end = _pti({0: 0, 1: 2, 4: 2})
+    assert consistency.check(m, s.meta).attrs["passed"] is False
