@@ -28,6 +28,9 @@ LINE_RE = (
     r"\s(?P<event>[^\s:]+):(?P<body>.*)$"
 )
 
+FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)-", r"^\s*(?P<comm>.{0,16})-", 1)
+assert FAST_RE != LINE_RE
+
 _LOST = re.compile(r"^CPU:(?P<cpu>\d+) \[LOST (?P<n>\d+) EVENTS\]\s*$")
 _STARTED = re.compile(r"^##### CPU (?P<cpu>\d+) buffer started ####\s*$")
 _NCPU = re.compile(r"#P:(?P<n>\d+)")
@@ -38,6 +41,7 @@ _TRACER = re.compile(r"^# tracer: (?P<t>\S+)")
 class FtraceText(TextTrace):
     FORMAT = "ftrace-text"
     LINE_RE = LINE_RE
+    FAST_RE = FAST_RE
     HASHED_POINTERS = True
 
     def __init__(self, path: str):

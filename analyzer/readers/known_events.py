@@ -17,7 +17,7 @@ print format substitutes for a number (`gfp_flags=none` means 0).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -64,7 +64,9 @@ _PFN = _f("pfn", U64, "unsigned long")
 _ORDER = _f("order", U32, "unsigned int")
 _MT = _f("migratetype", I32, "int")
 _NAME = _f("name", STR, "__data_loc char[]")
-_PAGE = _f("page", U64, "const struct page *", pointer=True)
+# `%p` of NULL prints "(nil)" in libtraceevent/glibc and "(null)" in the kernel
+_NULLPTR = (("(nil)", 0), ("(null)", 0))
+_PAGE = _f("page", U64, "const struct page *", pointer=True, symbols=_NULLPTR)
 _COUNT = _f("count", U64, "unsigned long")
 _ALIGN = _f("align", U32, "unsigned int")
 _PAGE_ONLY = frozenset({"page"})

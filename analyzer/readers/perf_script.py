@@ -22,10 +22,14 @@ LINE_RE = (
     r"\s+(?P<event>[^\s:]+:[^\s:]+):(?P<body>.*)$"
 )
 
+FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)\s", r"^\s*(?P<comm>.{0,16})\s", 1)
+assert FAST_RE != LINE_RE
+
 
 class PerfScript(TextTrace):
     FORMAT = "perf-script"
     LINE_RE = LINE_RE
+    FAST_RE = FAST_RE
 
     def __init__(self, path: str):
         super().__init__(path)

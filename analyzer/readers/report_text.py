@@ -28,6 +28,11 @@ LINE_RE = (
     r"\s+(?P<event>[^\s:]+):(?P<body>.*)$"
 )
 
+# comm is at most 15 bytes (TASK_COMM_LEN) printed %16s: a bounded comm and no
+# instance prefix make RE2 about twice as fast; misses are retried with LINE_RE.
+FAST_RE = LINE_RE.replace(r"^(?:\s*(?P<inst>[^\s:]+): )?(?P<comm>.*)-", r"^(?P<inst>)\s*(?P<comm>.{0,16})-", 1)
+assert FAST_RE != LINE_RE
+
 _PREFIX = r"^(?:\s*(?P<inst>[^\s:]+): )?\s*"
 _CPUS = re.compile(_PREFIX + r"cpus=(?P<n>\d+)\s*$")
 _DROPPED = re.compile(_PREFIX + r"CPU:(?P<cpu>\d+) \[(?:(?P<n>\d+) )?EVENTS DROPPED\]\s*$")
@@ -37,6 +42,7 @@ _SUBBUF = re.compile(_PREFIX + r"CPU:(?P<cpu>\d+) \[SUBBUFFER START\]")
 class ReportText(TextTrace):
     FORMAT = "trace-cmd-report"
     LINE_RE = LINE_RE
+    FAST_RE = FAST_RE
 
     def __init__(self, path: str):
         self._cpus: list[int] = []

@@ -217,9 +217,17 @@ def _numeric(raw: pa.Array, f: ke.KnownField, hashed_pointers: bool, notes: dict
     bad = present & ~ok
     if bad.any():
         idx = int(np.nonzero(bad)[0][0])
-        notes[f.name] = {"count": int(bad.sum()), "example": vals[idx].as_py(),
-                         "why": "printed symbolically by the print format, not as a number"}
+        ex = vals[idx].as_py()
+        notes[f.name] = {"count": int(bad.sum()), "example": ex, "why": _why(ex)}
     return out
+
+
+def _why(example: str) -> str:
+    if re.fullmatch(r"[a-z_][\w.]*(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?", example or ""):
+        return "printed as a kernel symbol (%ps), not as a number"
+    if re.fullmatch(r"[A-Z_][A-Z0-9_|]*", example or ""):
+        return "printed as flag names (__print_flags), not as a number"
+    return "not a number in this text"
 
 
 def _first(vals: pa.Array):
@@ -296,6 +304,7 @@ class TextTrace(Trace):
 
     FORMAT = "text"
     LINE_RE = ""                  # RE2 with groups comm, pid, cpu, ts_s, ts_f, event, body
+    FAST_RE = ""                  # same groups; cheaper pattern tried first (comm <= 16 chars)
     HASHED_POINTERS = False       # kernel text output hashes %p values
 
     def __init__(self, path: str):
@@ -324,8 +333,28 @@ class TextTrace(Trace):
         return TraceFormatError(self.path, f"line {lineno}", None, f"{why}: {shown!r}")
 
     # scanning ----------------------------------------------------------------------------
+    def _match(self, lines: pa.Array) -> pa.Array:
+        """Run the line pattern: a fast one (comm <= 16 chars), then the general one on misses."""
+        fast = _parallel_extract(lines, self.FAST_RE or self.LINE_RE)
+        miss = np.nonzero(~fast.is_valid().to_numpy(zero_copy_only=False))[0]
+        if not len(miss):
+            return fast
+        slow = pc.extract_regex(lines.take(pa.array(miss)), self.LINE_RE)
+        if slow.null_count == len(slow):
+            return fast
+        # merge: rows the general pattern matched replace the fast misses
+        good = slow.is_valid().to_numpy(zero_copy_only=False)
+        idx = np.arange(len(lines))
+        src = np.zeros(len(lines), dtype=bool)
+        src[miss[good]] = True
+        pos = np.zeros(len(lines), dtype=np.int64)
+        pos[miss[good]] = np.nonzero(good)[0]
+        both = pa.concat_arrays([fast, slow])
+        take = np.where(src, len(fast) + pos, idx)
+        return both.take(pa.array(take))
+
     def _scan(self, lines: pa.Array) -> None:
-        m = pc.extract_regex(lines, self.LINE_RE)
+        m = self._match(lines)
         is_ev = m.is_valid().to_numpy(zero_copy_only=False)
         for i in np.nonzero(~is_ev)[0]:
             mk = self.other_line(lines[int(i)].as_py(), int(i) + 1)
@@ -483,6 +512,18 @@ class TextTrace(Trace):
         self._notes[full_name] = note
         self._formats[full_name] = _format_of(full_name, fields)
         return t
+
+
+def _parallel_extract(lines: pa.Array, pattern: str, parts: int = 2) -> pa.Array:
+    """extract_regex over slices in threads (Arrow releases the GIL): RE2 is the hot spot."""
+    n = len(lines)
+    if n < 200_000:
+        return pc.extract_regex(lines, pattern)
+    from concurrent.futures import ThreadPoolExecutor
+    step = -(-n // parts)
+    with ThreadPoolExecutor(parts) as ex:
+        chunks = list(ex.map(lambda i: pc.extract_regex(lines.slice(i, step), pattern), range(0, n, step)))
+    return pa.concat_arrays(chunks)
 
 
 def _format_of(full_name: str, fields: list[tuple[str, pa.Array]]) -> EventFormat:
