@@ -50,10 +50,13 @@ class SynthAnalysis:
         h = self.history(pfn)
         return [f"{t / 1e9:.6f}s {ev}: {tx} <&>" for t, ev, tx in zip(h["ts"], h["event"], h["text"])]
 
-    def summary(self) -> dict:
-        return {"kernel_release": self.meta.kernel_release, "findings": len(self.findings),
-                "lost_events": {"0": 0, "1": 0}, "agreement": {"known": 0.97, "inferred": 0.81},
-                "ground_truth": True}
+    # what analysis.Analysis offers besides the §3 frames
+    model = SimpleNamespace(ground_truth=True, agreement={"known": 0.97, "inferred": 0.81},
+                            warnings=["synthetic model warning <w>"])
+    kernel = SimpleNamespace(assumed=[], describe=lambda: "6.1.0-synthetic (upstream 6.1.0)")
+
+    def lost_summary(self) -> dict:
+        return {"windows": [], "total": 0, "manifest": {"0": 0, "1": 0}, "findings_after_first_loss": 0}
 
 
 def synthetic_analysis(nblocks: int = 64, nintervals: int = 400, seed: int = 0, order: int = 9,
@@ -106,6 +109,7 @@ def synthetic_analysis(nblocks: int = 64, nintervals: int = 400, seed: int = 0, 
                               "severity": ["high", "high", "medium", "info"]})
     consistency = pd.DataFrame({"zone": ["DMA"] * 3, "type": ["UNMOVABLE", "MOVABLE", "CMA"],
                                 "reconstructed": [10, 40, 16], "pagetypeinfo": [10, 41, 16], "diff": [0, -1, 0]})
+    consistency.attrs.update(available=True, passed=False, exact=False, unknown_blocks=3)
     pti_start = {"DMA": {"Unmovable": 8, "Movable": 40, "Reclaimable": 0, "HighAtomic": 0, "CMA": 16, "Isolate": 0}}
     pti_end = {"DMA": {"Unmovable": 10, "Movable": 38, "Reclaimable": 1, "HighAtomic": 0, "CMA": 15, "Isolate": 1}}
     meta = SimpleNamespace(

@@ -132,27 +132,39 @@ def _mt_name(v: Any) -> str:
     return f"{code} {plots.mt_names().get(code, '?')}"
 
 
-def _summary(analysis: Any) -> dict:
-    try:
-        s = analysis.summary()
-        return s if isinstance(s, dict) else {}
-    except Exception:  # a broken summary must not lose the whole report
-        return {}
+def _lost_text(analysis: Any) -> str:
+    ls = getattr(analysis, "lost_summary", None)
+    if ls is not None:
+        d = ls()
+        total = int(d.get("total", 0) or 0)
+        wins = d.get("windows") or []
+        manifest = {k: v for k, v in (d.get("manifest") or {}).items() if v}
+        if not wins and not manifest:
+            return "none"
+        parts = [f"{total} events lost in {len(wins)} gap(s)" if wins else ""]
+        if manifest:
+            parts.append("manifest: " + ", ".join(f"cpu{k}: {v}" for k, v in manifest.items()))
+        if d.get("findings_after_first_loss"):
+            parts.append(f"{d['findings_after_first_loss']} findings after the first loss")
+        return "; ".join(p for p in parts if p)
+    lost = getattr(analysis.meta, "lost_events", None)
+    if lost is None:
+        return "not recorded"
+    total = sum(int(v) for v in lost.values() if v is not None and int(v) > 0)
+    return "none" if total == 0 else f"{total} (" + ", ".join(f"cpu{k}: {v}" for k, v in lost.items()) + ")"
 
 
-def _find(analysis: Any, summary: dict, *keys: str) -> Any:
-    """First of meta attribute / analysis attribute / summary key that is present."""
-    for k in keys:
-        for src in (getattr(analysis, "meta", None), analysis):
-            v = getattr(src, k, None) if src is not None else None
-            if v is not None:
-                return v
-        if summary.get(k) is not None:
-            return summary[k]
-        meta_s = summary.get("meta")
-        if isinstance(meta_s, dict) and meta_s.get(k) is not None:
-            return meta_s[k]
-    return None
+def _agreement_text(model: Any) -> str:
+    agreement = getattr(model, "agreement", None)
+    gt = getattr(model, "ground_truth", None)
+    if agreement is None:
+        return "no ground truth (no kprobe events)" if not gt else "not computed"
+    if isinstance(agreement, dict):
+        return ", ".join(f"{k}: {v:.1%}" if isinstance(v, float) and 0 <= v <= 1 else f"{k}: {_fmt(v)}"
+                         for k, v in agreement.items())
+    if isinstance(agreement, float):
+        return f"{agreement:.1%}"
+    return _fmt(agreement)
 
 
 # ---------------------------------------------------------------------------
@@ -160,36 +172,27 @@ def _find(analysis: Any, summary: dict, *keys: str) -> Any:
 # ---------------------------------------------------------------------------
 def section_metadata(analysis: Any, p: str = "") -> str:
     meta = analysis.meta
-    s = _summary(analysis)
+    model = getattr(analysis, "model", None)
+    kernel = getattr(analysis, "kernel", None)
     order = getattr(meta, "pageblock_order", None)
-    lost = _find(analysis, s, "lost_events")
-    if isinstance(lost, dict):
-        total = sum(int(v) for v in lost.values() if v is not None and int(v) > 0)
-        lost_txt = ("none" if total == 0 else f"{total} ("
-                    + ", ".join(f"cpu{k}: {v}" for k, v in lost.items()) + ")")
-    else:
-        lost_txt = _fmt(lost) if lost is not None else "not recorded"
-    agreement = _find(analysis, s, "agreement", "ground_truth_agreement")
-    gt = _find(analysis, s, "ground_truth")
-    if isinstance(agreement, dict):
-        agr_txt = ", ".join(f"{k}: {v:.1%}" if isinstance(v, float) else f"{k}: {v}" for k, v in agreement.items())
-    elif isinstance(agreement, float):
-        agr_txt = f"{agreement:.1%}"
-    elif agreement is None:
-        agr_txt = "no ground truth (no kprobe events)" if gt in (None, False) else "not computed"
-    else:
-        agr_txt = _fmt(agreement)
+    gt = getattr(model, "ground_truth", None)
     rows = [
-        ("kernel release", _find(analysis, s, "kernel_release") or "unknown"),
-        ("architecture", _find(analysis, s, "arch") or "unknown"),
-        ("kernel command line", _find(analysis, s, "cmdline") or "not recorded"),
+        ("kernel release", getattr(meta, "kernel_release", None) or "unknown"),
+        ("uname", getattr(meta, "uname", None) or "not recorded"),
+        ("behaviour assumed", kernel.describe() if hasattr(kernel, "describe") else "unknown"),
+        ("architecture", getattr(meta, "arch", None) or "unknown"),
+        ("kernel command line", getattr(meta, "cmdline", None) or "not recorded"),
+        ("source", getattr(meta, "source", None) or ""),
         ("pageblock order", "unknown" if order is None else f"{order} ({1 << int(order)} pages per block)"),
-        ("pageblock intervals", len(analysis.blocks)),
-        ("findings", len(analysis.findings) if getattr(analysis, "findings", None) is not None else 0),
-        ("lost events", lost_txt),
+        ("pageblock intervals", str(len(analysis.blocks))),
+        ("findings", str(len(analysis.findings)) if getattr(analysis, "findings", None) is not None else "0"),
+        ("lost events", _lost_text(analysis)),
         ("ground truth (kprobe)", "yes" if gt else ("no" if gt is not None else "unknown")),
-        ("ground-truth agreement", agr_txt),
+        ("ground-truth agreement", _agreement_text(model)),
     ]
+    assumed = list(getattr(kernel, "assumed", None) or [])
+    if assumed:
+        rows.append(("assumptions", "; ".join(map(str, assumed))))
     out = [f'<section id="{p}metadata"><h2>Capture</h2>', table(rows, ["what", "value"])]
     zones = getattr(meta, "zones", None) or []
     out.append("<h3>Zones</h3>")
@@ -202,7 +205,7 @@ def section_metadata(analysis: Any, p: str = "") -> str:
                       for c in cma], ["name", "base pfn", "pages", "size"])
                if cma else '<p class="muted">none found</p>')
     unknowns = getattr(meta, "unknowns", None) or []
-    warnings = getattr(analysis, "warnings", None) or s.get("warnings") or []
+    warnings = list(getattr(model, "warnings", None) or [])
     if unknowns or warnings:
         out.append("<h3>What could not be known</h3><ul>")
         out.extend(f"<li>{e(str(u))}</li>" for u in [*unknowns, *warnings])
@@ -272,9 +275,19 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
 
 def section_consistency(analysis: Any, p: str = "") -> str:
     c = getattr(analysis, "consistency", None)
+    attrs = dict(getattr(c, "attrs", {}) or {})
+    status = ""
+    if attrs.get("available") is False:
+        status = '<p class="muted">No end-of-capture /proc/pagetypeinfo: nothing to compare with.</p>'
+    elif "passed" in attrs:
+        ok = bool(attrs.get("passed"))
+        status = (f'<p class="{"ok" if ok else "bad"}">{"Consistent" if ok else "Inconsistent"}'
+                  f'{" (exact)" if attrs.get("exact") else ""}'
+                  + (f"; {int(attrs['unknown_blocks'])} blocks of unknown type at the end"
+                     if attrs.get("unknown_blocks") else "") + ".</p>")
     return (f'<section id="{p}consistency"><h2>Consistency with /proc/pagetypeinfo</h2>'
             '<p class="muted">Reconstructed block counts at the trace end against the kernel\'s own '
-            "end-of-capture pagetypeinfo.</p>" + frame_table(c) + "</section>")
+            "end-of-capture pagetypeinfo.</p>" + status + frame_table(c) + "</section>")
 
 
 def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[bytes, bytes]:
@@ -369,13 +382,17 @@ def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
     return _page(f"mtaudit comparison — {la} vs {lb}", _generated(), nav, body)
 
 
-def write_report(analysis: Any, path: str, **kw: Any) -> None:
-    text = render_report(analysis, **kw)
+def write_text(path: str, text: str) -> None:
+    """Atomic write, then the permissions a plain open() would give (mkstemp makes 0600;
+    a report is meant to be shared)."""
     with atomic_file(path, "w") as fh:
         fh.write(text)
+    plots.default_mode(path)
+
+
+def write_report(analysis: Any, path: str, **kw: Any) -> None:
+    write_text(path, render_report(analysis, **kw))
 
 
 def write_comparison(a: Any, b: Any, labels: Sequence[str], path: str, **kw: Any) -> None:
-    text = render_comparison(a, b, labels, **kw)
-    with atomic_file(path, "w") as fh:
-        fh.write(text)
+    write_text(path, render_comparison(a, b, labels, **kw))

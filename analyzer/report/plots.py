@@ -560,11 +560,20 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def default_mode(path: str) -> None:
+    """0666 minus umask, like open() would: atomic_file's mkstemp leaves 0600."""
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_png(fig: Figure, path: str) -> None:
     from ..atomic import atomic_file
     data = figure_png(fig)
     with atomic_file(path) as f:
         f.write(data)
+    default_mode(path)
 
 
 __all__: Sequence[str] = [
