@@ -168,8 +168,26 @@ def test_rasterize_golden_aggregated_rows_and_empty():
     assert tuple(plots.colorize(grid)[4, 0]) == (255, 255, 255)
 
 
-def _oracle(block, start, end, mt, view, rows, cols):
+def test_rasterize_golden_rarest_mode():
+    # whole-view block-time: ISOLATE 10 < HIGHATOMIC 50 < CMA 100 < RECLAIMABLE 240
+    # < UNMOVABLE 260 < MOVABLE 360; unknown only when nothing else is there
+    grid = plots.rasterize(*_golden_intervals(), plots.View(0, 4, 0, 300), rows=2, cols=3, mode="rarest")
+    assert grid.tolist() == [
+        [0, 5, 4],      # the 10 ns ISOLATE of block 1 surfaces in bin 1
+        [2, 2, 3],
+    ]
+    with pytest.raises(MtauditError):
+        plots.rasterize(*_golden_intervals(), plots.View(0, 4, 0, 300), rows=2, cols=3, mode="x")
+
+
+def _oracle(block, start, end, mt, view, rows, cols, mode="dominant"):
     """Per-pixel brute force, written independently of the vectorised code."""
+    total: dict[int, float] = {}
+    for b, s, e, m in zip(block, start, end, mt):
+        if view.block_lo <= b < view.block_hi:
+            ov = min(e, view.t_hi) - max(s, view.t_lo)
+            if ov > 0:
+                total[int(m)] = total.get(int(m), 0.0) + ov
     span = view.t_hi - view.t_lo
     out = np.full((rows, cols), plots.EMPTY)
     for r in range(rows):
@@ -185,7 +203,9 @@ def _oracle(block, start, end, mt, view, rows, cols):
                 ov = min(e, t1) - max(s, t0)
                 if ov > 0:
                     w[int(m)] = w.get(int(m), 0.0) + ov
-            if w:
+            if w and mode == "rarest":
+                out[r, c] = min(w, key=lambda k: (k == -1, total[k], k))
+            elif w:
                 best = max(w.values())
                 out[r, c] = min(k for k, v in w.items() if v >= best - 1e-6 * span / cols)
     return out
@@ -200,9 +220,10 @@ def test_rasterize_matches_brute_force(seed):
     b0 = int(args[0].min())
     for view, rows, cols in [(plots.View(b0, b0 + 9, 0, 997), 9, 7), (plots.View(b0, b0 + 9, 0, 997), 4, 13),
                              (plots.View(b0 + 2, b0 + 7, 100, 600), 5, 11)]:
-        got = plots.rasterize(*args, view, rows, cols)
-        want = _oracle(*args, view, rows, cols)
-        assert got.tolist() == want.tolist()
+        for mode in plots.MODES:
+            got = plots.rasterize(*args, view, rows, cols, mode=mode)
+            want = _oracle(*args, view, rows, cols, mode=mode)
+            assert got.tolist() == want.tolist(), mode
 
 
 def test_isolation_mask_marks_window_pixels():
@@ -366,3 +387,44 @@ if __name__ == "__main__":
     if "--bench" in sys.argv:
         rest = [int(x) for x in sys.argv[sys.argv.index("--bench") + 1:]]
         bench(*rest)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+def _cli(*argv: str):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "analyzer.cli", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("flag,value", [("--pfn-range", "5"), ("--pfn-range", "0x20-0x10"),
+                                        ("--time-range", "a-b"), ("--size", "10x10")])
+def test_cli_plot_bad_flags_exit_2(flag, value, tmp_path):
+    r = _cli("plot", REAL, "-o", str(tmp_path / "x.png"), flag, value)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and flag in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_plot_and_report_real_fixture(tmp_path):
+    try:
+        import analyzer.analysis  # noqa: F401
+        import analyzer.capture  # noqa: F401
+    except ImportError as ex:
+        pytest.skip(f"analyzer core not there yet: {ex}")
+    png = tmp_path / "tl.png"
+    r = _cli("plot", REAL, "-o", str(png), "--time-range", "0-1000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _png_image(png.read_bytes()).shape[:2] == (1000, 1600)
+    r = _cli("plot", REAL, "-o", str(png), "--kind", "counts", "--zone", "DMA", "--size", "800x400")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _png_image(png.read_bytes()).shape[:2] == (400, 800)
+    r = _cli("plot", REAL, "-o", str(png), "--zone", "NoSuchZone")
+    assert r.returncode == 2 and "no such zone" in r.stderr and "Traceback" not in r.stderr
+    html_out = tmp_path / "r.html"
+    r = _cli("report", REAL, "-o", str(html_out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = html_out.read_text()
+    for sec in ("summary", "metadata", "timeline", "counts", "findings", "consistency"):
+        assert f'id="{sec}"' in text

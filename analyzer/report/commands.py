@@ -58,7 +58,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     analysis = _analyze(args.capture)
     view = plots.make_view(analysis, zone=args.zone, pfn_range=args.pfn_range, time_range=args.time_range)
     w, h = args.size or ((1600, 1000) if args.kind == "timeline" else (1600, 700))
-    opts = plots.PlotOptions(width_px=w, height_px=h)
+    opts = plots.PlotOptions(width_px=w, height_px=h, mode=args.mode)
     t0 = time.perf_counter()
     if args.kind == "timeline":
         fig = plots.timeline_figure(analysis, view, opts)
@@ -94,6 +94,9 @@ def register(subparsers: Any) -> None:
                    help="only pfns A..B (hex or decimal, end exclusive)")
     p.add_argument("--time-range", type=_range_arg("--time-range", True), metavar="T0-T1",
                    help="only seconds T0..T1 of the trace clock")
+    p.add_argument("--mode", choices=("dominant", "rarest"), default="dominant",
+                   help="pixel colour when a pixel covers several blocks/moments: the type with most "
+                        "block-time (default) or the rarest type present (shows lone polluted blocks)")
     p.add_argument("--size", type=_size_arg, metavar="WxH", help="image size in pixels (default 1600x1000)")
     p.set_defaults(func=_cmd_plot)
 

@@ -176,16 +176,25 @@ def make_view(analysis: Any, *, zone: str | None = None,
 # ---------------------------------------------------------------------------
 # Rasterisation
 # ---------------------------------------------------------------------------
+MODES = ("dominant", "rarest")
+
+
 def rasterize(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.ndarray,
-              view: View, rows: int, cols: int) -> np.ndarray:
+              view: View, rows: int, cols: int, mode: str = "dominant") -> np.ndarray:
     """Fold intervals into a rows x cols grid of type codes (row 0 = lowest block).
 
-    Each pixel takes the type covering the most block-time inside it (ties: the
-    lower type code); EMPTY where nothing covers it.  Per type: the partial first and
-    last time bins of an interval go into a direct bincount, the fully covered bins in
-    between into a difference array (one +1/-1 pair), so the cost is O(intervals)
-    whatever the interval length.
+    mode "dominant": each pixel takes the type covering the most block-time inside it
+    (ties: the lower type code).  mode "rarest": the pixel takes, among the types
+    present in it, the one with the least block-time in the whole view (unknown
+    only if nothing else is there) -- when one pixel row holds a hundred blocks, a
+    single polluted block still shows.  EMPTY where nothing covers the pixel.
+
+    Per type: the partial first and last time bins of an interval go into a direct
+    bincount, the fully covered bins in between into a difference array (one +1/-1
+    pair), so the cost is O(intervals) whatever the interval length.
     """
+    if mode not in MODES:
+        raise MtauditError(f"unknown plot mode {mode!r} (use {' or '.join(MODES)})")
     nb = view.nblocks
     span = float(view.t_hi - view.t_lo)
     block = np.asarray(block, np.int64)
@@ -202,7 +211,12 @@ def rasterize(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.ndar
     same = cs == ce
     best = np.full(rows * cols, EMPTY, dtype=np.int8)
     best_w = np.zeros(rows * cols, dtype=np.float64)
-    for code in np.unique(mt):
+    codes = np.unique(mt)
+    if mode == "rarest":
+        total = {int(c): float(np.sum(ue[mt == c] - us[mt == c])) for c in codes}
+        # rarest first; unknown last; the grid is filled by "first type present wins"
+        codes = sorted(codes, key=lambda c: (int(c) == UNKNOWN, total[int(c)], int(c)))
+    for code in codes:
         m = mt == code
         w = np.zeros(rows * cols)
         s1 = m & same
@@ -214,7 +228,10 @@ def rasterize(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.ndar
         d = np.bincount(r2 * (cols + 1) + cs2 + 1, minlength=rows * (cols + 1)).astype(np.float64)
         d -= np.bincount(r2 * (cols + 1) + ce2, minlength=rows * (cols + 1))
         w += np.cumsum(d.reshape(rows, cols + 1), axis=1)[:, :cols].ravel()
-        better = w > best_w + 1e-12
+        if mode == "rarest":
+            better = (best == EMPTY) & (w > 1e-12)
+        else:
+            better = w > best_w + 1e-12
         best[better] = min(max(int(code), UNKNOWN), 7)
         best_w[better] = w[better]
     return best.reshape(rows, cols)
@@ -300,6 +317,7 @@ class PlotOptions:
     max_rows: int | None = None     # default: the heatmap axes' height in pixels
     max_cols: int | None = None
     max_markers: int = 300          # per detector; beyond that the densest spots are shown
+    mode: str = "dominant"          # pixel colour rule, see rasterize()
     extra: dict = field(default_factory=dict)
 
 
@@ -352,7 +370,8 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     rows, cols = _grid_size(view, opts)
     bl = analysis.blocks
     grid = rasterize(_col(bl, "block", np.int64), _col(bl, "start_ts", np.int64),
-                     _col(bl, "end_ts", np.int64), _col(bl, "migratetype", np.int16), view, rows, cols)
+                     _col(bl, "end_ts", np.int64), _col(bl, "migratetype", np.int16), view, rows, cols,
+                     mode=opts.mode)
     img = colorize(grid)
     fig = Figure(figsize=(opts.width_px / opts.dpi, opts.height_px / opts.dpi), dpi=opts.dpi)
     ax = fig.add_axes([_AX_LEFT, _AX_BOTTOM, _AX_RIGHT - _AX_LEFT, _AX_TOP - _AX_BOTTOM])
@@ -395,7 +414,7 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     ax.set_ylim(view.block_lo, view.block_hi)
     ax.yaxis.set_major_formatter(_pfn_formatter(order))
     ax.tick_params(axis="y", labelleft=False, right=True)
-    ax.set_xlabel("time since trace start [s]")
+    ax.set_xlabel("trace time [s]")
     ax_reg.set_ylabel(f"pfn (pageblock = {1 << order} pages)")
     _draw_regions(ax_reg, analysis, view, order)
     for z in analysis.meta.zones or []:    # zone boundaries across the heatmap
@@ -420,7 +439,9 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
         title += f" ({view.title})"
     fig.suptitle(title, fontsize=12, y=0.985)
     fig.text(_AX_LEFT, 0.945, f"{view.nblocks} pageblocks x {(view.t_hi - view.t_lo) / 1e9:.3f} s; "
-             f"pixel grid {rows} x {cols}, each pixel shows the type holding most block-time",
+             f"pixel grid {rows} x {cols}, each pixel shows "
+             + ("the type holding most block-time" if opts.mode == "dominant" else
+                "the rarest type present (rarest over the whole view)"),
              fontsize=8, color="#444444")
     return fig
 
@@ -538,7 +559,7 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
                                   label=f"/proc/pagetypeinfo at {label}"))
     ax.set_xlim(view.t_lo / 1e9, view.t_hi / 1e9)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("time since trace start [s]")
+    ax.set_xlabel("trace time [s]")
     ax.set_ylabel("pageblocks of that type")
     ax.grid(True, color="#EEEEEE")
     h, _ = ax.get_legend_handles_labels()
