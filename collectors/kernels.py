@@ -1,0 +1,293 @@
+"""Kernel SPECs -> a bootable kernel on disk (image, modules, config), cached by content.
+
+SPEC forms:
+  debian:6.1/arm64, debian:6.12/arm64, debian:6.1/amd64 ...   newest Debian package of the series
+  deb:FILE.deb                                                 a linux-image .deb you have
+  path:IMAGE[,modules=DIR][,config=FILE]                       a kernel you built
+The config is checked before anything boots: a capture without CMA, tracepoints or kprobe
+events cannot show what mtaudit looks for, so we refuse early and say why.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyzer.atomic import atomic_dir
+
+from .cache import cache_root, sha256_file
+from .debian import PrivateApt, deb_fields, extract_deb
+from .errors import KernelConfigError, KernelSpecError
+
+# Debian arch name -> QEMU/uname arch.  One table; machine profiles live in qemu/machines/.
+ARCHES = {"arm64": "aarch64", "amd64": "x86_64"}
+UNAME_TO_DEB = {v: k for k, v in ARCHES.items()}
+# Which suites carry which series (bookworm has 6.1; trixie 6.12).
+SERIES_SUITES = {"6.1": ("bookworm",), "6.12": ("trixie", "bookworm")}
+
+REQUIRED = {
+    "CMA": "pageblock CMA areas (MIGRATE_CMA) do not exist without it",
+    "TRACEPOINTS": "no kmem/cma tracepoints",
+    "FTRACE": "no tracefs ring buffer",
+    "EVENT_TRACING": "no trace events",
+    "KPROBE_EVENTS": "no ground-truth kprobe on set_pfnblock_flags_mask",
+    "NET_9P": "the guest->host 9p transport needs it (y or m)",
+    "9P_FS": "the guest->host 9p transport needs it (y or m)",
+}
+# Recorded in the manifest (contract: "config subset").
+RELEVANT = ("CMA", "CMA_DEBUGFS", "CMA_SYSFS", "DMA_CMA", "CMA_SIZE_MBYTES", "CMA_AREAS",
+            "TRACEPOINTS", "FTRACE", "EVENT_TRACING", "KPROBES", "KPROBE_EVENTS", "BOOT_CONFIG",
+            "MEMORY_ISOLATION", "COMPACTION", "CONTIG_ALLOC", "HUGETLBFS", "ARCH_HAS_GIGANTIC_PAGE",
+            "MEMORY_HOTPLUG", "MEMORY_HOTREMOVE", "PAGE_REPORTING", "PAGE_OWNER", "DEBUG_VM",
+            "TRANSPARENT_HUGEPAGE", "ARM64_4K_PAGES", "ARM64_64K_PAGES", "PAGE_SIZE_4KB",
+            "MAX_ORDER", "ARCH_FORCE_MAX_ORDER", "NUMA", "NET_9P", "NET_9P_VIRTIO", "9P_FS",
+            "VIRTIO_MMIO", "VIRTIO_PCI", "LOCALVERSION", "HZ")
+
+
+@dataclass
+class Kernel:
+    spec: str
+    arch: str                    # Debian name: arm64 | amd64
+    release: str                 # uname -r
+    version: str                 # Debian package version or sha256 of the image
+    image: Path
+    config_path: Path | None
+    modules: Path | None         # .../lib/modules/<release>
+    package: str | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def qemu_arch(self) -> str:
+        return ARCHES[self.arch]
+
+    def config_subset(self) -> dict[str, str]:
+        return {k: self.config.get(k, "n") for k in RELEVANT if k in self.config or k in REQUIRED}
+
+    def has(self, opt: str) -> bool:
+        return self.config.get(opt.removeprefix("CONFIG_"), "n") in ("y", "m")
+
+
+# Measured: does `kprobe_event=` on the command line give the probe a tracefs directory (and so a
+# format in trace.dat)?  Debian 6.1.192 arm64: no (the event records, but events/pb/ is never
+# created, so trace-cmd cannot decode it); 6.12.118 arm64: yes.  Unknown versions: create in /init.
+BOOT_KPROBE_DIR = (((6, 12), True), ((6, 1), False))
+
+
+def release_tuple(release: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def boot_kprobe_ok(release: str) -> bool:
+    v = release_tuple(release)
+    for since, ok in BOOT_KPROBE_DIR:
+        if v >= since:
+            return ok
+    return False
+
+
+def parse_config(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip().strip('"')
+        else:
+            m = re.match(r"^# CONFIG_([A-Za-z0-9_]+) is not set", line)
+            if m:
+                out[m.group(1)] = "n"
+    return out
+
+
+def check_config(k: Kernel, extra: tuple[str, ...] = ()) -> None:
+    """Refuse kernels that cannot produce a useful capture; name what is missing and why."""
+    if not k.config:
+        raise KernelConfigError(
+            f"{k.spec}: no kernel config found (pass path:IMAGE,config=FILE); mtaudit must check "
+            "CMA/TRACEPOINTS/KPROBE_EVENTS before booting")
+    missing = [o for o in REQUIRED if not k.has(o)]
+    missing += [o.removeprefix("CONFIG_") for o in extra if not k.has(o)]
+    if not missing:
+        return
+    why = "; ".join(f"CONFIG_{o} ({REQUIRED.get(o, 'needed by this scenario')})" for o in missing)
+    hint = ""
+    if "CMA" in missing and k.spec.startswith("debian:") and k.arch == "amd64":
+        hint = (" - Debian's amd64 kernels are built with CMA off; use debian:6.1/arm64 or "
+                "debian:6.12/arm64, or a kernel built from source with CONFIG_CMA=y (path:IMAGE,config=FILE)")
+    raise KernelConfigError(f"{k.spec} ({k.release}) lacks {why}{hint}")
+
+
+# -- SPEC parsing --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    kind: str                     # debian | deb | path
+    series: str = ""
+    arch: str = ""
+    file: str = ""
+    modules: str = ""
+    config: str = ""
+
+
+def parse_spec(spec: str, arch: str | None = None) -> Spec:
+    if arch is not None:
+        arch = normalize_arch(arch)
+    if spec.startswith("debian:"):
+        body = spec[len("debian:"):]
+        series, _, a = body.partition("/")
+        if not re.fullmatch(r"\d+\.\d+", series):
+            raise KernelSpecError(f"kernel spec {spec!r}: series must look like 6.1 or 6.12")
+        a = normalize_arch(a) if a else (arch or "arm64")
+        if arch and arch != a:
+            raise KernelSpecError(f"kernel spec {spec!r} is {a} but --arch says {arch}")
+        return Spec("debian", series=series, arch=a)
+    if spec.startswith("deb:"):
+        f = spec[4:]
+        if not f.endswith(".deb"):
+            raise KernelSpecError(f"kernel spec {spec!r}: expected deb:FILE.deb")
+        return Spec("deb", file=f, arch=arch or "")
+    if spec.startswith("path:"):
+        parts = spec[5:].split(",")
+        opts: dict[str, str] = {}
+        for p in parts[1:]:
+            key, eq, val = p.partition("=")
+            if not eq or key not in ("modules", "config") or not val:
+                raise KernelSpecError(
+                    f"kernel spec {spec!r}: unknown option {p!r} (path:IMAGE[,modules=DIR][,config=FILE])")
+            opts[key] = val
+        if not parts[0]:
+            raise KernelSpecError(f"kernel spec {spec!r}: missing IMAGE")
+        return Spec("path", file=parts[0], modules=opts.get("modules", ""),
+                    config=opts.get("config", ""), arch=arch or "")
+    raise KernelSpecError(
+        f"kernel spec {spec!r} not understood: use debian:6.1/arm64, deb:FILE.deb or path:IMAGE[,modules=DIR][,config=FILE]")
+
+
+def normalize_arch(a: str) -> str:
+    a = a.strip().lower()
+    if a in ARCHES:
+        return a
+    if a in UNAME_TO_DEB:
+        return UNAME_TO_DEB[a]
+    if a == "aarch64":
+        return "arm64"
+    raise KernelSpecError(f"unsupported architecture {a!r} (arm64/aarch64 or amd64/x86_64)")
+
+
+# -- resolution ----------------------------------------------------------------------------
+def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
+    """Turn a SPEC into a cached, extracted Kernel (downloading if needed)."""
+    spec = parse_spec(spec_text, arch)
+    say = progress or (lambda msg: None)
+    if spec.kind == "debian":
+        apt = PrivateApt.for_arch(spec.arch)
+        say(f"apt-get update (private lists, {spec.arch})")
+        apt.update()
+        suites = SERIES_SUITES.get(spec.series, ("bookworm", "trixie"))
+        meta = f"linux-image-{spec.arch}"
+        cands = [v for v, s in apt.versions(meta)
+                 if v.startswith(spec.series + ".") and any(s.startswith(x) for x in suites)]
+        if not cands:
+            raise KernelSpecError(f"{spec_text}: no {meta} {spec.series}.x in {', '.join(suites)}")
+        from .debian import max_version
+        mv = max_version(cands)
+        dep = apt.show_field(meta, mv, "Depends")
+        m = re.match(r"(linux-image-[^\s,(]+)\s*\(=\s*([^)]+)\)", dep)
+        if not m:
+            raise KernelSpecError(f"{spec_text}: cannot read the image package from {meta} {mv}: {dep!r}")
+        pkg, ver = m.group(1), m.group(2).strip()
+        say(f"fetching {pkg} {ver}")
+        deb = apt.download(pkg, ver)
+        return _from_deb(deb, spec_text, say)
+    if spec.kind == "deb":
+        deb = Path(spec.file)
+        if not deb.is_file():
+            raise KernelSpecError(f"{spec_text}: {deb} does not exist")
+        return _from_deb(deb, spec_text, say)
+    return _from_path(spec, spec_text)
+
+
+def _from_deb(deb: Path, spec_text: str, say) -> Kernel:
+    fields = deb_fields(deb)
+    arch = normalize_arch(fields.get("Architecture", ""))
+    digest = sha256_file(deb)
+    dest = cache_root() / "kernels" / digest
+    if not (dest / "kernel.json").exists():
+        say(f"extracting {deb.name}")
+        with atomic_dir(str(dest)) as tmp:
+            extract_deb(deb, Path(tmp) / "root")
+            info = {"package": fields.get("Package"), "version": fields.get("Version"),
+                    "arch": arch, "deb_sha256": digest}
+            Path(tmp, "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
+    info = json.loads((dest / "kernel.json").read_text())
+    root = dest / "root"
+    images = sorted(root.glob("boot/vmlinu[xz]-*"))
+    if not images:
+        raise KernelSpecError(f"{spec_text}: {deb.name} holds no boot/vmlinuz-* (not a linux-image package?)")
+    image = images[0]
+    release = image.name.split("-", 1)[1]
+    cfg = root / "boot" / f"config-{release}"
+    mods = root / "lib" / "modules" / release
+    if not mods.exists():
+        alt = root / "usr" / "lib" / "modules" / release
+        mods = alt if alt.exists() else None
+    k = Kernel(spec=spec_text, arch=arch, release=release, version=info["version"], image=image,
+               config_path=cfg if cfg.exists() else None, modules=mods, package=info["package"])
+    if k.config_path:
+        k.config = parse_config(k.config_path.read_text(errors="replace"))
+    return k
+
+
+def _guess_arch(image: Path) -> str | None:
+    with open(image, "rb") as f:
+        head = f.read(0x400)
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(image, "rb") as g:
+            head = g.read(0x400)
+    if head[0x38:0x3c] == b"ARM\x64":
+        return "arm64"
+    if head[0x202:0x206] == b"HdrS":
+        return "amd64"
+    return None
+
+
+def _from_path(spec: Spec, spec_text: str) -> Kernel:
+    image = Path(spec.file).expanduser().resolve()
+    if not image.is_file():
+        raise KernelSpecError(f"{spec_text}: image {image} does not exist")
+    arch = spec.arch or _guess_arch(image)
+    if not arch:
+        raise KernelSpecError(f"{spec_text}: cannot tell the architecture of {image}; pass --arch")
+    mods = Path(spec.modules).expanduser().resolve() if spec.modules else None
+    if mods and not mods.is_dir():
+        raise KernelSpecError(f"{spec_text}: modules dir {mods} does not exist")
+    if mods and not (mods / "modules.dep").exists():
+        subs = [d for d in mods.glob("lib/modules/*") if (d / "modules.dep").exists()] + \
+               [d for d in mods.glob("*") if (d / "modules.dep").exists()]
+        if len(subs) != 1:
+            raise KernelSpecError(f"{spec_text}: no modules.dep under {mods}")
+        mods = subs[0]
+    cfg = Path(spec.config).expanduser().resolve() if spec.config else None
+    if cfg and not cfg.is_file():
+        raise KernelSpecError(f"{spec_text}: config {cfg} does not exist")
+    if cfg is None:
+        for cand in (image.parent / ".config", image.parent.parent.parent.parent / ".config"):
+            if cand.is_file():
+                cfg = cand
+                break
+    release = mods.name if mods else _release_from_image(image) or "unknown"
+    k = Kernel(spec=spec_text, arch=arch, release=release, version="sha256:" + sha256_file(image),
+               image=image, config_path=cfg, modules=mods)
+    if cfg:
+        k.config = parse_config(cfg.read_text(errors="replace"))
+    return k
+
+
+def _release_from_image(image: Path) -> str | None:
+    data = image.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    m = re.search(rb"Linux version (\S+)", data)
+    return m.group(1).decode(errors="replace") if m else None
