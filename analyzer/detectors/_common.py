@@ -65,6 +65,8 @@ def event_frame(model, name: str) -> pd.DataFrame | None:
     df = ev.get(name)
     if df is None or len(df) == 0:
         return None
+    if not isinstance(df, pd.DataFrame):       # an Arrow table or a wrapper with .df()
+        df = df.to_pandas(types_mapper=pd.ArrowDtype) if isinstance(df, pa.Table) else df.df()
     return df
 
 

@@ -36,9 +36,11 @@ def normalize_pti(obj) -> dict[str, dict[str, int]] | None:
         if "blocks" in obj and isinstance(obj["blocks"], (dict, pd.DataFrame)):
             return normalize_pti(obj["blocks"])
         out = {}
-        for z, row in obj.items():
-            zone = z[-1] if isinstance(z, tuple) else str(z)
-            out[str(zone)] = {_tname(k): int(v) for k, v in dict(row).items()}
+        for z, row in obj.items():          # keys "DMA" or (node, "DMA"): nodes are summed
+            zone = str(z[-1] if isinstance(z, tuple) else z)
+            acc = out.setdefault(zone, {})
+            for k, v in dict(row).items():
+                acc[_tname(k)] = acc.get(_tname(k), 0) + int(v)
         return out
     return None
 

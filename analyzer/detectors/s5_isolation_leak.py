@@ -39,10 +39,16 @@ def detect(model, kernel):
     p = pfn[rows]
     last = p + (np.left_shift(np.uint64(1), order[rows].astype(np.uint64)) - np.uint64(1))
     st1 = model.block_type_at(p, seq)
-    st2 = model.block_type_at(last, seq)
     iso1 = np.asarray(st1.isolated, bool)
-    iso2 = np.asarray(st2.isolated, bool)
     conf1 = np.asarray(st1.confidence)
+    # only allocations larger than a pageblock can end in another block
+    big = np.flatnonzero(order[rows] > int(model.pageblock_order))
+    st2 = _State.copy_of(st1)
+    if len(big):
+        sb = model.block_type_at(last[big], seq[big])
+        for f in ("mt", "confidence", "source", "isolated", "block"):
+            getattr(st2, f)[big] = np.asarray(getattr(sb, f))
+    iso2 = np.asarray(st2.isolated, bool)
     conf2 = np.asarray(st2.confidence)
     hit_first = iso1 & (conf1 >= 1)
     hit_last = iso2 & (conf2 >= 1) & ~hit_first
@@ -69,6 +75,17 @@ def detect(model, kernel):
                         cpu=cpu, pfn=pfn[j], block=blk, event="mm_page_alloc", printed_mt=req,
                         block_mt=bmt, explanation=expl)
     return with_stats(out, checked=len(rows), skipped_unknown=skipped)
+
+
+class _State:
+    """Writable copy of a BlockState's arrays."""
+
+    @staticmethod
+    def copy_of(st) -> "_State":
+        c = _State()
+        for f in ("mt", "confidence", "source", "isolated", "block"):
+            setattr(c, f, np.array(getattr(st, f), copy=True))
+        return c
 
 
 def _window_names(model, blk, seq, ts):
