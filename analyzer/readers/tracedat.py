@@ -42,18 +42,26 @@ class _Stream:
     buffer: str
     cpu: int
     nrec: int = 0
-    keys: list = field(default_factory=list)       # per block: running-max ts (int64)
 
 
-@dataclass
-class _Piece:
-    """Records of one event type found in one block of one stream."""
+class _Columns:
+    """Output columns of one event type: numeric ones preallocated and filled by row position."""
 
-    stream: int
-    local: np.ndarray                   # index of each record in its stream
-    ts: np.ndarray
-    pid: np.ndarray
-    cols: dict
+    def __init__(self, ev: EventFormat, n: int):
+        self.ev, self.n = ev, n
+        self.seq = np.empty(n, np.int64)
+        self.ts = np.empty(n, np.int64)
+        self.cpu = np.empty(n, np.int32)
+        self.pid = np.empty(n, np.int32)
+        self.stream = None               # int32 stream index, only when several buffers
+        self.num = {}
+        self.other = {}                  # name -> list of (positions, arrow array)
+        for f in ev.fields:
+            if tf.field_kind(f) == "int":
+                self.num[f.name] = np.empty(n, np.dtype(f"{'i' if f.signed else 'u'}{f.size}"))
+            else:
+                self.other[f.name] = []
+        self.need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
 
 
 class TraceDat(Trace):
@@ -94,18 +102,21 @@ class TraceDat(Trace):
         self._tables: dict[str, pa.Table] | None = None
         self._lost: pa.Table | None = None
         self._counts: dict[str, int] | None = None
+        self._seq = self._pos = self._types = None
 
     # -- contract ---------------------------------------------------------------------------
     def formats(self) -> dict[str, EventFormat]:
         return self.h.formats
 
     def events(self) -> dict[str, int]:
-        self._decode_all()
+        if self._counts is None:
+            self._index()
         return dict(self._counts)
 
     @property
     def lost(self) -> pa.Table:
-        self._decode_all()
+        if self._lost is None:
+            self._index()
         return self._lost
 
     def _table(self, full_name: str, columns: list[str] | None) -> pa.Table:
@@ -128,54 +139,31 @@ class TraceDat(Trace):
         names = {f.name for f in fields}
         return pa.schema(fields + [f for f in tf.schema_fields(ev) if f.name not in names])
 
+    def _common(self) -> tp.Common:
+        ct, cp = self.h.common.get("common_type"), self.h.common.get("common_pid")
+        if ct is None or cp is None or ct.size not in (1, 2, 4) or cp.size != 4:
+            raise TraceFormatError(self.path, "event formats", None, "no usable common_type/common_pid fields")
+        return tp.Common(ct.offset, ct.size, cp.offset)
+
     def _stream_blocks(self) -> Iterator[tuple[_Stream, np.ndarray, int, tp.Walk, str]]:
         """Walk every block of every stream, in (buffer, cpu) order."""
+        cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
         it = iter(self._streams)
         for b in self.h.buffers:
             for cd in b.cpus:
                 s = next(it)
+                s.nrec = 0
                 where = f"buffer {b.name!r} cpu {cd.cpu}"
                 for block, off in tp.iter_blocks(self.path, self._mm, b, cd, self._dec, self.h.endian):
-                    w = tp.walk(block, b.page_size, self.h.page_header, self._big, self.path, where, off,
+                    w = tp.walk(block, b.page_size, self.h.page_header, cm, self._big, self.path, where, off,
                                 compiled=self._compiled)
                     yield s, block, off, w, where
-
-    def _split(self, s: _Stream, block: np.ndarray, off: int, w: tp.Walk, where: str,
-               with_fields: bool = True) -> list[tuple[EventFormat, _Piece]]:
-        """Group one block's records by event type and gather their columns."""
-        h = self.h
-        ct, cp = h.common.get("common_type"), h.common.get("common_pid")
-        n = len(w.rec_off)
-        if n == 0:
-            return []
-        if ct is None or cp is None:
-            raise TraceFormatError(self.path, "event formats", None, "no common_type/common_pid in the formats")
-        short = w.rec_len < max(ct.offset + ct.size, cp.offset + cp.size)
-        if short.any():
-            i = int(np.argmax(short))
-            raise TraceFormatError(self.path, where, off + int(w.rec_off[i]),
-                                   f"record of {int(w.rec_len[i])} bytes too short for the common header")
-        types = tf.gather_int(block, w.rec_off + ct.offset, ct.size, False, self._big)
-        pids = tf.gather_int(block, w.rec_off + cp.offset, cp.size, True, self._big).astype(np.int32)
-        ts = w.ts.astype(np.int64) + self.h.ts_offset
-        out = []
-        uniq = np.unique(types)
-        for t in uniq.tolist():
-            ev = h.by_id.get(int(t))
-            sel = np.flatnonzero(types == t)
-            if ev is None:
-                raise TraceFormatError(self.path, where, off + int(w.rec_off[sel[0]]),
-                                       f"record of event type {t} has no format in the file")
-            ro, rl = w.rec_off[sel], w.rec_len[sel]
-            cols = {}
-            if with_fields:
-                for f in ev.fields:
-                    cols[f.name] = tf.column(block, ro, rl, f, self._big, self.path, where, off)
-            out.append((ev, _Piece(s.index, s.nrec + sel, ts[sel], pids[sel], cols)))
-        return out
+                    s.nrec += len(w.rec_off)
 
     def _lost_rows(self, s: _Stream, w: tp.Walk, last_ts: int | None, rows: list) -> int | None:
         """Lost-event rows of one block; returns the last record ts of the stream so far."""
+        if not len(w.page_lost):
+            return last_ts
         ts = w.ts.astype(np.int64) + self.h.ts_offset
         first = np.concatenate([[0], np.cumsum(w.page_nrec)[:-1]]).astype(np.int64)
         for p in np.flatnonzero(w.page_lost).tolist():
@@ -185,111 +173,154 @@ class TraceDat(Trace):
             rows.append((s.cpu, page_ts if before is None else before, after, int(w.page_lost[p])))
         return int(ts[-1]) if len(ts) else last_ts
 
-    def _decode_all(self) -> None:
-        if self._tables is not None:
+    def _index(self) -> None:
+        """Pass 1: walk everything once for merge keys, types, counts and lost events."""
+        if self._seq is not None:
             return
-        pieces: dict[str, list[_Piece]] = {}
+        keys = [[] for _ in self._streams]
+        types = [[] for _ in self._streams]
         lost_rows: list = []
-        for s in self._streams:
-            s.nrec, s.keys = 0, []
-        last = {}
+        last: dict[int, int | None] = {}
         for s, block, off, w, where in self._stream_blocks():
-            for ev, pc in self._split(s, block, off, w, where):
-                pieces.setdefault(ev.full_name, []).append(pc)
-            last[s.index] = self._lost_rows(s, w, last.get(s.index), lost_rows)
             if len(w.ts):
-                s.keys.append(np.maximum.accumulate(w.ts.astype(np.int64)))
-            s.nrec += len(w.ts)
-        keys = self._finish_keys()
-        self._tables = {name: self._build(self.h.formats[name], pcs, keys) for name, pcs in pieces.items()}
-        self._counts = {name: t.num_rows for name, t in sorted(self._tables.items())}
+                keys[s.index].append(w.ts.astype(np.int64))
+                types[s.index].append(w.type)
+            last[s.index] = self._lost_rows(s, w, last.get(s.index), lost_rows)
+        kk, tt = [], []
+        for k, t in zip(keys, types):
+            k = np.concatenate(k) if k else np.zeros(0, np.int64)
+            np.maximum.accumulate(k, out=k) if len(k) else None
+            kk.append(k)
+            tt.append(np.concatenate(t) if t else np.zeros(0, np.int32))
+        del keys, types
+        counts = np.zeros(1 << 16, np.int64)
+        for t in tt:
+            bad = (t < 0) | (t >= 1 << 16)
+            if bad.any():
+                raise TraceFormatError(self.path, "event data", None, f"event type id {int(t[bad][0])} out of range")
+            counts += np.bincount(t, minlength=1 << 16)
+        for tid in np.flatnonzero(counts).tolist():
+            if tid not in self.h.by_id:
+                raise TraceFormatError(self.path, "event data", None,
+                                       f"{int(counts[tid])} records of event type {tid}, which has no format in the file")
+        self._seq, self._pos = tp.merge(kk, tt, compiled=self._compiled)
+        del kk
+        self._types = tt
+        self._counts = {self.h.by_id[t].full_name: int(counts[t]) for t in np.flatnonzero(counts).tolist()}
+        self._counts = dict(sorted(self._counts.items()))
         self._lost = pa.table([pa.array([r[i] for r in lost_rows], LOST_SCHEMA.field(i).type) for i in range(4)],
                               schema=LOST_SCHEMA)
 
-    def _finish_keys(self) -> list[np.ndarray]:
-        """Per stream: running-max timestamps over the whole stream (merge keys)."""
-        keys = []
-        for s in self._streams:
-            k = np.concatenate(s.keys) if s.keys else np.zeros(0, np.int64)
-            if len(k):
-                np.maximum.accumulate(k, out=k)
-            keys.append(k)
-            s.keys = []
-        return keys
+    def _fill(self, cols: _Columns, s: _Stream, block: np.ndarray, off: int, w: tp.Walk, where: str,
+              sel: np.ndarray, P: np.ndarray, seq: np.ndarray) -> None:
+        """Write records `sel` of this block (one event type) into rows `P` of `cols`."""
+        ro, rl = w.rec_off[sel], w.rec_len[sel]
+        if cols.need and len(rl) and int(rl.min()) < cols.need:
+            i = int(np.argmax(rl < cols.need))
+            raise TraceFormatError(self.path, where, off + int(ro[i]),
+                                   f"{cols.ev.full_name} record of {int(rl[i])} bytes is shorter than its format "
+                                   f"({cols.need} bytes)")
+        cols.seq[P] = seq
+        cols.ts[P] = w.ts[sel].astype(np.int64) + self.h.ts_offset
+        cols.cpu[P] = s.cpu
+        cols.pid[P] = w.pid[sel]
+        if cols.stream is not None:
+            cols.stream[P] = s.index
+        for f in cols.ev.fields:
+            if f.name in cols.num:
+                tp.scatter(block, ro, f.offset, f.size, f.signed, self._big, P, cols.num[f.name], self._compiled)
+            else:
+                cols.other[f.name].append((P, tf.column(block, ro, rl, f, self._big, self.path, where, off)))
 
-    def _seq(self, stream: int, local: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
-        """Global position of records `local` of `stream` in trace-cmd's merge order."""
-        k = keys[stream][local]
-        seq = local.astype(np.int64).copy()
-        for j, kj in enumerate(keys):
-            if j != stream and len(kj):
-                seq += np.searchsorted(kj, k, side="right" if j < stream else "left")
-        return seq
+    def _decode_all(self) -> None:
+        """Pass 2: fill every event table at the rows pass 1 assigned (no concatenation, no sort)."""
+        if self._tables is not None:
+            return
+        self._index()
+        multi = self._multi_buffer()
+        out: dict[int, _Columns] = {}
+        for name, n in self._counts.items():
+            ev = self.h.formats[name]
+            out[ev.id] = c = _Columns(ev, n)
+            if multi:
+                c.stream = np.empty(n, np.int32)
+        for s, block, off, w, where in self._stream_blocks():
+            if not len(w.rec_off):
+                continue
+            lo = s.nrec
+            seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
+            pos_b = self._pos[s.index][lo:lo + len(w.rec_off)]
+            for t in np.unique(w.type).tolist():
+                sel = np.flatnonzero(w.type == t)
+                self._fill(out[t], s, block, off, w, where, sel, pos_b[sel], seq_b[sel])
+        self._seq = self._pos = None          # the tables own everything now
+        self._tables = {c.ev.full_name: self._table_of(c) for c in out.values()}
 
     def _comm(self, pids: np.ndarray) -> pa.Array:
-        uniq, inv = np.unique(pids, return_inverse=True)
+        if not len(pids):
+            return pa.array([], pa.string())
+        lo, hi = int(pids.min()), int(pids.max())
+        if hi - lo < (1 << 24):
+            present = np.zeros(hi - lo + 1, bool)
+            present[pids - lo] = True
+            uniq = np.flatnonzero(present) + lo
+            lut = np.cumsum(present, dtype=np.int32) - 1
+            inv = lut[pids - lo]
+        else:
+            uniq, inv = np.unique(pids, return_inverse=True)
+            inv = inv.astype(np.int32)
         cl = self.h.cmdlines
         names = pa.array(["<idle>" if p == 0 else cl.get(int(p), "<...>") for p in uniq.tolist()], pa.string())
-        return names.take(pa.array(inv.astype(np.int32)))
+        return names.take(pa.array(inv))
 
-    def _build(self, ev: EventFormat, pcs: list[_Piece], keys: list[np.ndarray]) -> pa.Table:
-        schema = self._schema(ev)
-        seq = np.concatenate([self._seq(p.stream, p.local, keys) for p in pcs])
-        order = np.argsort(seq, kind="stable")
-        if np.all(order[1:] > order[:-1]) if len(order) > 1 else True:
-            order = None
-
-        def fin(parts):
-            if isinstance(parts[0], np.ndarray):
-                a = np.concatenate(parts)
-                return a if order is None else a[order]
-            a = pa.concat_arrays(parts)
-            return a if order is None else a.take(pa.array(order))
-
-        cols = {"seq": seq if order is None else seq[order]}
-        cols["ts"] = fin([p.ts for p in pcs])
-        cols["cpu"] = fin([np.full(len(p.local), self._streams[p.stream].cpu, np.int32) for p in pcs])
-        pid = fin([p.pid for p in pcs])
-        cols["pid"] = pid
-        cols["comm"] = self._comm(pid)
-        if "buffer" in schema.names:
-            cols["buffer"] = fin([pa.array([self._streams[p.stream].buffer] * len(p.local), pa.string()) for p in pcs])
-        for f in ev.fields:
-            if f.name not in cols:
-                cols[f.name] = fin([p.cols[f.name] for p in pcs])
-                for p in pcs:
-                    p.cols.pop(f.name, None)
-        arrays = [pa.array(cols[n], type=schema.field(n).type) if isinstance(cols[n], np.ndarray) else cols[n]
-                  for n in schema.names]
-        return pa.Table.from_arrays(arrays, schema=schema)
+    def _table_of(self, c: _Columns) -> pa.Table:
+        schema = self._schema(c.ev)
+        arrays = {"seq": pa.array(c.seq), "ts": pa.array(c.ts), "cpu": pa.array(c.cpu), "pid": pa.array(c.pid),
+                  "comm": self._comm(c.pid)}
+        if c.stream is not None:
+            names = pa.array([s.buffer for s in self._streams], pa.string())
+            arrays["buffer"] = names.take(pa.array(c.stream))
+        for name, a in c.num.items():
+            arrays.setdefault(name, pa.array(a))
+        for name, parts in c.other.items():
+            if name in arrays:
+                continue
+            if not parts:
+                arrays[name] = pa.array([], schema.field(name).type)
+                continue
+            pos = np.concatenate([p for p, _ in parts])
+            vals = pa.concat_arrays([v for _, v in parts])
+            arrays[name] = vals.take(pa.array(np.argsort(pos, kind="stable")))
+        return pa.Table.from_arrays([arrays[n] for n in schema.names], schema=schema)
 
     # -- streaming --------------------------------------------------------------------------
     def iter_batches(self, events: list[str] | None = None,
                      max_rows: int = 1 << 20) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Stream (event, batch) per CPU and per block without materialising whole tables.
 
-        Two passes: the first keeps only the per-stream merge keys (8 bytes per record) so
-        that `seq` is exact; the second decodes one block at a time.  Batches arrive in
-        stream order (buffer, cpu, file position), not globally sorted: sort by `seq` if needed.
+        Pass 1 keeps only per-record merge data (key, type, seq, row: ~28 bytes per record) so
+        `seq` is exact; pass 2 decodes one block at a time.  Batches arrive in stream order
+        (buffer, cpu, file position), not globally sorted: sort by `seq` if needed.
         """
         if self._tables is not None:
             yield from super().iter_batches(events, max_rows)
             return
         want = {self.resolve(e) for e in events} if events else None
-        for s in self._streams:
-            s.nrec, s.keys = 0, []
+        self._index()
+        multi = self._multi_buffer()
         for s, block, off, w, where in self._stream_blocks():
-            if len(w.ts):
-                s.keys.append(np.maximum.accumulate(w.ts.astype(np.int64)))
-            s.nrec += len(w.ts)
-        keys = self._finish_keys()
-        for s in self._streams:
-            s.nrec = 0
-        for s, block, off, w, where in self._stream_blocks():
-            for ev, pc in self._split(s, block, off, w, where):
+            if not len(w.rec_off):
+                continue
+            lo = s.nrec
+            seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
+            for t in np.unique(w.type).tolist():
+                ev = self.h.by_id[t]
                 if want is not None and ev.full_name not in want:
                     continue
-                t = self._build(ev, [pc], keys)
-                for b in t.to_batches(max_chunksize=max_rows):
+                sel = np.flatnonzero(w.type == t)
+                c = _Columns(ev, len(sel))
+                if multi:
+                    c.stream = np.empty(len(sel), np.int32)
+                self._fill(c, s, block, off, w, where, sel, np.arange(len(sel)), seq_b[sel])
+                for b in self._table_of(c).to_batches(max_chunksize=max_rows):
                     yield ev.full_name, b
-            s.nrec += len(w.ts)

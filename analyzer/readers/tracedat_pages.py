@@ -37,9 +37,20 @@ class Walk:
     rec_off: np.ndarray      # int64, payload offset in the block buffer
     rec_len: np.ndarray      # int64, payload length in bytes
     ts: np.ndarray           # uint64, raw ring-buffer timestamp
+    type: np.ndarray         # int32, common_type of each record
+    pid: np.ndarray          # int32, common_pid of each record
     page_nrec: np.ndarray    # int64, records per page
     page_ts: np.ndarray      # uint64, page base timestamp
     page_lost: np.ndarray    # int64, 0 none, -1 unknown count, >0 count
+
+
+@dataclass
+class Common:
+    """Where common_type / common_pid sit in every payload (from the format files)."""
+
+    type_off: int = 0
+    type_size: int = 2
+    pid_off: int = 4
 
 
 def use_compiled() -> bool:
@@ -97,7 +108,12 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
 # ---------------------------------------------------------------------------------------------
 # the walk
 
-def walk(block: np.ndarray, page_size: int, ph: PageHeader, big: bool, path: str, where: str,
+def _cerr(e: ValueError, path: str, where: str, file_off: int) -> TraceFormatError:
+    msg, _, at = str(e).rpartition("@")  # the C code reports the block offset after '@'
+    return TraceFormatError(path, where, file_off + int(at or 0), msg.strip())
+
+
+def walk(block: np.ndarray, page_size: int, ph: PageHeader, cm: Common, big: bool, path: str, where: str,
          file_off: int, compiled: bool | None = None) -> Walk:
     """Walk every record of every page in `block` (a whole number of pages)."""
     if compiled is None:
@@ -106,12 +122,61 @@ def walk(block: np.ndarray, page_size: int, ph: PageHeader, big: bool, path: str
         if _cwalk is None:
             raise RuntimeError("compiled walker not built")
         try:
-            r = _cwalk.walk(block, page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(big))
-        except ValueError as e:  # the C walker reports the block offset after '@'
-            msg, _, at = str(e).rpartition("@")
-            raise TraceFormatError(path, where, file_off + int(at), msg.strip()) from None
+            r = _cwalk.walk(block, page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(big),
+                            cm.type_off, cm.type_size, cm.pid_off)
+        except ValueError as e:
+            raise _cerr(e, path, where, file_off) from None
         return Walk(*r)
-    return _walk_numpy(block, page_size, ph, big, path, where, file_off)
+    w = _walk_numpy(block, page_size, ph, big, path, where, file_off)
+    short = w.rec_len < max(cm.type_off + cm.type_size, cm.pid_off + 4)
+    if short.any():
+        i = int(np.argmax(short))
+        raise TraceFormatError(path, where, file_off + int(w.rec_off[i]), "record too short for the common header")
+    from .tracedat_fields import gather_int
+    w.type = gather_int(block, w.rec_off + cm.type_off, cm.type_size, False, big).astype(np.int32)
+    w.pid = gather_int(block, w.rec_off + cm.pid_off, 4, True, big).astype(np.int32)
+    return w
+
+
+def merge(keys: list[np.ndarray], types: list[np.ndarray], compiled: bool | None = None):
+    """Greedy k-way merge of streams (smallest key first, ties to the lower stream).
+
+    `keys` are per-stream running-max timestamps (non-decreasing), so the greedy merge equals
+    a stable sort by (key, stream, index).  Returns per stream: global seq, and the row of
+    each record inside its event type's table.
+    """
+    if compiled is None:
+        compiled = _cwalk is not None
+    if compiled:
+        return _cwalk.merge([np.ascontiguousarray(k, np.int64) for k in keys],
+                            [np.ascontiguousarray(t, np.int32) for t in types])
+    seqs = []
+    for i, k in enumerate(keys):
+        seq = np.arange(len(k), dtype=np.int64)
+        for j, kj in enumerate(keys):
+            if j != i and len(kj):
+                seq += np.searchsorted(kj, k, side="right" if j < i else "left")
+        seqs.append(seq)
+    poss = [np.empty(len(k), np.int64) for k in keys]
+    alltypes = np.unique(np.concatenate(types)) if types else np.zeros(0, np.int32)
+    for t in alltypes.tolist():
+        masks = [ty == t for ty in types]
+        col = np.sort(np.concatenate([s[m] for s, m in zip(seqs, masks)]))
+        for s, m, p in zip(seqs, masks, poss):
+            p[m] = np.searchsorted(col, s[m])
+    return seqs, poss
+
+
+def scatter(block: np.ndarray, rec_off: np.ndarray, foff: int, size: int, signed: bool, big: bool,
+            pos: np.ndarray, out: np.ndarray, compiled: bool | None = None) -> None:
+    """out[pos] = the `size`-byte field at `foff` of each record."""
+    if compiled is None:
+        compiled = _cwalk is not None
+    if compiled:
+        _cwalk.scatter(block, rec_off, foff, size, int(big), pos, out)
+        return
+    from .tracedat_fields import gather_int
+    out[pos] = gather_int(block, rec_off + foff, size, signed, big)
 
 
 def _words(block: np.ndarray, big: bool) -> np.ndarray:
@@ -162,6 +227,10 @@ def _walk_numpy(block: np.ndarray, ps: int, ph: PageHeader, big: bool, path: str
     mask27 = (1 << 27) - 1
     while act.size:
         p = pos[act]
+        mis = (p % 4 != 0) | (p + 4 > end[act])
+        if mis.any():
+            k = int(np.argmax(mis))
+            raise TraceFormatError(path, where, file_off + int(p[k]), "misaligned or truncated record header")
         w = W[p // 4]
         if big:
             tl, delta = w >> 27, w & mask27
@@ -213,4 +282,5 @@ def _walk_numpy(block: np.ndarray, ps: int, ph: PageHeader, big: bool, path: str
         rec_off = rec_len = np.zeros(0, np.int64)
         rts = np.zeros(0, np.uint64)
         nrec = np.zeros(npages, np.int64)
-    return Walk(rec_off.astype(np.int64), rec_len.astype(np.int64), rts, nrec, page_ts, lost)
+    empty = np.zeros(0, np.int32)
+    return Walk(rec_off.astype(np.int64), rec_len.astype(np.int64), rts, empty, empty, nrec, page_ts, lost)

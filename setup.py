@@ -1,0 +1,23 @@
+"""Builds the optional C record walker (analyzer/readers/_walk.c); metadata lives in pyproject.toml.
+
+`optional=True`: without a compiler the install still succeeds and the reader falls back to
+its numpy walker (same tables, slower).
+"""
+from setuptools import Extension, setup
+
+try:
+    import numpy
+except ImportError:  # build-system requires lacks numpy: install the pure-numpy reader only
+    numpy = None
+
+setup(
+    ext_modules=[
+        Extension(
+            "analyzer.readers._walk",
+            ["analyzer/readers/_walk.c"],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ] if numpy is not None else []
+)
