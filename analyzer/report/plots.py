@@ -392,6 +392,10 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
         over = np.zeros(mask.shape + (4,), dtype=np.uint8)
         over[mask] = (255, 255, 255, 70)
         over[mask & (((rr + cc) % 6) < 2)] = (0, 0, 0, 200)
+        # outline: a window only a few pixels tall still reads as a solid dark band
+        pad = np.pad(mask, 1, constant_values=False)
+        inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+        over[mask & ~inner] = (0, 0, 0, 255)
         ax.imshow(over, extent=extent, origin="lower", aspect="auto", interpolation="nearest")
 
     # Findings: one scatter per detector, one marker per occupied pixel.
@@ -415,6 +419,7 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     ax.yaxis.set_major_formatter(_pfn_formatter(order))
     ax.tick_params(axis="y", labelleft=False, right=True)
     ax.set_xlabel("trace time [s]")
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax_reg.set_ylabel(f"pfn (pageblock = {1 << order} pages)")
     _draw_regions(ax_reg, analysis, view, order)
     for z in analysis.meta.zones or []:    # zone boundaries across the heatmap
@@ -560,6 +565,7 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
     ax.set_xlim(view.t_lo / 1e9, view.t_hi / 1e9)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("trace time [s]")
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax.set_ylabel("pageblocks of that type")
     ax.grid(True, color="#EEEEEE")
     h, _ = ax.get_legend_handles_labels()
