@@ -29,7 +29,7 @@ header p{margin:4px 0 0;font-size:13px;opacity:.85}
 nav{padding:6px 24px;background:#e8eef4;font-size:13px}
 nav a{margin-right:14px;color:#16324f}
 main{padding:4px 24px 40px}
-section{background:#fff;border:1px solid #dde3ea;border-radius:6px;margin:16px 0;padding:10px 16px}
+section{background:#fff;border:1px solid #dde3ea;border-radius:6px;margin:16px 0;padding:10px 16px;overflow-x:auto}
 h2{font-size:18px;margin:6px 0 10px;color:#16324f}
 h3{font-size:15px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
@@ -132,6 +132,13 @@ def _mt_name(v: Any) -> str:
     return f"{code} {plots.mt_names().get(code, '?')}"
 
 
+def _size(n: int) -> str:
+    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << sh:
+            return f"{n / (1 << sh):g} {unit}"
+    return f"{n} B"
+
+
 def _lost_text(analysis: Any) -> str:
     ls = getattr(analysis, "lost_summary", None)
     if ls is not None:
@@ -201,7 +208,8 @@ def section_metadata(analysis: Any, p: str = "") -> str:
                if zones else '<p class="muted">not known</p>')
     cma = getattr(meta, "cma_areas", None) or []
     out.append("<h3>CMA areas</h3>")
-    out.append(table([(c[0], f"{int(c[1]):#x}", int(c[2]), f"{int(c[2]) * 4 // 1024} MiB at 4 KiB pages")
+    page = int(getattr(meta, "page_size", None) or 4096)
+    out.append(table([(c[0], f"{int(c[1]):#x}", int(c[2]), _size(int(c[2]) * page))
                       for c in cma], ["name", "base pfn", "pages", "size"])
                if cma else '<p class="muted">none found</p>')
     unknowns = getattr(meta, "unknowns", None) or []
@@ -214,7 +222,12 @@ def section_metadata(analysis: Any, p: str = "") -> str:
     return "".join(out)
 
 
-def section_summary(analysis: Any, p: str = "") -> str:
+_DET_COLS = ["id", "meaning", "kernels", "applies", "count", "severity", "subcounts", "checked",
+             "skipped_unknown", "notes"]
+_DET_COLS_COMPACT = ["id", "kernels", "applies", "count", "severity", "subcounts"]
+
+
+def section_summary(analysis: Any, p: str = "", compact: bool = False) -> str:
     f = getattr(analysis, "findings", None)
     n = 0 if f is None else len(f)
     out = [f'<section id="{p}summary"><h2>Summary</h2>']
@@ -227,7 +240,12 @@ def section_summary(analysis: Any, p: str = "") -> str:
     else:
         out.append('<p class="ok">No findings.</p>')
     out.append("<h3>Detectors</h3>")
-    out.append(frame_table(getattr(analysis, "detectors", None)))
+    det = getattr(analysis, "detectors", None)
+    want = _DET_COLS_COMPACT if compact else _DET_COLS
+    cols = None
+    if det is not None and len(det):
+        cols = [c for c in want if c in det.columns] or None
+    out.append(frame_table(det, cols))
     out.append('<p class="muted">Greyed rows: the detector does not apply to this kernel '
                "(its bug is absent or its evidence cannot appear).</p></section>")
     return "".join(out)
@@ -358,8 +376,8 @@ def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
     """Side-by-side report of two analyses (e.g. the same scenario on two kernels)."""
     la, lb = str(labels[0]), str(labels[1])
     ca, cb = _count_map(a), _count_map(b)
-    ids = sorted(set(ca) | set(cb), key=lambda k: (list(plots.DETECTOR_MARKERS).index(k)
-                                                   if k in plots.DETECTOR_MARKERS else 99, k))
+    order = ["S1", "S1a", "S1b", "S2", "S3", "S4", "S5", "MW"]
+    ids = sorted(set(ca) | set(cb), key=lambda k: (order.index(k) if k in order else 99, k))
     rows = []
     for k in ids:
         aa, an, asv = ca.get(k, (None, None, None))
@@ -371,7 +389,7 @@ def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
         kr = getattr(an.meta, "kernel_release", None) or "unknown kernel"
         pngs = render_plots(an, opts)
         cols.append(f"<div><h2>{e(lab)}</h2><p>{e(kr)}</p>"
-                    + section_summary(an, p) + section_metadata(an, p) + section_plots(an, pngs, p)
+                    + section_summary(an, p, compact=True) + section_metadata(an, p) + section_plots(an, pngs, p)
                     + section_findings(an, top, narratives=3, p=p) + section_consistency(an, p) + "</div>")
     body = ('<section id="comparison"><h2>Comparison</h2>'
             + table(rows, ["detector", "severity", f"applies ({la})", f"count ({la})",
