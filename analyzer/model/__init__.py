@@ -1,0 +1,348 @@
+"""The pageblock model: per-block migratetype history, isolation windows, pcp residency.
+
+`build_model(trace, meta, kernel)` implements docs/contracts.md section 2b.  Two
+histories are built from the same events:
+
+* the tracepoint-only inference (what any trace allows, infer.py), and
+* when the `set_pfnblock_flags_mask` kprobe is in the trace, the ground-truth history:
+  inference up to the moment the kprobe went live, every kprobe write after it.
+
+`Model.blocks` is the ground-truth history when there is one, else the inference;
+`Model.agreement` says how often the inference was right where it claimed anything.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..capture import CaptureMeta
+from ..kernels import CMA, ISOLATE, MIGRATETYPE_NAMES, KernelBehavior
+from ..readers.base import Trace
+from . import infer
+from .events import Table, kprobe_marker_seq, read_events
+from .isolation import Windows, find_windows
+from .pcp import pair as _pair, residency as _residency
+from .timeline import CONF_NAMES, KNOWN, SOURCES, SRC, Rows, Timeline, agreement
+
+__all__ = ["build_model", "Model", "BlockState", "SOURCES", "consistency"]
+
+
+@dataclass
+class BlockState:
+    """Vectorised answer of `Model.block_type_at` (one entry per query)."""
+
+    mt: np.ndarray             # int8, -1 unknown
+    confidence: np.ndarray     # int8: 2 known, 1 inferred, 0 unknown
+    source: np.ndarray         # int8 code into SOURCES (-1 outside the model)
+    isolated: np.ndarray       # bool
+    zone_isolated: np.ndarray  # bool
+    block: np.ndarray          # int64
+    guess: np.ndarray          # int8: the type last set even where confidence is unknown
+
+
+class _LazyFrames(Mapping):
+    """events: short name -> DataFrame, converted from Arrow only when asked for."""
+
+    def __init__(self, tables: dict[str, Table]):
+        self._t = {k: v for k, v in tables.items()}
+        self._df: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        if key not in self._df:
+            self._df[key] = self._t[key].df()
+        return self._df[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+
+@dataclass
+class Model:
+    blocks: pd.DataFrame
+    isolation: pd.DataFrame
+    residency: pd.DataFrame
+    ground_truth: bool
+    agreement: dict | None
+    warnings: list[str]
+    pageblock_order: int
+    trace_end_ts: int
+    events: Mapping
+    # extras
+    trace_start_ts: int = 0
+    trace_end_seq: int = 0
+    kernel: KernelBehavior | None = None
+    meta: CaptureMeta | None = None
+    timeline: Timeline | None = None            # the history `blocks` shows
+    inference: Timeline | None = None           # tracepoint-only history
+    inference_blocks: pd.DataFrame | None = None
+    kprobe_live_seq: int | None = None
+    kprobe_live_ts: int | None = None
+    zone_names: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    _iso: dict = field(default_factory=dict, repr=False)
+    _ctx: Any = field(default=None, repr=False)
+
+    # -- lookups -----------------------------------------------------------------
+    def block_type_at(self, pfn: np.ndarray, seq: np.ndarray, use: str = "model") -> BlockState:
+        """State just before the record with `seq` (use="inference" for the tracepoint-only view)."""
+        tl = self.timeline if use == "model" else self.inference
+        pfn = np.asarray(pfn).astype(np.uint64).view(np.int64)
+        seq = np.asarray(seq, dtype=np.int64)
+        block = pfn >> self.pageblock_order
+        i = tl.at(block, seq)
+        ok = i >= 0
+        ii = np.maximum(i, 0)
+        mt = np.where(ok, tl.mt[ii], -1).astype(np.int8)
+        guess = np.where(ok, tl.guess[ii], -1).astype(np.int8)
+        conf = np.where(ok, tl.conf[ii], 0).astype(np.int8)
+        src = np.where(ok, tl.src[ii], -1).astype(np.int8)
+        zi = self._zone_isolated(tl, block, seq)
+        return BlockState(mt, conf, src, guess == ISOLATE, zi, block, guess)
+
+    def _zone_isolated(self, tl: Timeline, block: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        key = id(tl)
+        if key not in self._iso:
+            ends = tl.end_seq(self.trace_end_seq)
+            sel = np.flatnonzero(tl.guess == ISOLATE)
+            z = self._ctx.zone_index(tl.block[sel])
+            self._iso[key] = {int(zz): (np.sort(tl.start_seq[sel][z == zz]), np.sort(ends[sel][z == zz]))
+                              for zz in np.unique(z)}
+        out = np.zeros(len(block), dtype=bool)
+        if not self._iso[key]:
+            return out
+        qz = self._ctx.zone_index(block)
+        for zz, (a, b) in self._iso[key].items():
+            m = qz == zz
+            if m.any():
+                q = seq[m]
+                out[m] = (np.searchsorted(a, q, side="left") - np.searchsorted(b, q, side="left")) > 0
+        return out
+
+    def block_history(self, block: int, use: str = "model") -> pd.DataFrame:
+        df = self.blocks if use == "model" else self.inference_blocks
+        return df[df["block"] == block]
+
+    def consistency(self) -> pd.DataFrame:
+        return consistency(self)
+
+    def summary(self) -> dict:
+        return {"ground_truth": self.ground_truth, "agreement": self.agreement, "warnings": self.warnings,
+                "pageblock_order": self.pageblock_order, "stats": self.stats,
+                "kprobe_live_ts": self.kprobe_live_ts}
+
+
+# ----------------------------------------------------------------------------- build
+def _progress(progress) -> Callable[[str], None]:
+    if progress is None:
+        return lambda _s: None
+    if hasattr(progress, "add_task"):
+        task = progress.add_task("model", total=7)
+
+        def step(s: str) -> None:
+            progress.update(task, advance=1, description=f"model: {s}")
+        return step
+    return progress
+
+
+def _span(ev: dict[str, Table]) -> tuple[int, int, int]:
+    t0, t1, s1 = None, None, -1
+    for t in ev.values():
+        if len(t):
+            ts, sq = t["ts"], t["seq"]
+            t0 = int(ts[0]) if t0 is None else min(t0, int(ts[0]))
+            t1 = int(ts[-1]) if t1 is None else max(t1, int(ts[-1]))
+            s1 = max(s1, int(sq[-1]))
+    return (t0 or 0), (t1 or 0), s1 + 1
+
+
+_PFN_COLS = {"mm_page_alloc": "pfn", "mm_page_free": "pfn", "mm_page_free_batched": "pfn",
+             "mm_page_pcpu_drain": "pfn", "mm_page_alloc_zone_locked": "pfn", "mm_page_alloc_extfrag": "pfn"}
+
+
+def _universe(ev: dict[str, Table], meta: CaptureMeta, pbo: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    blocks, zidx, names = [], [], []
+    for zi, (name, lo, hi) in enumerate(meta.zones):
+        b = np.arange(lo >> pbo, ((hi - 1) >> pbo) + 1, dtype=np.int64)
+        blocks.append(b)
+        zidx.append(np.full(len(b), zi, np.int32))
+        names.append(name)
+    known = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+    extra = []
+    lo_k, hi_k = (int(known.min()), int(known.max())) if len(known) else (1, 0)
+    for short, col in _PFN_COLS.items():
+        t = ev[short]
+        if not len(t):
+            continue
+        b = t[col][t[col] >= 0] >> pbo
+        if len(b) and (int(b.min()) < lo_k or int(b.max()) > hi_k or not len(known)):
+            extra.append(np.unique(b))
+    for _, base, count in meta.cma_areas:
+        extra.append(np.arange(base >> pbo, ((base + count - 1) >> pbo) + 1, dtype=np.int64))
+    if extra:
+        e = np.unique(np.concatenate(extra))
+        e = e[~np.isin(e, known)]
+        if len(e):
+            names.append("?")
+            blocks.append(e)
+            zidx.append(np.full(len(e), len(names) - 1, np.int32))
+    allb = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+    allz = np.concatenate(zidx) if zidx else np.zeros(0, np.int32)
+    allb, first = np.unique(allb, return_index=True)
+    allz = allz[first]
+    cma = np.zeros(len(allb), dtype=bool)
+    for _, base, count in meta.cma_areas:
+        cma |= (allb >= base >> pbo) & (allb <= (base + count - 1) >> pbo)
+    return allb, allz, names, cma
+
+
+def _lost(trace: Trace, ev: dict[str, Table]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        lost = trace.lost
+    except Exception:  # readers without lost-event info
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if lost is None or lost.num_rows == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    te = lost.column("ts_end").to_numpy(zero_copy_only=False).astype(np.int64)
+    seqs = np.concatenate([t["seq"] for t in ev.values() if len(t)])
+    tss = np.concatenate([t["ts"] for t in ev.values() if len(t)])
+    o = np.argsort(seqs)
+    j = np.searchsorted(tss[o], te, side="left")
+    j = np.minimum(j, len(o) - 1)
+    return te, seqs[o][j] - 1
+
+
+def _blocks_frame(tl: Timeline, ctx: infer.Context, end_ts: int, end_seq: int) -> pd.DataFrame:
+    z = ctx.zone_index(tl.block)
+    zn = pa.array(ctx.zone_names + ["?"]).take(pa.array(np.where(z >= 0, z, len(ctx.zone_names)).astype(np.int64)))
+    t = pa.table({
+        "block": pa.array(tl.block),
+        "zone": zn,
+        "start_ts": pa.array(tl.start_ts),
+        "end_ts": pa.array(tl.end_ts(end_ts)),
+        "migratetype": pa.array(tl.mt.astype(np.int8)),
+        "source": pa.array(list(SOURCES)).take(pa.array(tl.src.astype(np.int64))),
+        "confidence": pa.array(["unknown", "inferred", "known"]).take(pa.array(tl.conf.astype(np.int64))),
+        "start_seq": pa.array(tl.start_seq),
+        "end_seq": pa.array(tl.end_seq(end_seq)),
+        "guess_mt": pa.array(tl.guess.astype(np.int8)),
+    })
+    return t.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _isolation_frame(w: Windows, ctx: infer.Context) -> pd.DataFrame:
+    z = ctx.zone_index(w.start_pfn >> ctx.pbo) if len(w) else np.zeros(0, np.int64)
+    names = ctx.zone_names + ["?"]
+    t = pa.table({
+        "start_ts": pa.array(w.start_ts, pa.int64()), "end_ts": pa.array(w.end_ts, pa.int64()),
+        "start_pfn": pa.array(w.start_pfn.astype(np.uint64), pa.uint64()),
+        "end_pfn": pa.array(w.end_pfn.astype(np.uint64), pa.uint64()),
+        "kind": pa.array(w.kind, pa.string()), "name": pa.array(w.name, pa.string()),
+        "restore_mt": pa.array(w.restore_mt, pa.int8()),
+        "start_seq": pa.array(w.start_seq, pa.int64()), "end_seq": pa.array(w.end_seq, pa.int64()),
+        "outcome": pa.array(w.outcome, pa.string()), "pid": pa.array(w.pid, pa.int64()),
+        "zone": pa.array([names[i] for i in z], pa.string()),
+    })
+    return t.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progress=None) -> Model:
+    step = _progress(progress)
+    pbo = meta.pageblock_order
+    step("reading events")
+    ev = read_events(trace, meta.ground_truth_events)
+    kp = [t for k, t in ev.items() if k.startswith("kprobe:")]
+    base_ev = {k: t for k, t in ev.items() if not k.startswith("kprobe:")}
+    t0, t1, s1 = _span(ev)
+    blocks, bzone, znames, cma = _universe(base_ev, meta, pbo)
+    cma_known = bool(meta.cma_areas) or not any("CMA areas unknown" in u for u in meta.unknowns)
+    ctx = infer.Context(pbo, blocks, bzone, znames, cma, cma_known, t0, t1, s1, kernel)
+    warnings: list[str] = list(kernel.assumed)
+    step("isolation windows")
+    w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno)
+    step("tracepoint inference")
+    lost_ts, lost_seq = _lost(trace, base_ev)
+    if len(lost_seq):
+        warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
+    rows = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
+                        infer.window_rows(w, ctx), infer.hazard_rows(base_ev, ctx),
+                        infer.lost_rows(lost_ts, lost_seq, ctx)])
+    stays = _pair(base_ev, kernel, pbo)
+    obs = infer.observations(base_ev, ctx, w, stays)
+    obs_conf = infer.conf_by_type(obs.mt)
+    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, np.zeros(len(obs.mt), bool), ctx)
+    stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum())}
+    ground = bool(kp) and any(len(t) for t in kp)
+    tl, agree, live_seq, live_ts = inf_tl, None, None, None
+    if ground:
+        step("ground truth")
+        marker = kprobe_marker_seq(base_ev["print"])
+        kr = infer.kprobe_rows(kp, ctx)
+        if marker is None:
+            i = int(np.argmin(kr.seq))
+            live_seq, live_ts = int(kr.seq[i]) - 1, int(kr.ts[i])
+            warnings.append("no 'pb/setmt kprobe active' marker: ground truth assumed live from the first kprobe event")
+        else:
+            live_seq, live_ts = marker
+        pre = infer.before(rows, live_seq)
+        post_src = obs.seq > live_seq
+        gconf = np.where(post_src, KNOWN, obs_conf).astype(np.int8)
+        kr = kr.take(np.flatnonzero(np.isin(kr.block, blocks)))
+        tl, gt_acc = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_src, ctx)
+        stats["observations_used_ground_truth"] = int(gt_acc.sum())
+        stats["kprobe_writes"] = int(len(kr))
+        agree = agreement(tl, inf_tl, live_ts, t1)
+        # how often a live-type observation contradicted the kprobe truth (should be 0 on >= 6.10)
+        if len(obs.mt):
+            ii = tl.at(obs.block, obs.seq)
+            after = (ii >= 0) & post_src
+            iiz = np.maximum(ii, 0)
+            contra = after & (tl.conf[iiz] == KNOWN) & (tl.guess[iiz] != obs.mt)
+            stats["observations_contradicting_truth"] = int(contra.sum())
+    elif kernel.live_drain and inf_acc.any():
+        i = inf_tl.at(obs.block[inf_acc], obs.seq[inf_acc])
+        prev_known = int(np.sum((i >= 0) & (inf_tl.conf[np.maximum(i, 0)] >= 1)))
+        stats["observations_revealing"] = int(inf_acc.sum())
+    step("blocks")
+    blocks_df = _blocks_frame(tl, ctx, t1, s1)
+    inf_df = blocks_df if tl is inf_tl else _blocks_frame(inf_tl, ctx, t1, s1)
+    model = Model(blocks=blocks_df, isolation=_isolation_frame(w, ctx), residency=pd.DataFrame(),
+                  ground_truth=ground, agreement=agree, warnings=warnings, pageblock_order=pbo,
+                  trace_end_ts=t1, events=_LazyFrames(ev), trace_start_ts=t0, trace_end_seq=s1,
+                  kernel=kernel, meta=meta, timeline=tl, inference=inf_tl, inference_blocks=inf_df,
+                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, _ctx=ctx)
+    step("pcp residency")
+
+    model.residency = _residency(stays, lambda pfn, seq: model.block_type_at(pfn, seq).mt)
+    step("done")
+    return model
+
+
+def consistency(model: Model) -> pd.DataFrame:
+    """Reconstructed end-of-trace block counts per zone/type vs pagetypeinfo-end's table."""
+    tl, ctx = model.timeline, model._ctx
+    last = np.ones(len(tl.block), dtype=bool)
+    last[:-1] = tl.block[1:] != tl.block[:-1]
+    z = ctx.zone_index(tl.block[last])
+    mt = tl.mt[last]
+    pti = model.meta.pagetypeinfo_end if model.meta else None
+    rows = []
+    for zi, zname in enumerate(ctx.zone_names):
+        sel = z == zi
+        ref = pti.zone_blocks(zname) if pti else {}
+        types = sorted(set(range(6)) | set(ref))
+        for t in types:
+            rows.append((zname, int(t), MIGRATETYPE_NAMES.get(t, str(t)), int(np.sum(mt[sel] == t)),
+                         ref.get(t) if pti else None))
+        unk = int(np.sum(mt[sel] < 0))
+        rows.append((zname, -1, "unknown", unk, 0 if pti else None))
+    df = pd.DataFrame(rows, columns=["zone", "migratetype", "name", "reconstructed", "pagetypeinfo"])
+    df["diff"] = df["reconstructed"] - df["pagetypeinfo"].astype("float")
+    return df

@@ -1,0 +1,238 @@
+"""Assertion rows from tracepoints (the inference) and from the ground-truth kprobe.
+
+Confidence policy of the tracepoint-only inference (conservative, see timeline.py for
+how hazards lower it):
+
+* MOVABLE and CMA states are `known` when set by a traced fact (boot default with the
+  CMA areas known, CMA reservation, extfrag claim, CMA restore, an observation of the
+  live type): without the kprobe, the only untraced ways out of them are a highatomic
+  reserve (hazard CAND at every order>0 __GFP_HIGH allocation in the block) and, on
+  >= 6.10, the buddy-merge retype (hazard TOUCH at every free in the block's MAX_ORDER
+  buddy group).  A MOVABLE restore after an alloc_contig window is only `inferred`
+  (the window itself is partly guessed).
+* UNMOVABLE / RECLAIMABLE / HIGHATOMIC states are never better than `inferred`: the
+  compaction free scanner and free page reporting (__isolate_free_page), failed
+  isolations and highatomic unreserve convert them without any tracepoint.
+* ISOLATE from an inferred window is `inferred` (window edges are approximate).
+* Without the CMA areas, the boot default MOVABLE is only `inferred`.
+
+Observations (the kernel printing a *live* block type):
+* >= 6.10: every mm_page_pcpu_drain and mm_page_alloc_zone_locked.
+* 6.1: a drain printing MIGRATE_ISOLATE (cached types never are ISOLATE), and later
+  drains in the same zone inside that isolation window (the zone is then known to have
+  an isolated block, so free_pcppages_bulk() re-read the live type).
+An observation becomes a SET row only where it disagrees with the current state (or,
+with ground truth live, raises its confidence): agreeing ones add nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import CMA, GFP_HIGH, ISOLATE, MOVABLE, KernelBehavior
+from .events import Table
+from .isolation import Windows, active_count, window_blocks
+from .timeline import CAND, INFERRED, KNOWN, LOST, SET, SRC, TOUCH, UNKNOWN, Rows, Timeline, resolve
+
+MAX_PAGE_ORDER = 10   # MAX_ORDER-1 (6.1) / MAX_PAGE_ORDER (6.12) on 4K-page arm64 and x86_64 Debian
+
+
+@dataclass
+class Context:
+    pbo: int
+    blocks: np.ndarray        # sorted universe of blocks
+    block_zone: np.ndarray    # zone index per universe block
+    zone_names: list[str]
+    cma_block: np.ndarray     # bool per universe block
+    cma_known: bool
+    t0_ts: int
+    end_ts: int
+    end_seq: int
+    kernel: KernelBehavior
+
+    def zone_index(self, block: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self.blocks, block), 0, len(self.blocks) - 1)
+        return np.where(self.blocks[pos] == block, self.block_zone[pos], -1)
+
+
+def conf_by_type(mt: np.ndarray) -> np.ndarray:
+    mt = np.asarray(mt)
+    return np.where((mt == MOVABLE) | (mt == CMA), KNOWN, INFERRED).astype(np.int8)
+
+
+def boot_rows(ctx: Context) -> Rows:
+    mt = np.where(ctx.cma_block, CMA, MOVABLE).astype(np.int8)
+    src = np.where(ctx.cma_block, SRC["cma-reserve"], SRC["boot"]).astype(np.int8)
+    # Never `known` for MOVABLE: the allocator runs (and steals blocks) before tracing starts.
+    conf = np.where(ctx.cma_block, KNOWN, INFERRED).astype(np.int8)
+    return Rows.make(ctx.blocks, -1, ctx.t0_ts, SET, mt, src, conf)
+
+
+def extfrag_rows(ext: Table, ctx: Context) -> Rows:
+    """change_ownership=1: the block(s) at pfn now have alloc_migratetype.
+
+    A >= pageblock fallback buddy retypes 2^(fallback_order - pageblock_order) aligned blocks.
+    """
+    if not len(ext):
+        return Rows.make([], 0, 0, SET)
+    sel = np.flatnonzero(ext["change_ownership"] == 1)
+    pfn, fo = ext["pfn"][sel], ext["fallback_order"][sel]
+    n = np.where(fo >= ctx.pbo, np.left_shift(1, np.maximum(fo - ctx.pbo, 0)), 1).astype(np.int64)
+    head = np.where(fo >= ctx.pbo, (pfn >> fo) << fo, pfn) >> ctx.pbo
+    rep = np.repeat(np.arange(len(sel)), n)
+    off = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    mt = ext["alloc_migratetype"][sel][rep].astype(np.int8)
+    return Rows.make(head[rep] + off, ext["seq"][sel][rep], ext["ts"][sel][rep], SET, mt,
+                     SRC["extfrag"], conf_by_type(mt))
+
+
+def window_rows(w: Windows, ctx: Context) -> Rows:
+    if not len(w):
+        return Rows.make([], 0, 0, SET)
+    wi, blk = window_blocks(w, ctx.pbo)
+    zero = w.end_seq[wi] <= w.start_seq[wi]
+    iso = Rows.make(blk, w.start_seq[wi], w.start_ts[wi], SET, ISOLATE, SRC["isolation"], INFERRED, sub=1)
+    rmt = w.restore_mt[wi]
+    rconf = np.where(rmt == CMA, KNOWN, INFERRED).astype(np.int8)
+    rst = Rows.make(blk, w.end_seq[wi], w.end_ts[wi], SET, rmt, SRC["restore"], rconf,
+                    sub=np.where(zero, 2, 0))
+    return Rows.concat([iso, rst])
+
+
+def hazard_rows(ev: dict[str, Table], ctx: Context) -> Rows:
+    parts = []
+    al = ev["mm_page_alloc"]
+    if len(al) and al.has("gfp_flags"):
+        sel = np.flatnonzero((al["order"] > 0) & ((al["gfp_flags"] & GFP_HIGH) != 0) & (al["pfn"] >= 0))
+        parts.append(Rows.make(al["pfn"][sel] >> ctx.pbo, al["seq"][sel], al["ts"][sel], CAND))
+    fr = ev["mm_page_free"]
+    grp = MAX_PAGE_ORDER - ctx.pbo
+    if ctx.kernel.merge_retypes_buddy and len(fr) and grp >= 1:
+        ok = fr["pfn"] >= 0
+        b = fr["pfn"][ok] >> ctx.pbo
+        s, t = fr["seq"][ok], fr["ts"][ok]
+        for k in range(1, 1 << grp):        # every other block of the MAX_ORDER buddy group
+            parts.append(Rows.make(b ^ k, s, t, TOUCH))
+    r = Rows.concat(parts) if parts else Rows.make([], 0, 0, CAND)
+    keep = np.isin(r.block, ctx.blocks)
+    return r.take(np.flatnonzero(keep))
+
+
+def lost_rows(lost_ts: np.ndarray, lost_seq: np.ndarray, ctx: Context) -> Rows:
+    if not len(lost_seq):
+        return Rows.make([], 0, 0, LOST)
+    nb = len(ctx.blocks)
+    return Rows.make(np.tile(ctx.blocks, len(lost_seq)), np.repeat(lost_seq, nb), np.repeat(lost_ts, nb), LOST)
+
+
+def kprobe_rows(kp: list[Table], ctx: Context) -> Rows:
+    parts = []
+    for t in kp:
+        if not len(t):
+            continue
+        sel = np.flatnonzero(t["mask"] == 7) if t.has("mask") else np.arange(len(t))
+        mt = (t["flags"][sel] & 7).astype(np.int8)
+        parts.append(Rows.make(t["pfn"][sel] >> ctx.pbo, t["seq"][sel], t["ts"][sel], SET, mt,
+                               SRC["kprobe"], KNOWN))
+    return Rows.concat(parts) if parts else Rows.make([], 0, 0, SET)
+
+
+@dataclass
+class Obs:
+    block: np.ndarray
+    seq: np.ndarray
+    ts: np.ndarray
+    mt: np.ndarray
+    src: np.ndarray
+
+    def take(self, idx) -> "Obs":
+        return Obs(self.block[idx], self.seq[idx], self.ts[idx], self.mt[idx], self.src[idx])
+
+
+def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> Obs:
+    dr, zl = ev["mm_page_pcpu_drain"], ev["mm_page_alloc_zone_locked"]
+    parts: list[Obs] = []
+    if not ctx.kernel.live_drain and stays is not None and len(stays.pfn):
+        # 6.1: a drained page that entered the pcp list by a free prints the type its block
+        # had at free time (free_unref_page_prepare cached get_pfnblock_migratetype) -
+        # unless the zone had an isolated block when it was drained (then: live type).
+        sel = (stays.enter_kind == 0) & (stays.leave_kind == 1) & (stays.leave_printed_mt >= 0) \
+            & (stays.leave_printed_mt != ISOLATE)
+        idx = np.flatnonzero(sel)
+        blk = stays.pfn[idx] >> ctx.pbo
+        if len(w) and len(idx):
+            wz = ctx.zone_index(w.start_pfn >> ctx.pbo)
+            dz = ctx.zone_index(blk)
+            busy = np.zeros(len(idx), dtype=bool)
+            for z in np.unique(wz):
+                m = dz == z
+                busy[m] = active_count(w, wz == z, stays.leave_seq[idx][m]) > 0
+            idx, blk = idx[~busy], blk[~busy]
+        parts.append(Obs(blk, stays.enter_seq[idx], stays.enter_ts[idx], stays.leave_printed_mt[idx],
+                         np.full(len(idx), SRC["free-observed"], np.int8)))
+    if ctx.kernel.live_drain:
+        if len(dr):
+            parts.append(Obs(dr["pfn"] >> ctx.pbo, dr["seq"], dr["ts"], dr["migratetype"].astype(np.int8),
+                             np.full(len(dr), SRC["drain-observed"], np.int8)))
+        if ctx.kernel.zone_locked_prints == "block" and len(zl):
+            parts.append(Obs(zl["pfn"] >> ctx.pbo, zl["seq"], zl["ts"], zl["migratetype"].astype(np.int8),
+                             np.full(len(zl), SRC["zone-locked-observed"], np.int8)))
+    elif len(dr):
+        mt = dr["migratetype"]
+        blk = dr["pfn"] >> ctx.pbo
+        take = mt == ISOLATE
+        if len(w) and take.any():
+            dz = ctx.zone_index(blk)
+            seq = dr["seq"]
+            for i in range(len(w)):
+                lo = np.searchsorted(seq, w.start_seq[i], side="right")
+                hi = np.searchsorted(seq, w.end_seq[i], side="right")
+                wz = ctx.zone_index(np.array([w.start_pfn[i] >> ctx.pbo]))[0]
+                f = np.flatnonzero(take[lo:hi] & (dz[lo:hi] == wz))
+                if len(f):
+                    seg = slice(lo + f[0], hi)
+                    take[seg] |= dz[seg] == wz
+        idx = np.flatnonzero(take)
+        parts.append(Obs(blk[idx], dr["seq"][idx], dr["ts"][idx], mt[idx].astype(np.int8),
+                         np.full(len(idx), SRC["drain-observed"], np.int8)))
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return Obs(z, z, z, np.zeros(0, np.int8), np.zeros(0, np.int8))
+    o = Obs(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("block", "seq", "ts", "mt", "src")))
+    keep = np.flatnonzero(np.isin(o.block, ctx.blocks) & (o.mt >= 0))
+    return o.take(keep)
+
+
+def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrade: np.ndarray,
+                              ctx: Context, max_iter: int = 6) -> tuple[Timeline, np.ndarray]:
+    """Add observations that disagree with (or, where `upgrade`, are surer than) the state.
+
+    Accepting one observation can make later ones disagree, so iterate to a fixed point.
+    """
+    accepted = np.zeros(len(obs.block), dtype=bool)
+    tl = resolve(rows, ctx.blocks)
+    for _ in range(max_iter):
+        if not len(obs.block):
+            break
+        i = tl.at(obs.block, obs.seq)
+        v = i >= 0
+        ii = np.maximum(i, 0)
+        want = v & ((obs.mt != tl.mt[ii]) | (upgrade & (tl.conf[ii] < obs_conf)))
+        new = want & ~accepted
+        if not new.any():
+            break
+        accepted |= new
+        a = np.flatnonzero(accepted)
+        orow = Rows.make(obs.block[a], obs.seq[a], obs.ts[a], SET, obs.mt[a], obs.src[a], obs_conf[a], sub=3)
+        tl = resolve(Rows.concat([rows, orow]), ctx.blocks)
+    return tl, accepted
+
+
+def before(rows: Rows, seq: int) -> Rows:
+    return rows.take(np.flatnonzero(rows.seq < seq))
+
+
+__all__ = ["Context", "boot_rows", "extfrag_rows", "window_rows", "hazard_rows", "lost_rows",
+           "kprobe_rows", "observations", "resolve_with_observations", "conf_by_type", "before",
+           "UNKNOWN"]

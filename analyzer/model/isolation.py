@@ -1,0 +1,149 @@
+"""Isolation windows: when pageblocks were MIGRATE_ISOLATE, inferred from tracepoints.
+
+No tracepoint fires when a block is isolated or restored (set_migratetype_isolate /
+unset_migratetype_isolate), so windows are bracketed by what does fire:
+
+* cma_alloc: `cma_alloc_start` -> one alloc_contig_range() attempt per
+  `cma_alloc_busy_retry` (pfn, count) -> `cma_alloc_finish` (a new attempt only if its
+  pfn differs from the last busy_retry's; pfn -1 = no range found).  Attempt k's range
+  is isolated after event k-1 and restored (to MIGRATE_CMA) at event k.  Events are
+  paired per pid (cma_alloc may run concurrently in several tasks).
+* alloc_contig_pages()/offline (no cma events): `mm_alloc_contig_migrate_range_info`
+  (>= 6.9, migratetype = the caller's type) and `test_pages_isolated` that fall in no
+  cma attempt.  The isolation began before the first of them at an untraced moment, so
+  such windows start at their first evidence; they are restored to MOVABLE.  Offline
+  (blocks stay isolated) cannot be told apart from tracepoints; reported as "contig".
+
+Ranges are aligned outward to pageblocks (isolation works on whole pageblocks since 5.19).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import CMA, MOVABLE
+from .events import Table
+
+NO_PFN = -1
+
+
+@dataclass
+class Windows:
+    start_seq: np.ndarray
+    end_seq: np.ndarray
+    start_ts: np.ndarray
+    end_ts: np.ndarray
+    start_pfn: np.ndarray     # pageblock aligned
+    end_pfn: np.ndarray       # exclusive, pageblock aligned
+    kind: list[str]
+    name: list[str]
+    restore_mt: np.ndarray
+    outcome: list[str]        # "success" | "busy" | "fail" | "unknown"
+    pid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start_seq)
+
+
+def _align(lo: int, hi: int, pbo: int) -> tuple[int, int]:
+    m = (1 << pbo) - 1
+    return lo & ~m, (hi + m) & ~m
+
+
+def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
+    rows: list[tuple] = []
+    start, fin, busy = ev["cma_alloc_start"], ev["cma_alloc_finish"], ev["cma_alloc_busy_retry"]
+    # (seq, ts, pid, type, name, pfn, count, ok)
+    evs: list[tuple] = []
+    if len(start):
+        for s, t, p, n in zip(start["seq"], start["ts"], start["pid"], start["name"]):
+            evs.append((int(s), int(t), int(p), "start", n, NO_PFN, 0, None))
+    if len(busy):
+        for s, t, p, n, pf, c in zip(busy["seq"], busy["ts"], busy["pid"], busy["name"], busy["pfn"], busy["count"]):
+            evs.append((int(s), int(t), int(p), "busy", n, int(pf), int(c), False))
+    if len(fin):
+        err = fin["errorno"] if (has_errorno and fin.has("errorno")) else None
+        page = fin["page"] if fin.has("page") else None
+        for i, (s, t, p, n, pf, c) in enumerate(zip(fin["seq"], fin["ts"], fin["pid"], fin["name"], fin["pfn"], fin["count"])):
+            if err is not None:
+                ok = int(err[i]) == 0 and int(pf) != NO_PFN
+            elif page is not None:
+                ok = int(page[i]) != 0
+            else:
+                ok = None
+            evs.append((int(s), int(t), int(p), "finish", n, int(pf), int(c), ok))
+    evs.sort()
+    open_call: dict[int, dict] = {}
+    for s, t, p, typ, n, pf, c, ok in evs:
+        call = open_call.get(p)
+        if typ == "start":
+            open_call[p] = {"seq": s, "ts": t, "last_pfn": None}
+            continue
+        if call is None:                      # trace began inside the call
+            call = {"seq": s, "ts": t, "last_pfn": None}
+        if pf != NO_PFN and not (typ == "finish" and call["last_pfn"] == pf):
+            lo, hi = _align(pf, pf + c, pbo)
+            outcome = "busy" if typ == "busy" else ("success" if ok else ("fail" if ok is False else "unknown"))
+            rows.append((call["seq"], s, call["ts"], t, lo, hi, "cma", n or "", CMA, outcome, p))
+        if typ == "busy":
+            call.update(seq=s, ts=t, last_pfn=pf)
+            open_call[p] = call
+        else:
+            open_call.pop(p, None)
+    cma_rows = list(rows)
+
+    def in_cma(seq: int, lo: int, hi: int) -> bool:
+        return any(a < seq <= b and lo < e and s_ < hi for a, b, _, _, s_, e, *_ in cma_rows)
+
+    # contig evidence: migrate_range_info (start, end, migratetype) and test_pages_isolated
+    mri, tpi = ev["mm_alloc_contig_migrate_range_info"], ev["test_pages_isolated"]
+    evid: list[tuple] = []
+    if len(mri):
+        for s, t, p, a, b, m in zip(mri["seq"], mri["ts"], mri["pid"], mri["start"], mri["end"], mri["migratetype"]):
+            evid.append((int(s), int(t), int(p), int(a), int(b), int(m), "mri"))
+    if len(tpi):
+        for s, t, p, a, b, f in zip(tpi["seq"], tpi["ts"], tpi["pid"], tpi["start_pfn"], tpi["end_pfn"], tpi["fin_pfn"]):
+            evid.append((int(s), int(t), int(p), int(a), int(b), int(b) <= int(f), "tpi"))
+    evid.sort()
+    pending: dict[int, tuple] = {}   # pid -> mri waiting for its test_pages_isolated
+    for s, t, p, a, b, x, typ in evid:
+        lo, hi = _align(a, b, pbo)
+        if in_cma(s, lo, hi) or (typ == "mri" and x == CMA):
+            continue
+        if typ == "mri":
+            pending[p] = (s, t, lo, hi, x)
+            continue
+        m = pending.pop(p, None)
+        if m is not None and m[2] < hi and lo < m[3]:
+            ss, st, lo, hi = m[0], m[1], min(lo, m[2]), max(hi, m[3])
+        else:
+            ss, st = s, t
+        rows.append((ss, s, st, t, lo, hi, "contig", "", MOVABLE, "success" if x else "fail", p))
+    for p, (s, t, lo, hi, x) in pending.items():   # migration without a test: window ends there
+        rows.append((s, s, t, t, lo, hi, "contig", "", MOVABLE, "unknown", p))
+    rows.sort()
+    if not rows:
+        z = np.zeros(0, dtype=np.int64)
+        return Windows(z, z, z, z, z, z, [], [], np.zeros(0, np.int8), [], z)
+    cols = list(zip(*rows))
+    return Windows(np.array(cols[0], np.int64), np.array(cols[1], np.int64), np.array(cols[2], np.int64),
+                   np.array(cols[3], np.int64), np.array(cols[4], np.int64), np.array(cols[5], np.int64),
+                   list(cols[6]), list(cols[7]), np.array(cols[8], np.int8), list(cols[9]),
+                   np.array(cols[10], np.int64))
+
+
+def window_blocks(w: Windows, pbo: int) -> tuple[np.ndarray, np.ndarray]:
+    """(window index, block) for every block of every window."""
+    lo = w.start_pfn >> pbo
+    n = np.maximum((w.end_pfn >> pbo) - lo, 0)
+    wi = np.repeat(np.arange(len(w)), n)
+    off = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    return wi, lo[wi] + off
+
+
+def active_count(w: Windows, sel: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """How many of the selected windows are active for records at `seq` (a < seq <= b)."""
+    a = np.sort(w.start_seq[sel])
+    b = np.sort(w.end_seq[sel])
+    return np.searchsorted(a, seq, side="left") - np.searchsorted(b, seq, side="left")

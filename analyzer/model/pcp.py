@@ -1,0 +1,199 @@
+"""Per-page pcp residency: when each page sat on a per-cpu list, and with which type.
+
+Entering a pcp list:
+* free: `mm_page_free` of a pcp-allowed order (<= PAGE_ALLOC_COSTLY_ORDER, or the THP
+  order = pageblock order) whose block is not isolated at that moment (isolated blocks
+  bypass the pcp lists).  The cached type is the block type at free time (6.1's
+  `free_unref_page_prepare()` caches `get_pfnblock_migratetype()`; >= 6.10 has no cache
+  and the value is the pcp list the page went to).  `mm_page_free_batched` duplicates
+  an `mm_page_free` of the same page and is not counted again.
+* refill: `mm_page_alloc_zone_locked`.  Its `percpu_refill` flag is computed from order
+  and type only (notes 1.4) and cannot tell rmqueue_bulk() from a direct rmqueue_buddy()
+  allocation, so we use the shape of the stream instead: rmqueue_bulk() emits a burst of
+  >= 2 zone_locked events of one order on one CPU with nothing but extfrag/kprobe
+  events of that CPU in between; a single zone_locked event immediately followed on its
+  CPU by an `mm_page_alloc` of the same pfn is a direct allocation, not a pcp stay.
+  Cached type = the zone_locked migratetype (6.1 `set_pcppage_migratetype()`).
+Leaving: `mm_page_alloc` (same pfn and order) or `mm_page_pcpu_drain`.  A page that
+enters again without a traced exit left untraced (alloc_pages_bulk() hands pages out
+without mm_page_alloc; the pcp-bypass free path): leave_kind "untraced".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..kernels import ISOLATE, MIGRATE_PCPTYPES, MOVABLE, PAGE_ALLOC_COSTLY_ORDER, KernelBehavior
+from .events import Table
+
+ENTER_KINDS = ("free", "refill")
+LEAVE_KINDS = ("alloc", "drain", "open", "untraced")
+
+
+def _per_cpu_seqs(tables: list[Table]) -> dict[int, list[np.ndarray]]:
+    out: dict[int, list[np.ndarray]] = {}
+    for t in tables:
+        if not len(t):
+            continue
+        cpu, seq = t["cpu"], t["seq"]
+        for c in np.unique(cpu):
+            out.setdefault(int(c), []).append(seq[cpu == c])
+    return out
+
+
+def _between(per_cpu: dict[int, list[np.ndarray]], cpu: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of records of the given tables on `cpu` with a < seq < b."""
+    n = np.zeros(len(a), dtype=np.int64)
+    for c, arrs in per_cpu.items():
+        m = np.flatnonzero(cpu == c)
+        if not len(m):
+            continue
+        for s in arrs:
+            n[m] += np.searchsorted(s, b[m], side="left") - np.searchsorted(s, a[m], side="right")
+    return n
+
+
+def refill_mask(ev: dict[str, Table]) -> np.ndarray:
+    """Which zone_locked rows put their page on a pcp list (see module doc)."""
+    zl = ev["mm_page_alloc_zone_locked"]
+    n = len(zl)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    cpu, seq, order, pfn = zl["cpu"], zl["seq"], zl["order"], zl["pfn"]
+    breakers = [ev["mm_page_alloc"], ev["mm_page_free"], ev["mm_page_pcpu_drain"], ev["mm_page_free_batched"]]
+    pcs = _per_cpu_seqs(breakers)
+    # previous zone_locked row of the same CPU
+    o = np.lexsort((seq, cpu))
+    prev = np.full(n, -1, dtype=np.int64)
+    same = cpu[o][1:] == cpu[o][:-1]
+    prev[o[1:][same]] = o[:-1][same]
+    has_prev = prev >= 0
+    pp = np.maximum(prev, 0)
+    joined = has_prev & (order[pp] == order)
+    joined[has_prev] &= _between(pcs, cpu[has_prev], seq[pp][has_prev], seq[has_prev]) == 0
+    # burst id: a new burst starts where a row does not join its predecessor (in per-CPU order)
+    start = ~joined[o]
+    bid_sorted = np.cumsum(start) - 1
+    bid = np.empty(n, dtype=np.int64)
+    bid[o] = bid_sorted
+    size = np.bincount(bid)[bid]
+    refill = size >= 2
+    single = np.flatnonzero(~refill)
+    if len(single):
+        al = ev["mm_page_alloc"]
+        direct = np.zeros(len(single), dtype=bool)
+        if len(al):
+            acpu, aseq, apfn = al["cpu"], al["seq"], al["pfn"]
+            for c in np.unique(cpu[single]):
+                m = single[cpu[single] == c]
+                sel = np.flatnonzero(acpu == c)
+                j = np.searchsorted(aseq[sel], seq[m], side="right")
+                okj = j < len(sel)
+                jj = sel[np.minimum(j, len(sel) - 1)]
+                hit = okj & (apfn[jj] == pfn[m])
+                hit &= _between(pcs, cpu[m], seq[m], aseq[jj]) == 0   # nothing else of this CPU in between
+                direct[np.searchsorted(single, m)] = hit
+        refill[single] = ~direct
+    return refill
+
+
+@dataclass
+class Stays:
+    """Paired pcp stays (numpy, sorted by enter_seq), independent of the block model."""
+
+    pfn: np.ndarray
+    order: np.ndarray
+    cpu: np.ndarray
+    enter_seq: np.ndarray
+    enter_ts: np.ndarray
+    enter_kind: np.ndarray    # 0 free, 1 refill
+    zl_mt: np.ndarray         # refill: zone_locked migratetype; free: -1
+    leave_seq: np.ndarray     # -1 open
+    leave_ts: np.ndarray
+    leave_kind: np.ndarray    # 0 alloc, 1 drain, 2 open, 3 untraced
+    leave_printed_mt: np.ndarray
+
+
+def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
+    """Match pcp entries (free / refill) with the next event of the same pfn."""
+    fr, zl = ev["mm_page_free"], ev["mm_page_alloc_zone_locked"]
+    al, dr = ev["mm_page_alloc"], ev["mm_page_pcpu_drain"]
+    parts = []
+    if len(fr):
+        o = fr["order"]
+        idx = np.flatnonzero((fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order)))
+        parts.append((fr["pfn"][idx], o[idx], fr["cpu"][idx], fr["seq"][idx], fr["ts"][idx],
+                      np.zeros(len(idx), np.int8), np.full(len(idx), -1, np.int8)))
+    if len(zl):
+        idx = np.flatnonzero(refill_mask(ev) & (zl["pfn"] >= 0))
+        parts.append((zl["pfn"][idx], zl["order"][idx], zl["cpu"][idx], zl["seq"][idx], zl["ts"][idx],
+                      np.ones(len(idx), np.int8), zl["migratetype"][idx].astype(np.int8)))
+    if len(al):   # exits: kind 2 alloc, 3 drain (the printed mt rides in the mt column)
+        idx = np.flatnonzero(al["pfn"] >= 0)
+        parts.append((al["pfn"][idx], al["order"][idx], al["cpu"][idx], al["seq"][idx], al["ts"][idx],
+                      np.full(len(idx), 2, np.int8), np.full(len(idx), -1, np.int8)))
+    if len(dr):
+        parts.append((dr["pfn"], dr["order"], dr["cpu"], dr["seq"], dr["ts"], np.full(len(dr), 3, np.int8),
+                      dr["migratetype"].astype(np.int8)))
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return Stays(z, z, z, z, z, z.astype(np.int8), z.astype(np.int8), z, z, z.astype(np.int8), z.astype(np.int8))
+    pfn, order, cpu, seq, ts, kind, mt = (np.concatenate([p[i] for p in parts]) for i in range(7))
+    maxseq = int(seq.max()) + 1
+    if int(pfn.max()) < (1 << 62) // maxseq:
+        o = np.argsort(pfn * maxseq + seq)
+    else:
+        o = np.lexsort((seq, pfn))
+    pfn, order, cpu, seq, ts, kind, mt = (a[o] for a in (pfn, order, cpu, seq, ts, kind, mt))
+    ent = np.flatnonzero(kind <= 1)
+    nx = np.minimum(ent + 1, len(pfn) - 1)
+    same = (ent + 1 < len(pfn)) & (pfn[nx] == pfn[ent])
+    is_exit = same & (kind[nx] >= 2) & (order[nx] == order[ent])
+    leave_kind = np.where(is_exit, kind[nx] - 2, np.where(same, 3, 2)).astype(np.int8)
+    leave_seq = np.where(same, seq[nx], -1)
+    leave_ts = np.where(same, ts[nx], -1)
+    leave_pmt = np.where(is_exit & (kind[nx] == 3), mt[nx], -1).astype(np.int8)
+    r = np.argsort(seq[ent], kind="stable")
+    e = ent[r]
+    return Stays(pfn[e], order[e], cpu[e], seq[e], ts[e], kind[e], np.where(kind[e] == 1, mt[e], -1).astype(np.int8),
+                 leave_seq[r], leave_ts[r], leave_kind[r], leave_pmt[r])
+
+
+def residency(st: Stays, block_mt_at) -> pd.DataFrame:
+    """One row per pcp stay.  `block_mt_at(pfn, seq) -> mt` is the model's lookup (-1 unknown).
+
+    Frees into a block that is isolated at that moment bypass the pcp lists: dropped.
+    """
+    bmt = np.asarray(block_mt_at(st.pfn, st.enter_seq)).astype(np.int8)
+    keep = ~((st.enter_kind == 0) & (bmt == ISOLATE))
+    k = np.flatnonzero(keep)
+    cached = np.where(st.enter_kind == 0, bmt, st.zl_mt).astype(np.int8)
+    lst = np.where((cached >= MIGRATE_PCPTYPES) & (cached != ISOLATE), MOVABLE, cached).astype(np.int8)
+    return _frame(st.pfn[k], st.order[k], st.cpu[k], st.enter_seq[k], st.enter_ts[k], st.enter_kind[k],
+                  cached[k], bmt[k], st.leave_seq[k], st.leave_ts[k], st.leave_kind[k],
+                  st.leave_printed_mt[k], lst[k])
+
+
+def _frame(pfn, order, cpu, enter_seq, enter_ts, enter_kind, cached, bmt, leave_seq, leave_ts,
+           leave_kind, leave_pmt, pcp_list) -> pd.DataFrame:
+    lk = pa.array(np.asarray(leave_kind, dtype=np.int64))
+    closed = np.asarray(leave_seq) >= 0
+    t = pa.table({
+        "pfn": pa.array(np.asarray(pfn).astype(np.uint64)),
+        "order": pa.array(np.asarray(order).astype(np.int16)),
+        "cpu": pa.array(np.asarray(cpu).astype(np.int32)),
+        "enter_seq": pa.array(np.asarray(enter_seq, dtype=np.int64)),
+        "enter_ts": pa.array(np.asarray(enter_ts, dtype=np.int64)),
+        "enter_kind": pa.array(list(ENTER_KINDS)).take(pa.array(np.asarray(enter_kind, dtype=np.int64))),
+        "cached_mt": pa.array(np.asarray(cached).astype(np.int8)),
+        "block_mt_enter": pa.array(np.asarray(bmt).astype(np.int8)),
+        "leave_seq": pa.array(np.asarray(leave_seq, dtype=np.int64), mask=~closed),
+        "leave_ts": pa.array(np.asarray(leave_ts, dtype=np.int64), mask=~closed),
+        "leave_kind": pa.array(list(LEAVE_KINDS)).take(lk),
+        "leave_printed_mt": pa.array(np.asarray(leave_pmt).astype(np.int8)),
+        "pcp_list_mt": pa.array(np.asarray(pcp_list).astype(np.int8)),
+    })
+    return t.to_pandas(types_mapper=pd.ArrowDtype)
