@@ -28,7 +28,7 @@ LINE_RE = (
     r"\s(?P<event>[^\s:]+):(?P<body>.*)$"
 )
 
-FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)-", r"^\s*(?P<comm>.{0,16})-", 1)
+FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)-", r"^(?P<comm>.{16})-", 1)
 assert FAST_RE != LINE_RE
 
 _LOST = re.compile(r"^CPU:(?P<cpu>\d+) \[LOST (?P<n>\d+) EVENTS\]\s*$")

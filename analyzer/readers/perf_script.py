@@ -22,7 +22,7 @@ LINE_RE = (
     r"\s+(?P<event>[^\s:]+:[^\s:]+):(?P<body>.*)$"
 )
 
-FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)\s", r"^\s*(?P<comm>.{0,16})\s", 1)
+FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)\s", r"^(?P<comm>.{16})\s", 1)
 assert FAST_RE != LINE_RE
 
 

@@ -256,6 +256,7 @@ def _infer(raw: pa.Array) -> pa.Array:
 def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool) -> tuple[list[tuple[str, pa.Array]], BodyNotes]:
     """Columns of one event's bodies: known layout when there is one, inferred otherwise."""
     notes = BodyNotes()
+    body = pc.utf8_trim_whitespace(body)
     failed = pc.fill_null(pc.starts_with(body, FAILED_TO_PARSE), False)
     notes.failed_to_parse = int(pc.sum(failed).as_py() or 0)
     if notes.failed_to_parse:
