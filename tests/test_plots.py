@@ -377,6 +377,10 @@ def bench(nblocks: int = 100_000, nintervals: int = 4_000_000) -> None:
     png2 = plots.figure_png(plots.counts_figure(a, view))
     t_ct = time.perf_counter() - t
     print(f"rasterize only: {t_r:.2f}s; timeline png: {t_tl:.2f}s ({len(png)} B); counts png: {t_ct:.2f}s ({len(png2)} B)")
+    from analyzer.report import html as rhtml
+    t = time.perf_counter()
+    page = rhtml.render_report(a)
+    print(f"full HTML report: {time.perf_counter() - t:.2f}s ({len(page)} B)")
     with open("/tmp/bench-timeline.png", "wb") as f:
         f.write(png)
     with open("/tmp/bench-counts.png", "wb") as f:

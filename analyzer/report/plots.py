@@ -471,10 +471,12 @@ def count_series(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.n
     out = {}
     for code in np.unique(mt):
         m = mt == code
-        times = np.concatenate([start[m], end[m]])
-        delta = np.concatenate([np.ones(m.sum(), np.int64), -np.ones(m.sum(), np.int64)])
-        o = np.argsort(times, kind="stable")
-        times, val = times[o], np.cumsum(delta[o])
+        # Pack (time, is_start) into one int64 and sort values, not indices: several
+        # times faster than argsort; the order of changes at one instant does not
+        # matter because only the value after the last of them is kept.
+        packed = np.sort(np.concatenate([(start[m] - view.t_lo) * 2 + 1, (end[m] - view.t_lo) * 2]))
+        times = (packed >> 1) + view.t_lo
+        val = np.cumsum((packed & 1) * 2 - 1)
         last = np.r_[times[1:] != times[:-1], True]      # value after all changes at one instant
         tu, vu = times[last], val[last]
         # Value at each edge; at the last edge take the value just before it, because
