@@ -118,6 +118,7 @@ class Analysis:
             "lost_events": self.lost_summary(),
             "consistency": {"available": cons.attrs.get("available"), "passed": cons.attrs.get("passed"),
                             "exact": cons.attrs.get("exact"), "unknown_blocks": cons.attrs.get("unknown_blocks"),
+                            "unverified_blocks": cons.attrs.get("unverified_blocks"),
                             "rows": [_jsonable(r) for r in cons.to_dict("records")]},
             "model": {"ground_truth": bool(getattr(m, "ground_truth", False)),
                       "agreement": _jsonable(getattr(m, "agreement", None)),

@@ -243,3 +243,17 @@ def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
     assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unknown_blocks"] == 1
     s.meta.pagetypeinfo_end = _pti({0: 0, 1: 2, 4: 2})
     assert consistency.check(m, s.meta).attrs["passed"] is False
+
+
+def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
+    from analyzer.detectors import consistency
+    s = Story(nblocks=4, confidence=1)          # boot seed only inferred: retypes before tracing unseen
+    s.retype(0, RECL)                           # evidenced by the kprobe
+    m = s.build()
+    s.meta.pagetypeinfo_end = _pti({0: 2, 1: 1, 2: 1})
+    c = consistency.check(m, s.meta)
+    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unverified_blocks"] == 3
+    s.meta.pagetypeinfo_end = _pti({0: 2, 1: 2, 2: 0})   # the kernel has no RECLAIMABLE block
+    c = consistency.check(m, s.meta)
+    assert c.attrs["passed"] is False
+    assert int(c[c["type"] == "Reclaimable"]["evidenced"].iloc[0]) == 1

@@ -56,57 +56,76 @@ def _tname(t) -> str:
 
 
 def final_types(model) -> pd.DataFrame:
-    """One row per pageblock: zone, block, final migratetype, confidence (last interval)."""
+    """One row per pageblock: zone, block, final migratetype, source, confidence (last interval)."""
     bl = model.blocks
     if bl is None or len(bl) == 0:
-        return pd.DataFrame({"zone": [], "block": [], "mt": [], "confidence": []})
+        return pd.DataFrame({"zone": [], "block": [], "mt": [], "source": [], "confidence": []})
     blk = col(bl, "block", np.int64)
-    start = col(bl, "start_ts", np.int64)
-    order = np.lexsort((start, blk))
+    # seq order is exact where timestamps tie (early boot records all have ts 0)
+    key = col(bl, "start_seq", np.int64) if "start_seq" in bl.columns else col(bl, "start_ts", np.int64)
+    order = np.lexsort((key, blk))
     last = order[np.r_[blk[order][1:] != blk[order][:-1], True]]
     return pd.DataFrame({
         "zone": bl["zone"].astype(str).to_numpy()[last],
         "block": blk[last],
         "mt": col(bl, "migratetype", np.int16, -1)[last],
+        "source": bl["source"].astype(str).to_numpy()[last],
         "confidence": bl["confidence"].astype(str).to_numpy()[last],
     })
 
 
+# Final types that rest on no evidence from the trace: an unconfirmed boot seed (every
+# block starts MOVABLE, but retypes before tracing started are invisible) or unknown.
+UNVERIFIED_SOURCES = ("boot",)
+
+
 def check(model, meta) -> pd.DataFrame:
-    """Table zone/type/reconstructed/pagetypeinfo/diff; attrs: passed, exact, unknown, reason."""
+    """Table zone/type/reconstructed/pagetypeinfo/diff plus the evidenced part of each count.
+
+    attrs: available; exact (every count equal); passed (no evidenced count exceeds the
+    kernel's and the unverified blocks, boot-seeded or unknown, are exactly enough to fill
+    every shortfall: some assignment of them reproduces the kernel's table);
+    unknown_blocks; unverified_blocks.
+    """
     pti = normalize_pti(getattr(meta, "pagetypeinfo_end", None) if meta is not None else None)
     ft = final_types(model)
     rows = []
     zones = sorted(set(ft["zone"]) | set(pti or {}))
-    unknown_total = 0
+    unknown_total = unverified_total = 0
     passed, exact = True, True
     for z in zones:
         f = ft[ft["zone"] == z]
         unk = int((f["mt"] < 0).sum())
-        unknown_total += unk
+        unverified = ((f["mt"] < 0) | (f["source"].isin(UNVERIFIED_SOURCES)
+                                       & (f["confidence"] != "known"))).to_numpy()
         # blocks of the zone the model never listed keep the boot default
         missing = _untracked_blocks(model, meta, z, f)
-        zone_ok = True
-        diffs = []
+        n_unv = int(unverified.sum()) + missing
+        unknown_total += unk
+        unverified_total += n_unv
+        diffs, ev_diffs = [], []
         for t, name in enumerate(TYPE_NAMES):
             rec = int((f["mt"] == t).sum()) + (missing if t == MT_MOVABLE else 0)
+            evid = int(((f["mt"] == t) & ~unverified).sum())
             ref = None if pti is None else pti.get(z, {}).get(name)
             diff = None if ref is None else rec - ref
-            if diff is not None:
+            if ref is not None:
                 diffs.append(diff)
-            rows.append({"zone": z, "type": name, "reconstructed": rec, "pagetypeinfo": ref, "diff": diff,
-                         "unknown": unk})
+                ev_diffs.append(evid - ref)
+            rows.append({"zone": z, "type": name, "reconstructed": rec, "evidenced": evid,
+                         "pagetypeinfo": ref, "diff": diff, "unknown": unk, "unverified": n_unv})
         if pti is not None and z in pti:
-            # unknown blocks may fill any shortfall, never an excess
-            short = sum(-d for d in diffs if d < 0)
-            zone_ok = all(d <= 0 for d in diffs) and short == unk
+            short = sum(-d for d in ev_diffs if d < 0)
+            zone_ok = all(d <= 0 for d in ev_diffs) and short == n_unv
             exact = exact and unk == 0 and all(d == 0 for d in diffs)
             passed = passed and zone_ok
-    out = pd.DataFrame(rows, columns=["zone", "type", "reconstructed", "pagetypeinfo", "diff", "unknown"])
+    out = pd.DataFrame(rows, columns=["zone", "type", "reconstructed", "evidenced", "pagetypeinfo", "diff",
+                                      "unknown", "unverified"])
     out.attrs["available"] = pti is not None
     out.attrs["passed"] = bool(passed) if pti is not None else None
     out.attrs["exact"] = bool(exact) if pti is not None else None
     out.attrs["unknown_blocks"] = unknown_total
+    out.attrs["unverified_blocks"] = unverified_total
     return out
 
 

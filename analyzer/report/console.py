@@ -71,17 +71,18 @@ def render(a, console: Console | None = None, examples: int = 3) -> None:
     cons = a.consistency
     if cons.attrs.get("available"):
         t = Table(title="Consistency: reconstructed end state vs /proc/pagetypeinfo (Number of blocks type)")
-        for h in ("zone", "type", "reconstructed", "pagetypeinfo", "diff"):
+        for h in ("zone", "type", "reconstructed", "of which evidenced", "pagetypeinfo", "diff"):
             t.add_column(h, justify="left" if h in ("zone", "type") else "right")
         for r in cons.itertuples(index=False):
             diff = "" if r.diff is None or r.diff != r.diff else f"{int(r.diff):+d}"
             ref = "" if r.pagetypeinfo is None or r.pagetypeinfo != r.pagetypeinfo else str(int(r.pagetypeinfo))
-            t.add_row(r.zone, r.type, str(r.reconstructed), ref,
+            t.add_row(r.zone, r.type, str(r.reconstructed), str(r.evidenced), ref,
                       f"[red]{diff}[/]" if diff not in ("", "+0") else diff)
         c.print(t)
         verdict = "[green]PASS[/]" if cons.attrs.get("passed") else "[red]FAIL[/]"
-        c.print(f"consistency: {verdict} (exact: {cons.attrs.get('exact')}, blocks of unknown type at the end: "
-                f"{cons.attrs.get('unknown_blocks')})")
+        c.print(f"consistency: {verdict} (no evidenced count exceeds the kernel's, and the "
+                f"{cons.attrs.get('unverified_blocks')} unverified blocks (boot seed never confirmed, or unknown) "
+                f"exactly fill the shortfall); exact match: {cons.attrs.get('exact')}")
     else:
         c.print("consistency: no pagetypeinfo-end.txt in the capture; not checked")
 
