@@ -257,3 +257,16 @@ def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
     c = consistency.check(m, s.meta)
     assert c.attrs["passed"] is False
     assert int(c[c["type"] == "Reclaimable"]["evidenced"].iloc[0]) == 1
+
+
+def test_unconfirmed_boot_seed_is_not_evidence_for_kernel_findings():
+    s = Story(confidence=1)                  # every block only "inferred MOVABLE" from the boot seed
+    p = s.pfn(3, 0)
+    s.zone_locked(p, UNMOV, refill=False)    # block may have been retyped before tracing started
+    s.alloc(p, UNMOV)
+    s.retype(4, MOV)                         # the kprobe confirms block 4
+    s.zone_locked(s.pfn(4, 0), UNMOV, refill=False)
+    s.alloc(s.pfn(4, 0), UNMOV)
+    f = s2_freelist.detect(s.build(), K61)
+    assert [int(b) for b in f["block"]] == [4]
+    assert f.attrs["skipped_boot_seed_mismatch"] == 1

@@ -240,3 +240,24 @@ def first_after(ref_cpu: np.ndarray, ref_seq: np.ndarray,
     same = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
     idx[same] = cand[same]
     return idx
+
+
+# A block type that rests only on the boot seed ("every block starts MOVABLE") is not
+# evidence: blocks retyped before tracing started look exactly like that.  Kernel
+# findings need the type to come from something the trace (or its metadata) showed.
+UNVERIFIED_SOURCES = ("boot",)
+
+
+def typed(model, st) -> tuple[np.ndarray, np.ndarray]:
+    """(usable, unverified) masks for a BlockState: usable = known, or inferred from evidence."""
+    mt = np.asarray(st.mt)
+    conf = np.asarray(st.confidence)
+    src = np.asarray(st.source)
+    table = getattr(model, "SOURCES", None)
+    if table is None:
+        from .. import model as _m
+        table = getattr(_m, "SOURCES", ())
+    codes = [i for i, n in enumerate(table) if n in UNVERIFIED_SOURCES]
+    seed_only = np.isin(src, codes) & (conf < CONF_KNOWN)
+    have = (conf >= CONF_INFERRED) & (mt >= 0)
+    return have & ~seed_only, have & seed_only

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (CONF_NAMES, col, drain_prints_live, drain_relooks_when_isolated, empty_findings, event_frame, fmt_pfn,
-                      make_findings, match_leave, mt_name, source_names, with_stats)
+                      make_findings, match_leave, mt_name, source_names, typed, with_stats)
 
 ID = "S1"
 MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
@@ -37,7 +37,7 @@ def detect(model, kernel):
     printed = col(d, "migratetype", np.int16, -1)
     st = model.block_type_at(pfn, seq)
     bmt = np.asarray(st.mt, np.int16)
-    known = (np.asarray(st.confidence) >= 1) & (bmt >= 0)
+    known, unverified = typed(model, st)
     isolated = np.asarray(st.isolated, bool)
     zone_iso = np.asarray(st.zone_isolated, bool)
     live = drain_prints_live(kernel)
@@ -45,8 +45,8 @@ def detect(model, kernel):
 
     # Where the kernel printed the live type, a mismatch is the model's fault.
     prints_live = np.full(len(seq), live) | (zone_iso & relookup)
-    mism = known & (printed != bmt)
-    kernel_bug = mism & ~prints_live
+    mism = (known | unverified) & (printed != bmt)
+    kernel_bug = mism & ~prints_live & known
     model_warn = mism & prints_live
     skipped = int((~known).sum())
 
@@ -60,6 +60,7 @@ def detect(model, kernel):
     from ._common import concat_findings
     out = concat_findings(frames)
     return with_stats(out, checked=int(known.sum()), skipped_unknown=skipped,
+                      skipped_boot_seed_mismatch=int((mism & ~prints_live & unverified).sum()),
                       in_isolation_window=int((known & prints_live & ~np.full(len(seq), live)).sum()))
 
 

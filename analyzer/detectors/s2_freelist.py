@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (CONF_NAMES, col, concat_findings, empty_findings, event_frame, fmt_pfn,
-                      first_after, last_before, make_findings, mt_name, source_names, with_stats)
+                      first_after, last_before, make_findings, mt_name, source_names, typed, with_stats)
 
 ID = "S2"
 MEANING = "page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it"
@@ -90,9 +90,10 @@ def detect(model, kernel):
     printed = col(z, "migratetype", np.int16, -1)
     st = model.block_type_at(pfn, seq)
     bmt = np.asarray(st.mt, np.int16)
-    known = (np.asarray(st.confidence) >= 1) & (bmt >= 0)
+    known, unverified = typed(model, st)
     isolated = np.asarray(st.isolated, bool)
     mism = known & ~isolated & (printed != bmt)
+    seed_mism = int((unverified & ~isolated & (printed != bmt)).sum())
     idx = np.flatnonzero(mism)
     excused = 0
     if len(idx):
@@ -104,7 +105,8 @@ def detect(model, kernel):
         idx = idx[~cov]
     if not len(idx):
         return with_stats(empty_findings(), checked=int(known.sum()), skipped_unknown=int((~known).sum()),
-                          excused_by_fallback=excused)
+                          excused_by_fallback=excused,
+                          skipped_boot_seed_mismatch=seed_mism)
     blk = np.asarray(st.block)[idx]
     conf = np.asarray(st.confidence)[idx]
     src = source_names(model, np.asarray(st.source)[idx])
@@ -118,4 +120,5 @@ def detect(model, kernel):
                         cpu=cpu[idx], pfn=pfn[idx], block=blk, event="mm_page_alloc_zone_locked",
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)
     return with_stats(concat_findings([out]), checked=int(known.sum()),
-                      skipped_unknown=int((~known).sum()), excused_by_fallback=excused)
+                      skipped_unknown=int((~known).sum()), excused_by_fallback=excused,
+                          skipped_boot_seed_mismatch=seed_mism)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (MT_CMA, MT_ISOLATE, cma_block_mask, col, concat_findings, empty_findings,
-                      event_frame, fmt_pfn, make_findings, mt_name, with_stats)
+                      event_frame, fmt_pfn, make_findings, mt_name, typed, with_stats)
 
 ID = "S3"
 MEANING = "CMA memory on a non-CMA freelist, stolen by a fallback, or a CMA pageblock retyped (CMA block lost)"
@@ -43,7 +43,7 @@ def detect(model, kernel):
             continue
         seq = col(e, "seq", np.int64)[cand]
         st = model.block_type_at(pfn[cand], seq)
-        known = (np.asarray(st.confidence) >= 1) & (np.asarray(st.mt) >= 0)
+        known, _ = typed(model, st)
         skipped += int((~known).sum())
         keep = known & ~np.asarray(st.isolated, bool)
         idx = cand[keep]

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE,
                       MT_UNMOVABLE, col, empty_findings, event_frame, fmt_pfn, last_before, thp_single_pcp_list,
-                      make_findings, mt_name, source_names, with_stats)
+                      make_findings, mt_name, source_names, typed, with_stats)
 
 ID = "S4"
 MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
@@ -42,7 +42,7 @@ def detect(model, kernel):
     cpu = col(a, "cpu", np.int64)[cand]
     st = model.block_type_at(pfn[cand], seq)
     bmt = np.asarray(st.mt, np.int16)
-    known = (np.asarray(st.confidence) >= 1) & (bmt >= 0)
+    known, _ = typed(model, st)
     hit = known & ((bmt == MT_CMA) | (bmt == MT_MOVABLE))
 
     # Was the page taken from the buddy in this allocation?  Look for a zone_locked

@@ -27,17 +27,21 @@ def render(a, console: Console | None = None, examples: int = 3) -> None:
         c.print(f"[yellow]assumed/unknown:[/] {note}")
 
     t = Table(title="Detectors", show_lines=False)
-    for h in ("id", "severity", "applies to", "runs here", "findings", "sub-classes", "checked", "skipped (unknown type)"):
-        t.add_column(h, justify="right" if h in ("findings", "checked", "skipped (unknown type)") else "left")
+    num = ("findings", "known/inferred", "checked", "skipped")
+    for h in ("id", "severity", "runs", "findings", "known/inferred", "sub-classes", "checked", "skipped"):
+        t.add_column(h, justify="right" if h in num else "left")
     for d in s["detectors"]:
         sev = d["severity"]
         subs = ", ".join(f"{k}={v}" for k, v in d.get("subcounts", {}).items()) or "-"
-        t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", d["kernels"],
-                  "yes" if d["applies"] else "[dim]no[/]", str(d["count"]), subs,
+        split = "-" if d.get("on_known") is None else f"{d['on_known']} / {d['on_inferred']}"
+        t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]",
+                  "yes" if d["applies"] else "[dim]no[/]", str(d["count"]), split, subs,
                   str(d.get("checked", "")), str(d.get("skipped_unknown", "")))
     c.print(t)
+    c.print("  known/inferred: findings on a block type the model knows / only infers; checked: records "
+            "compared; skipped: records whose block type is unknown (never reported)", style="dim")
     for d in s["detectors"]:
-        c.print(f"  [bold]{d['id']}[/]: {d['meaning']}")
+        c.print(f"  [bold]{d['id']}[/]: {d['meaning']} [dim](kernels: {d['kernels']})[/]", highlight=False)
 
     f = a.kernel_findings
     if len(f):
