@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<pid>-?\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<sec>\d+)\.(?P<ns>\d{9}):\s+"
+LINE = re.compile(r"^(?:(?P<buf>[^\s:]+):)?\s*(?P<comm>.*)-(?P<pid>-?\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<sec>\d+)\.(?P<ns>\d{9}):\s+"
                   r"(?P<ev>[^:\s]+):\s?(?P<rest>.*)$")
 DROP = re.compile(r"^CPU:\s*(\d+) \[(?:(\d+) )?EVENTS DROPPED\]")
 
@@ -36,7 +36,7 @@ def parse_report(lines: list[str]):
         m = LINE.match(ln)
         if m:
             recs.append((int(m["sec"]) * 1_000_000_000 + int(m["ns"]), int(m["cpu"]), int(m["pid"]),
-                         m["ev"], m["rest"].strip()))
+                         m["ev"], m["rest"].strip(), m["buf"] or ""))
             continue
         d = DROP.match(ln.strip())
         if d:
@@ -69,7 +69,7 @@ def compare(trace, path: str) -> dict:
     recs, drops, bad = parse_report(report(path))
     assert not bad, f"unparsed trace-cmd lines: {bad[:3]}"
     # our records in seq order
-    names, seqs, tss, cpus, pids = [], [], [], [], []
+    names, seqs, tss, cpus, pids, bufs = [], [], [], [], [], []
     tables = {}
     for name in trace.events():
         t = trace.table(name)
@@ -80,6 +80,7 @@ def compare(trace, path: str) -> dict:
         tss.append(t["ts"].to_numpy())
         cpus.append(t["cpu"].to_numpy())
         pids.append(t["pid"].to_numpy())
+        bufs.append(np.array(t["buffer"].to_pylist() if "buffer" in t.column_names else [""] * n, dtype=object))
     seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
     total = len(seq)
     assert total == len(recs), f"record count: ours {total}, trace-cmd {len(recs)}"
@@ -93,7 +94,10 @@ def compare(trace, path: str) -> dict:
     r_cpu = np.array([r[1] for r in recs], np.int64)
     r_pid = np.array([r[2] for r in recs], np.int64)
     r_name = np.array([r[3] for r in recs], dtype=object)
-    for what, a, b in (("ts", o_ts, r_ts), ("cpu", o_cpu, r_cpu), ("pid", o_pid, r_pid), ("event", o_name, r_name)):
+    o_buf = np.concatenate(bufs)[order] if bufs else []
+    r_buf = np.array([r[5] for r in recs], dtype=object)
+    for what, a, b in (("ts", o_ts, r_ts), ("cpu", o_cpu, r_cpu), ("pid", o_pid, r_pid), ("event", o_name, r_name),
+                       ("buffer", o_buf, r_buf)):
         neq = np.flatnonzero(np.asarray(a) != b)
         assert not len(neq), f"{what} differs at seq {neq[0]}: ours {a[neq[0]]!r}, trace-cmd {b[neq[0]]!r} ({len(neq)} rows)"
     assert Counter(r_name.tolist()) == Counter({k.split(':', 1)[1]: t.num_rows for k, t in tables.items()})

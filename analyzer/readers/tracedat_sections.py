@@ -59,46 +59,49 @@ def _header_info(h: Header, c: Cursor) -> None:
     c.tag(b"header_page\0")
     n = c.u64()
     at = c.base + c.pos
-    h.page_header = parse_header_page(c.path, c.bytes(n).decode("latin-1"), h.long_size, at)
+    h.raw["header_page"] = c.bytes(n)
+    h.page_header = parse_header_page(c.path, h.raw["header_page"].decode("latin-1"), h.long_size, at)
     c.section = "header_event"
     c.tag(b"header_event\0")
-    c.bytes(c.u64())
+    h.raw["header_event"] = c.bytes(c.u64())
 
 
 def _ftrace_formats(h: Header, c: Cursor) -> None:
     c.section = "ftrace formats"
-    for _ in range(c.u32()):
-        _add_format(h, c, "ftrace")
+    h.raw["ftrace"] = [_add_format(h, c, "ftrace") for _ in range(c.u32())]
 
 
 def _event_formats(h: Header, c: Cursor) -> None:
     c.section = "event formats"
+    h.raw["events"] = []
     for _ in range(c.u32()):
         system = c.cstr(4096)
-        for _ in range(c.u32()):
-            _add_format(h, c, system)
+        h.raw["events"].append((system, [_add_format(h, c, system) for _ in range(c.u32())]))
 
 
-def _add_format(h: Header, c: Cursor, system: str) -> None:
+def _add_format(h: Header, c: Cursor, system: str) -> bytes:
     n = c.u64()
-    text = c.bytes(n).decode("utf-8", "replace")
-    ev, common = parse_format(text, system)
-    if not ev.name:
-        return
-    h.formats[ev.full_name] = ev
-    if common and not h.common:
-        h.common = {f.name: f for f in common}
+    raw = c.bytes(n)
+    ev, common = parse_format(raw.decode("utf-8", "replace"), system)
+    if ev.name:
+        h.formats[ev.full_name] = ev
+        if common and not h.common:
+            h.common = {f.name: f for f in common}
+    return raw
 
 
 def _cmdlines(h: Header, c: Cursor) -> None:
     c.section = "cmdlines"
-    h.cmdlines = parse_cmdlines(c.bytes(c.u64()).decode("utf-8", "replace"))
+    h.raw["cmdlines"] = c.bytes(c.u64())
+    h.cmdlines = parse_cmdlines(h.raw["cmdlines"].decode("utf-8", "replace"))
 
 
 def _option(h: Header, c: Cursor, oid: int, body: bytes, at: int, sections: dict[int, int]) -> None:
     """Interpret one option (v6 and v7 share ids and payloads)."""
     def text() -> str:
         return body.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    h.raw.setdefault("options", []).append((oid, body))
 
     if oid == OPT_DATE:
         h.options["date"] = text()
@@ -167,7 +170,7 @@ def _parse_v6(h: Header, c: Cursor) -> None:
     c.section = "kallsyms"
     c.bytes(c.u32())
     c.section = "printk formats"
-    c.bytes(c.u32())
+    h.raw["printk"] = c.bytes(c.u32())
     _cmdlines(h, c)
     c.section = "cpus"
     ncpu = c.u32()
