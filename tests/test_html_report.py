@@ -99,7 +99,8 @@ def test_report_findings_and_narratives(synth_html):
     # the narrative of that pfn is in the page, escaped
     line = a.narrative(first_pfn)[0]
     assert rhtml.e(line) in synth_html
-    assert "known: 97.0%, inferred: 81.0%" in synth_html          # ground-truth agreement shown
+    # ground-truth agreement: rates as percentages, lists as counts, timestamps as seconds
+    assert "rate: 97.00%, coverage: 81.00%, disagreeing_blocks: 3, window_start_ts: 2.000 s" in synth_html
     assert "synthetic model warning &lt;w&gt;" in synth_html
     assert "Inconsistent; 3 blocks of unknown type at the end." in synth_html
 
@@ -208,3 +209,13 @@ def test_chromium_renders_real_report(tmp_path):
     text = page.read_text()
     assert "6.1.0-50-arm64" in text
     _check_in_chromium(page, tmp_path, "real-6.1")
+
+
+def test_narrative_window_keeps_the_finding():
+    lines = [f"line {i}" for i in range(500)]
+    lines[300] = "!! S1a"
+    w = rhtml._window(lines, 80)
+    assert "!! S1a" in w
+    assert w[0] == "… 247 earlier lines omitted" and w[-1] == "… 173 later lines omitted"
+    assert len(w) == 82
+    assert rhtml._window(lines[:10], 80) == lines[:10]

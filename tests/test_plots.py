@@ -51,7 +51,8 @@ class SynthAnalysis:
         return [f"{t / 1e9:.6f}s {ev}: {tx} <&>" for t, ev, tx in zip(h["ts"], h["event"], h["text"])]
 
     # what analysis.Analysis offers besides the §3 frames
-    model = SimpleNamespace(ground_truth=True, agreement={"known": 0.97, "inferred": 0.81},
+    model = SimpleNamespace(ground_truth=True, agreement={"rate": 0.97, "coverage": 0.81, "disagreeing_blocks": (5, 6, 7),
+                                                          "window_start_ts": 2_000_000_000},
                             warnings=["synthetic model warning <w>"])
     kernel = SimpleNamespace(assumed=[], describe=lambda: "6.1.0-synthetic (upstream 6.1.0)")
 

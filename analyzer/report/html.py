@@ -33,9 +33,10 @@ section{background:#fff;border:1px solid #dde3ea;border-radius:6px;margin:16px 0
 h2{font-size:18px;margin:6px 0 10px;color:#16324f}
 h3{font-size:15px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td:first-child{white-space:nowrap}
 th{background:#f0f3f6}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 tr.na td{color:#888}
 .sev{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-size:12px}
 .ok{color:#006d43}.bad{color:#b00020}
@@ -167,8 +168,17 @@ def _agreement_text(model: Any) -> str:
     if agreement is None:
         return "no ground truth (no kprobe events)" if not gt else "not computed"
     if isinstance(agreement, dict):
-        return ", ".join(f"{k}: {v:.1%}" if isinstance(v, float) and 0 <= v <= 1 else f"{k}: {_fmt(v)}"
-                         for k, v in agreement.items())
+        parts = []
+        for k, v in agreement.items():
+            if isinstance(v, (list, tuple, set, np.ndarray)):
+                parts.append(f"{k}: {len(v)}")
+            elif isinstance(v, (int, np.integer)) and str(k).endswith("_ts"):
+                parts.append(f"{k}: {int(v) / 1e9:.3f} s")
+            elif isinstance(v, (float, np.floating)) and 0 <= v <= 1 and ("rate" in str(k) or "coverage" in str(k)):
+                parts.append(f"{k}: {v:.2%}")
+            else:
+                parts.append(f"{k}: {_fmt(v)}")
+        return ", ".join(parts)
     if isinstance(agreement, float):
         return f"{agreement:.1%}"
     return _fmt(agreement)
@@ -261,6 +271,23 @@ def _top_findings(findings: Any, top: int) -> Any:
     return f.head(top)
 
 
+NARRATIVE_LINES = 80
+
+
+def _window(lines: Sequence[Any], n: int = NARRATIVE_LINES) -> list[str]:
+    """At most n lines of a history, centred on the first finding mark ("!!")."""
+    lines = [str(x) for x in lines]
+    if len(lines) <= n:
+        return lines
+    hit = next((i for i, x in enumerate(lines) if x.lstrip().startswith("!!")), len(lines) - 1)
+    lo = max(0, min(hit - (2 * n) // 3, len(lines) - n))
+    hi = lo + n
+    out = ([f"… {lo} earlier lines omitted"] if lo else []) + lines[lo:hi]
+    if hi < len(lines):
+        out.append(f"… {len(lines) - hi} later lines omitted")
+    return out
+
+
 def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str = "") -> str:
     f = getattr(analysis, "findings", None)
     out = [f'<section id="{p}findings"><h2>Top findings</h2>']
@@ -283,9 +310,12 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
             lines = list(narr(pfn)) if narr else []
         except Exception as ex:  # one bad history must not sink the report
             lines = [f"(history unavailable: {ex})"]
-        body = "\n".join(str(x) for x in lines) or "(no history)"
+        body = "\n".join(_window(lines)) or "(no history)"
+        expl = str(r.explanation)
+        if len(expl) > 200:
+            expl = expl[:200].rsplit(" ", 1)[0] + " …"
         out.append(f"<details{' open' if i < 3 else ''}><summary>{e(str(r.detector))} "
-                   f"pfn {pfn:#x} (block {int(r.block)}): {e(str(r.explanation))[:160]}</summary>"
+                   f"pfn {pfn:#x} (block {int(r.block)}): {e(expl)}</summary>"
                    f"<pre>{e(body)}</pre></details>")
     out.append("</section>")
     return "".join(out)
@@ -302,7 +332,9 @@ def section_consistency(analysis: Any, p: str = "") -> str:
         status = (f'<p class="{"ok" if ok else "bad"}">{"Consistent" if ok else "Inconsistent"}'
                   f'{" (exact)" if attrs.get("exact") else ""}'
                   + (f"; {int(attrs['unknown_blocks'])} blocks of unknown type at the end"
-                     if attrs.get("unknown_blocks") else "") + ".</p>")
+                     if attrs.get("unknown_blocks") else "")
+                  + (f"; {int(attrs['unverified_blocks'])} blocks whose end type was inferred, not observed"
+                     if attrs.get("unverified_blocks") else "") + ".</p>")
     return (f'<section id="{p}consistency"><h2>Consistency with /proc/pagetypeinfo</h2>'
             '<p class="muted">Reconstructed block counts at the trace end against the kernel\'s own '
             "end-of-capture pagetypeinfo.</p>" + status + frame_table(c) + "</section>")

@@ -336,8 +336,22 @@ def _pfn_formatter(order: int) -> FuncFormatter:
     return FuncFormatter(lambda y, _pos: f"{int(round(y)) << order:#x}")
 
 
-def _draw_regions(ax_reg: Any, analysis: Any, view: View, order: int) -> None:
-    """Left strip: zones (column 0) and CMA areas (column 1) along the pfn axis."""
+def _draw_regions(ax_reg: Any, ax: Any, analysis: Any, view: View, order: int, px_per_block: float) -> None:
+    """Left strip: zones (column 0) and CMA areas (column 1) along the pfn axis.
+
+    A name too long for its span (a 64 MiB area among GiBs is a few pixels tall) is
+    written horizontally at the heatmap's right edge instead of spilling over its
+    neighbours in the strip.
+    """
+
+    def label(col: float, a: int, b: int, name: str) -> None:
+        if (b - a) * px_per_block >= 6.5 * len(name) + 6:
+            ax_reg.text(col, (a + b) / 2, name, rotation=90, ha="center", va="center", fontsize=8)
+        else:
+            ax.text(0.995, (a + b) / 2, name, transform=ax.get_yaxis_transform(), ha="right", va="center",
+                    fontsize=7, zorder=5, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="#555555",
+                                                    lw=0.5, alpha=0.85))
+
     ax_reg.set_xlim(0, 2)
     ax_reg.set_xticks([0.5, 1.5], ["zone", "CMA"], fontsize=7, rotation=90)
     ax_reg.tick_params(axis="y", left=True, labelleft=True, labelsize=8)
@@ -351,7 +365,7 @@ def _draw_regions(ax_reg: Any, analysis: Any, view: View, order: int) -> None:
         if b <= a:
             continue
         ax_reg.axhspan(a, b, xmin=0.02, xmax=0.48, color=shades[i % 2], lw=0)
-        ax_reg.text(0.5, (a + b) / 2, name, rotation=90, ha="center", va="center", fontsize=8)
+        label(0.5, a, b, name)
     for area in analysis.meta.cma_areas or []:
         name, base, count = str(area[0]), int(area[1]), int(area[2])
         a, b = max(base >> order, lo), min(-(-(base + count) >> order), hi)
@@ -359,7 +373,7 @@ def _draw_regions(ax_reg: Any, analysis: Any, view: View, order: int) -> None:
             continue
         ax_reg.axhspan(a, b, xmin=0.52, xmax=0.98, facecolor=MT_COLORS[4], alpha=0.35,
                        edgecolor=MT_COLORS[4], hatch="//", lw=0.8)
-        ax_reg.text(1.5, (a + b) / 2, name, rotation=90, ha="center", va="center", fontsize=8)
+        label(1.5, a, b, f"{name} (CMA)" if (b - a) * px_per_block < 6.5 * len(name) + 6 else name)
 
 
 def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions | None = None) -> Figure:
@@ -421,7 +435,7 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     ax.set_xlabel("trace time [s]")
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax_reg.set_ylabel(f"pfn (pageblock = {1 << order} pages)")
-    _draw_regions(ax_reg, analysis, view, order)
+    _draw_regions(ax_reg, ax, analysis, view, order, ax_h / view.nblocks)
     for z in analysis.meta.zones or []:    # zone boundaries across the heatmap
         for edge in (int(z[1]) >> order, -(-int(z[2]) >> order)):
             if view.block_lo < edge < view.block_hi:
