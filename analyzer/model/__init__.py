@@ -91,8 +91,12 @@ class Model:
     _ctx: Any = field(default=None, repr=False)
 
     # -- lookups -----------------------------------------------------------------
-    def block_type_at(self, pfn: np.ndarray, seq: np.ndarray, use: str = "model") -> BlockState:
-        """State just before the record with `seq` (use="inference" for the tracepoint-only view)."""
+    def block_type_at(self, pfn: np.ndarray, seq: np.ndarray, use: str = "model",
+                      zone_isolated: bool = True) -> BlockState:
+        """State just before the record with `seq` (use="inference" for the tracepoint-only view).
+
+        zone_isolated=False skips that column (all False) when the caller does not need it.
+        """
         tl = self.timeline if use == "model" else self.inference
         pfn = np.asarray(pfn).astype(np.uint64).view(np.int64)
         seq = np.asarray(seq, dtype=np.int64)
@@ -104,7 +108,7 @@ class Model:
         guess = np.where(ok, tl.guess[ii], -1).astype(np.int8)
         conf = np.where(ok, tl.conf[ii], 0).astype(np.int8)
         src = np.where(ok, tl.src[ii], -1).astype(np.int8)
-        zi = self._zone_isolated(tl, block, seq)
+        zi = self._zone_isolated(tl, block, seq) if zone_isolated else np.zeros(len(block), dtype=bool)
         return BlockState(mt, conf, src, guess == ISOLATE, zi, block, guess)
 
     def _zone_isolated(self, tl: Timeline, block: np.ndarray, seq: np.ndarray) -> np.ndarray:
@@ -320,7 +324,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
                   kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, _ctx=ctx)
     step("pcp residency")
 
-    model.residency = _residency(stays, lambda pfn, seq: model.block_type_at(pfn, seq).mt)
+    model.residency = _residency(stays, lambda pfn, seq: model.block_type_at(pfn, seq, zone_isolated=False).mt)
     step("done")
     return model
 

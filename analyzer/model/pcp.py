@@ -39,7 +39,7 @@ def _per_cpu_seqs(tables: list[Table]) -> dict[int, list[np.ndarray]]:
         if not len(t):
             continue
         cpu, seq = t["cpu"], t["seq"]
-        for c in np.unique(cpu):
+        for c in np.flatnonzero(np.bincount(cpu)):
             out.setdefault(int(c), []).append(seq[cpu == c])
     return out
 
@@ -87,9 +87,11 @@ def refill_mask(ev: dict[str, Table]) -> np.ndarray:
         direct = np.zeros(len(single), dtype=bool)
         if len(al):
             acpu, aseq, apfn = al["cpu"], al["seq"], al["pfn"]
-            for c in np.unique(cpu[single]):
+            for c in np.flatnonzero(np.bincount(cpu[single])):
                 m = single[cpu[single] == c]
                 sel = np.flatnonzero(acpu == c)
+                if not len(sel):
+                    continue
                 j = np.searchsorted(aseq[sel], seq[m], side="right")
                 okj = j < len(sel)
                 jj = sel[np.minimum(j, len(sel) - 1)]
@@ -142,24 +144,44 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
         z = np.zeros(0, np.int64)
         return Stays(z, z, z, z, z, z.astype(np.int8), z.astype(np.int8), z, z, z.astype(np.int8), z.astype(np.int8))
     pfn, order, cpu, seq, ts, kind, mt = (np.concatenate([p[i] for p in parts]) for i in range(7))
-    maxseq = int(seq.max()) + 1
-    if int(pfn.max()) < (1 << 62) // maxseq:
-        o = np.argsort(pfn * maxseq + seq)
-    else:
-        o = np.lexsort((seq, pfn))
-    pfn, order, cpu, seq, ts, kind, mt = (a[o] for a in (pfn, order, cpu, seq, ts, kind, mt))
-    ent = np.flatnonzero(kind <= 1)
-    nx = np.minimum(ent + 1, len(pfn) - 1)
-    same = (ent + 1 < len(pfn)) & (pfn[nx] == pfn[ent])
-    is_exit = same & (kind[nx] >= 2) & (order[nx] == order[ent])
-    leave_kind = np.where(is_exit, kind[nx] - 2, np.where(same, 3, 2)).astype(np.int8)
-    leave_seq = np.where(same, seq[nx], -1)
-    leave_ts = np.where(same, ts[nx], -1)
-    leave_pmt = np.where(is_exit & (kind[nx] == 3), mt[nx], -1).astype(np.int8)
-    r = np.argsort(seq[ent], kind="stable")
-    e = ent[r]
+    o = pfn_seq_order(pfn, seq)
+    spfn, skind = pfn[o], kind[o]
+    ent_s = np.flatnonzero(skind <= 1)                 # positions in sorted order
+    nx_s = np.minimum(ent_s + 1, len(o) - 1)
+    same = (ent_s + 1 < len(o)) & (spfn[nx_s] == spfn[ent_s])
+    e, x = o[ent_s], o[nx_s]                           # original indices of entry and next event
+    is_exit = same & (kind[x] >= 2) & (order[x] == order[e])
+    leave_kind = np.where(is_exit, kind[x] - 2, np.where(same, 3, 2)).astype(np.int8)
+    leave_seq = np.where(same, seq[x], -1)
+    leave_ts = np.where(same, ts[x], -1)
+    leave_pmt = np.where(is_exit & (kind[x] == 3), mt[x], -1).astype(np.int8)
+    r = np.argsort(seq[e], kind="stable")
+    e = e[r]
     return Stays(pfn[e], order[e], cpu[e], seq[e], ts[e], kind[e], np.where(kind[e] == 1, mt[e], -1).astype(np.int8),
                  leave_seq[r], leave_ts[r], leave_kind[r], leave_pmt[r])
+
+
+def pfn_seq_order(pfn: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Permutation sorting by (pfn, seq).
+
+    The input is a concatenation of seq-sorted runs, so a stable sort by seq is a cheap
+    merge (timsort); then an LSD radix sort on pfn in 16-bit digits (numpy's stable sort
+    of uint16 is a counting sort) keeps seq order within each pfn.
+    """
+    o = np.argsort(seq, kind="stable")
+    k = pfn[o] - pfn.min(initial=0)
+    span = int(k.max(initial=0))
+    if span >= 1 << 48:
+        return np.lexsort((seq, pfn))
+    shift = 0
+    perm = np.arange(len(o))
+    while True:
+        digit = ((k[perm] >> shift) & 0xFFFF).astype(np.uint16)
+        perm = perm[np.argsort(digit, kind="stable")]
+        shift += 16
+        if span >> shift == 0:
+            break
+    return o[perm]
 
 
 def residency(st: Stays, block_mt_at) -> pd.DataFrame:

@@ -58,7 +58,7 @@ class Rows:
 
     @staticmethod
     def concat(parts: list["Rows"]) -> "Rows":
-        parts = [p for p in parts if len(p.block)]
+        parts = [p for p in parts if len(p.block)] or parts[:1]
         f = Rows.__dataclass_fields__
         return Rows(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in f})
 
@@ -113,6 +113,11 @@ class Timeline:
     blocks: np.ndarray    # sorted unique blocks of the universe
 
     def _index(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.blocks)
+        if n and int(self.blocks[-1]) - int(self.blocks[0]) + 1 == n:   # dense universe: arithmetic
+            pos = block - self.blocks[0]
+            ok = (pos >= 0) & (pos < n)
+            return np.where(ok, pos, 0), ok
         pos = np.searchsorted(self.blocks, block)
         pos = np.minimum(pos, max(len(self.blocks) - 1, 0))
         ok = self.blocks[pos] == block if len(self.blocks) else np.zeros(len(block), dtype=bool)
@@ -120,8 +125,21 @@ class Timeline:
 
     def at(self, block: np.ndarray, seq: np.ndarray) -> np.ndarray:
         """Interval index in force just before record `seq` in `block` (-1 outside the universe)."""
-        return ffill_lookup(self.block, self.start_seq, np.asarray(block, dtype=np.int64),
-                            np.asarray(seq, dtype=np.int64), strict=True)
+        block = np.asarray(block, dtype=np.int64)
+        seq = np.asarray(seq, dtype=np.int64)
+        smax = max(int(self.start_seq.max(initial=0)), int(seq.max(initial=0))) + 2
+        if len(self.blocks) * smax < (1 << 62) and len(self.block):
+            # combined (block rank, seq) key: one searchsorted into the (small) interval table
+            cached = getattr(self, "_key", None)
+            if cached is None or cached[0] != smax:
+                kpos, _ = self._index(self.block)
+                self._key = (smax, kpos * smax + (self.start_seq + 1))
+            key = self._key[1]
+            qpos, ok = self._index(block)
+            i = np.searchsorted(key, qpos * smax + (seq + 1), side="left") - 1
+            i = np.maximum(i, 0)
+            return np.where(ok & (self.block[i] == block), i, -1)
+        return ffill_lookup(self.block, self.start_seq, block, seq, strict=True)
 
     def at_ts(self, block: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Interval index in force at time `ts` (intervals starting at ts included)."""
