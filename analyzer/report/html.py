@@ -33,12 +33,12 @@ section{background:#fff;border:1px solid #dde3ea;border-radius:6px;margin:16px 0
 h2{font-size:18px;margin:6px 0 10px;color:#16324f}
 h3{font-size:15px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 td:first-child{white-space:nowrap}
 th{background:#f0f3f6}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 tr.na td{color:#888}
-.sev{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-size:12px}
+.sev{display:inline-block;white-space:nowrap;padding:0 6px;border-radius:3px;color:#fff;font-size:12px}
 .ok{color:#006d43}.bad{color:#b00020}
 img.plot{max-width:100%;height:auto;border:1px solid #eee}
 pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:8px;font-size:12px;white-space:pre-wrap;word-break:break-all;margin:4px 0}
