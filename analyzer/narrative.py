@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .detectors._common import col, fmt_pfn, match_leave, mt_name
+from .detectors._common import col, fmt_pfn, match_leave, mt_name, str_eq
 
 HISTORY_COLUMNS = ["seq", "ts", "cpu", "event", "text"]
 _WHO = {"cma": "cma_alloc", "contig": "alloc_contig_range", "offline": "memory offline"}
@@ -196,8 +196,7 @@ def _enter_rows(model, seq: np.ndarray, kind: str):
     if res is None or len(res) == 0:
         return out
     es = col(res, "enter_seq", np.int64, -1)
-    ek = res["enter_kind"].astype(str).to_numpy()
-    sel = np.flatnonzero(ek == kind)
+    sel = np.flatnonzero(str_eq(res, "enter_kind", kind))
     order = np.argsort(es[sel], kind="stable")
     s_sorted = es[sel][order]
     pos = np.searchsorted(s_sorted, seq)

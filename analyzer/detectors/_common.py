@@ -38,8 +38,9 @@ from ..kernels import RECLAIMABLE as MT_RECLAIMABLE, UNMOVABLE as MT_UNMOVABLE  
 
 def mt_name(mt: int) -> str:
     """Migratetype name from the one table in analyzer/kernels.py."""
-    from .. import kernels
-    return kernels.mt_name(int(mt))
+    from ..kernels import MIGRATETYPE_NAMES, mt_name as _name
+    m = int(mt)
+    return MIGRATETYPE_NAMES[m] if m in MIGRATETYPE_NAMES else _name(m)
 
 
 def col(df: pd.DataFrame | None, name: str, dtype, default=0) -> np.ndarray:
@@ -179,32 +180,33 @@ def source_names(model, codes: np.ndarray) -> list[str]:
     return [table[int(c)] if 0 <= int(c) < len(table) else "?" for c in codes]
 
 
-def residency_by_leave(model, leave_kind: str):
-    """Residency rows keyed by the seq of the record that ended the pcp stay.
-
-    Returns (sorted leave seqs, row order, residency frame) so callers can map a
-    drain/alloc record to the stay it ended with one searchsorted.
-    """
-    res = getattr(model, "residency", None)
-    if res is None or len(res) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), None
-    kind = res["leave_kind"].astype(str).to_numpy()
-    rows = np.flatnonzero(kind == leave_kind)
-    lseq = col(res, "leave_seq", np.int64, -1)[rows]
-    order = np.argsort(lseq, kind="stable")
-    return lseq[order], rows[order], res
+def str_eq(df: pd.DataFrame, name: str, value: str) -> np.ndarray:
+    """Boolean mask `df[name] == value` computed in Arrow (no Python strings per row)."""
+    import pyarrow.compute as pc
+    s = df[name]
+    arr = pa.array(s.array) if isinstance(s.dtype, pd.ArrowDtype) else pa.array(s.astype(str).to_numpy())
+    return np.asarray(pc.fill_null(pc.equal(arr, value), False).to_numpy(zero_copy_only=False), bool)
 
 
 def match_leave(model, leave_kind: str, seq: np.ndarray) -> tuple[np.ndarray, pd.DataFrame | None]:
-    """Residency row index for each record seq that ended a pcp stay (-1: none)."""
-    lseq, rows, res = residency_by_leave(model, leave_kind)
+    """Residency row index for each record seq that ended a pcp stay of `leave_kind` (-1: none).
+
+    A record ends at most one stay, so matching on leave_seq alone is exact; only the
+    matched rows' kind is checked, which keeps this cheap for the few finding rows.
+    """
+    res = getattr(model, "residency", None)
     out = np.full(len(seq), -1, np.int64)
-    if res is None or len(lseq) == 0:
+    if res is None or len(res) == 0 or not len(seq):
         return out, res
-    pos = np.searchsorted(lseq, seq)
-    pos_c = np.minimum(pos, len(lseq) - 1)
-    hit = (pos < len(lseq)) & (lseq[pos_c] == seq)
-    out[hit] = rows[pos_c[hit]]
+    leave = col(res, "leave_seq", np.int64, -1)
+    rows = np.flatnonzero(np.isin(leave, seq))
+    if not len(rows):
+        return out, res
+    kinds = res["leave_kind"].iloc[rows].astype(str).to_numpy()
+    rows = rows[kinds == leave_kind]
+    order = np.argsort(seq, kind="stable")
+    pos = np.searchsorted(seq[order], leave[rows])
+    out[order[pos]] = rows
     return out, res
 
 

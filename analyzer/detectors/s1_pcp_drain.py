@@ -75,12 +75,12 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
     enter_cpu = np.full(n, -1, np.int64)
     have = ridx >= 0
     if res is not None and have.any():
-        r = ridx[have]
-        enter_kind[have] = res["enter_kind"].astype(str).to_numpy()[r]
-        cached[have] = col(res, "cached_mt", np.int16, -1)[r]
-        enter_mt[have] = col(res, "block_mt_enter", np.int16, -1)[r]
-        enter_seq[have] = col(res, "enter_seq", np.int64, -1)[r]
-        enter_cpu[have] = col(res, "cpu", np.int64, -1)[r]
+        sub_res = res.iloc[ridx[have]]
+        enter_kind[have] = sub_res["enter_kind"].astype(str).to_numpy()
+        cached[have] = col(sub_res, "cached_mt", np.int16, -1)
+        enter_mt[have] = col(sub_res, "block_mt_enter", np.int16, -1)
+        enter_seq[have] = col(sub_res, "enter_seq", np.int64, -1)
+        enter_cpu[have] = col(sub_res, "cpu", np.int64, -1)
     polluted = have & (enter_kind == "refill") & (enter_mt >= 0) & (cached != enter_mt)
     sub[polluted] = "S1b"
 
