@@ -160,6 +160,26 @@ def guest_files() -> dict[str, bytes]:
     return out
 
 
+def _transport_modules(kernel: Kernel) -> tuple[list[str], dict[str, str]]:
+    """Load order + content hashes; memoised next to a cached (content-addressed) kernel,
+    because walking ~4000 modules and decompressing them costs seconds on every run."""
+    memo = None
+    kroot = cache_root() / "kernels"
+    if kernel.modules is not None and kroot in kernel.modules.parents:
+        digest = kernel.modules.relative_to(kroot).parts[0]
+        memo = kroot / digest / f"transport-{kernel.arch}-v{FORMAT}.json"
+        if memo.exists():
+            d = json.loads(memo.read_text())
+            return d["order"], d["hashes"]
+    order = module_load_order(kernel.modules, TRANSPORT_MODULES[kernel.arch])
+    hashes = {m: sha256_bytes(_read_module(kernel.modules / m)) for m in order}
+    if memo is not None:
+        tmp = memo.with_name(memo.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"order": order, "hashes": hashes}))
+        os.replace(tmp, memo)
+    return order, hashes
+
+
 def build(kernel: Kernel, progress=None) -> Path:
     """Return the path of the (cached) base initramfs for this kernel + guest files."""
     say = progress or (lambda m: None)
@@ -171,7 +191,7 @@ def build(kernel: Kernel, progress=None) -> Path:
                                "pass path:IMAGE,modules=DIR")
         mod_order: list[str] = []
     else:
-        mod_order = module_load_order(kernel.modules, TRANSPORT_MODULES[arch])
+        mod_order, mod_hashes = _transport_modules(kernel)
     apt = PrivateApt.for_arch(arch)
     say(f"apt-get update (private lists, {arch})")
     apt.update()
@@ -183,7 +203,7 @@ def build(kernel: Kernel, progress=None) -> Path:
     key_parts = {
         "format": FORMAT, "arch": arch,
         "packages": {n: p.name for n, (v, p) in pkgs.items()},
-        "modules": {m: sha256_bytes(_read_module(kernel.modules / m)) for m in mod_order} if mod_order else {},
+        "modules": mod_hashes if mod_order else {},
         "guest": {n: sha256_bytes(d) for n, d in gfiles.items()},
     }
     key = sha256_bytes(json.dumps(key_parts, sort_keys=True).encode())[:32]

@@ -1,0 +1,230 @@
+"""Unit tests of the collector pieces that need no QEMU: specs, config checks, scenarios,
+manifest/bundle writing, module ordering, cpio and ELF reading (checked against cpio/ldd)."""
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from analyzer.errors import MtauditError
+from collectors import bundle, elfdeps, initramfs, kernels, scenarios
+from collectors.errors import CollectError, KernelConfigError, KernelSpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS61 = ROOT / "fixtures" / "captures" / "debian-6.1-arm64-cma-churn"
+
+
+# -- kernel SPECs ----------------------------------------------------------------------------
+@pytest.mark.parametrize("text,kind,series,arch", [
+    ("debian:6.1/arm64", "debian", "6.1", "arm64"),
+    ("debian:6.12/arm64", "debian", "6.12", "arm64"),
+    ("debian:6.1/amd64", "debian", "6.1", "amd64"),
+    ("debian:6.12/x86_64", "debian", "6.12", "amd64"),
+    ("debian:6.1", "debian", "6.1", "arm64"),
+])
+def test_debian_specs(text, kind, series, arch):
+    s = kernels.parse_spec(text)
+    assert (s.kind, s.series, s.arch) == (kind, series, arch)
+
+
+def test_path_and_deb_specs():
+    s = kernels.parse_spec("path:/k/Image,modules=/k/mods,config=/k/.config", arch="aarch64")
+    assert (s.kind, s.file, s.modules, s.config, s.arch) == ("path", "/k/Image", "/k/mods", "/k/.config", "arm64")
+    assert kernels.parse_spec("deb:/x/linux-image.deb").file == "/x/linux-image.deb"
+
+
+@pytest.mark.parametrize("bad", ["debian:six/arm64", "debian:6.1/mips", "path:", "path:/k,foo=1",
+                                 "deb:/x/file.tar", "6.1", "ubuntu:22.04"])
+def test_bad_specs_are_user_errors(bad):
+    with pytest.raises(KernelSpecError) as e:
+        kernels.parse_spec(bad)
+    assert isinstance(e.value, MtauditError) and bad.split(",")[0][:6] in str(e.value) or "arch" in str(e.value)
+
+
+def test_spec_arch_conflict():
+    with pytest.raises(KernelSpecError, match="--arch"):
+        kernels.parse_spec("debian:6.1/arm64", arch="amd64")
+
+
+def test_missing_path_image(tmp_path):
+    with pytest.raises(KernelSpecError, match="does not exist"):
+        kernels.resolve(f"path:{tmp_path}/nope", arch="arm64")
+
+
+# -- config checks -----------------------------------------------------------------------------
+GOOD = "\n".join(f"CONFIG_{o}=y" for o in kernels.REQUIRED) + "\nCONFIG_HUGETLBFS=y\n"
+
+
+def _kernel(config: str, spec="debian:6.1/arm64", arch="arm64") -> kernels.Kernel:
+    return kernels.Kernel(spec=spec, arch=arch, release="6.1.0-1-" + arch, version="1",
+                          image=Path("/nonexistent"), config_path=None, modules=None,
+                          config=kernels.parse_config(config))
+
+
+def test_parse_config_values():
+    c = kernels.parse_config('CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_D="x y"\nCONFIG_E=64\n')
+    assert c == {"A": "y", "B": "m", "C": "n", "D": "x y", "E": "64"}
+
+
+def test_config_ok_and_modules_count():
+    kernels.check_config(_kernel(GOOD.replace("CONFIG_9P_FS=y", "CONFIG_9P_FS=m")))
+
+
+def test_amd64_without_cma_is_refused_with_hint():
+    k = _kernel(GOOD.replace("CONFIG_CMA=y", "# CONFIG_CMA is not set"), spec="debian:6.1/amd64", arch="amd64")
+    with pytest.raises(KernelConfigError) as e:
+        kernels.check_config(k)
+    msg = str(e.value)
+    assert "CONFIG_CMA" in msg and "arm64" in msg and "source" in msg
+
+
+@pytest.mark.parametrize("opt", ["TRACEPOINTS", "FTRACE", "KPROBE_EVENTS"])
+def test_missing_tracing_option_is_named(opt):
+    with pytest.raises(KernelConfigError, match=f"CONFIG_{opt}"):
+        kernels.check_config(_kernel(GOOD.replace(f"CONFIG_{opt}=y\n", "")))
+
+
+def test_scenario_requirements_checked():
+    with pytest.raises(KernelConfigError, match="CONFIG_MEMORY_HOTREMOVE"):
+        kernels.check_config(_kernel(GOOD), extra=("CONFIG_MEMORY_HOTREMOVE",))
+
+
+def test_no_config_refused():
+    with pytest.raises(KernelConfigError, match="no kernel config"):
+        kernels.check_config(_kernel(""))
+
+
+def test_boot_kprobe_table():
+    assert kernels.boot_kprobe_ok("6.12.118+deb13-arm64")
+    assert not kernels.boot_kprobe_ok("6.1.0-56-arm64")
+    assert not kernels.boot_kprobe_ok("5.10.0-30-arm64")
+
+
+def test_path_spec_reads_arm64_image_magic(tmp_path):
+    img = tmp_path / "Image"
+    head = bytearray(0x400)
+    head[0x38:0x3C] = b"ARM\x64"
+    img.write_bytes(bytes(head) + b"Linux version 6.9.0-test (x) #1\0")
+    cfg = tmp_path / "config"
+    cfg.write_text(GOOD)
+    k = kernels.resolve(f"path:{img},config={cfg}")
+    assert (k.arch, k.release) == ("arm64", "6.9.0-test")
+    assert k.version.startswith("sha256:")
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+def test_builtin_scenarios_have_headers():
+    names = scenarios.available()
+    assert {"idle", "cma-churn", "contig-alloc", "memory-offline"} <= set(names)
+    churn = scenarios.load("cma-churn")
+    assert churn.memory >= 3072 and "hugetlb_cma=1G" in churn.cmdline and churn.phases > 5
+    assert scenarios.load("idle").timeout <= 180
+
+
+def test_scenario_file_and_bad_header(tmp_path):
+    p = tmp_path / "mine.sh"
+    p.write_text("# mtaudit: memory=512 cmdline=foo=1 requires=CONFIG_X\nphase x\n")
+    s = scenarios.load(str(p))
+    assert (s.name, s.memory, s.cmdline, s.requires, s.builtin) == ("mine", 512, ["foo=1"], ["CONFIG_X"], False)
+    p.write_text("# mtaudit: colour=blue\n")
+    with pytest.raises(CollectError, match="unknown header key"):
+        scenarios.load(str(p))
+    with pytest.raises(CollectError, match="unknown scenario"):
+        scenarios.load("no-such-scenario")
+
+
+# -- bundle / manifest -------------------------------------------------------------------------
+def test_stats_parsing_on_real_capture():
+    st = bundle.parse_stats((CORPUS61 / "stats-end.txt").read_text())
+    assert st["cpu0"]["entries"] == 849295 and st["cpu1"]["entries"] == 318114
+    assert bundle.lost_events(st) == {"cpu0": 0, "cpu1": 0}
+    st = bundle.parse_stats("== /x/per_cpu/cpu1\nentries: 5\noverrun: 7\ncommit overrun: 1\n"
+                            "dropped events: 2\n== /x/per_cpu/cpu0/stats\noverrun: 0\n")
+    assert bundle.lost_events(st) == {"cpu0": 0, "cpu1": 10}
+
+
+def _manifest(status="ok"):
+    return {"schema_version": 1, "status": status, "failure": None, "kernel": {}, "cmdline": "",
+            "scenario": {}, "qemu": {}, "started": "", "finished": "", "lost_events": {},
+            "guest_exit": 0, "console_problems": []}
+
+
+def test_manifest_hashes_and_validation(tmp_path):
+    for f in bundle.EXPECTED:
+        if f != "manifest.json":
+            (tmp_path / f).write_text(f)
+    m = bundle.write_manifest(tmp_path, _manifest())
+    assert set(m["files"]) == set(bundle.EXPECTED) - {"manifest.json"}
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"] == m["files"]
+    assert bundle.validate(tmp_path) == []
+    (tmp_path / "uname.txt").write_text("tampered")
+    assert bundle.validate(tmp_path) == ["uname.txt sha256 mismatch"]
+    (tmp_path / "trace.dat").unlink()
+    probs = bundle.validate(tmp_path)
+    assert "trace.dat missing" in probs and "trace.dat listed but missing" in probs
+
+
+def test_pack_roundtrip(tmp_path):
+    d = tmp_path / "b"
+    (d / "snap").mkdir(parents=True)
+    (d / "trace.dat").write_bytes(b"x" * 1000)
+    (d / "snap" / "meminfo-0.txt").write_text("m")
+    out = bundle.pack(d)
+    import tarfile
+    import zstandard
+    raw = zstandard.ZstdDecompressor().stream_reader(open(out, "rb")).read()
+    import io
+    names = tarfile.open(fileobj=io.BytesIO(raw)).getnames()
+    assert names == ["b/snap", "b/snap/meminfo-0.txt", "b/trace.dat"]
+
+
+# -- initramfs pieces --------------------------------------------------------------------------
+def _fake_ko(path: Path, depends: str, xz: bool = False) -> None:
+    data = b"\x7fELF....\0license=GPL\0depends=" + depends.encode() + b"\0name=" + path.name.split(".")[0].encode() + b"\0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lzma.compress(data) if xz else data)
+
+
+def test_module_order_from_modinfo(tmp_path):
+    m = tmp_path / "lib/modules/6.12.0"
+    _fake_ko(m / "kernel/fs/9p/9p.ko.xz", "9pnet,netfs", xz=True)
+    _fake_ko(m / "kernel/net/9p/9pnet_virtio.ko.xz", "9pnet,virtio_ring", xz=True)
+    _fake_ko(m / "kernel/net/9p/9pnet.ko.xz", "", xz=True)
+    _fake_ko(m / "kernel/fs/netfs/netfs.ko.xz", "", xz=True)
+    _fake_ko(m / "kernel/drivers/virtio/virtio_mmio.ko.xz", "", xz=True)
+    (m / "modules.builtin").write_text("kernel/drivers/virtio/virtio_ring.ko\n")
+    order = initramfs.module_load_order(m, ("virtio_mmio", "9pnet_virtio", "9p"))
+    names = [Path(p).name.split(".")[0] for p in order]
+    assert names == ["virtio_mmio", "9pnet", "9pnet_virtio", "netfs", "9p"]
+    with pytest.raises(CollectError, match="virtio_pci"):
+        initramfs.module_load_order(m, ("virtio_pci",))
+
+
+@pytest.mark.skipif(not shutil.which("cpio"), reason="cpio not installed")
+def test_cpio_is_readable_by_cpio(tmp_path):
+    cp = initramfs.Cpio()
+    cp.file("bin/hello", b"#!/bin/sh\necho hi\n", 0o755)
+    cp.symlink("bin/sh", "busybox")
+    cp.file("mtaudit/scenarios/x.sh", b"phase x\n")
+    data = cp.finish()
+    assert len(data) % 512 == 0
+    out = subprocess.run(["cpio", "-it", "--quiet"], input=data, capture_output=True).stdout.decode().split()
+    assert out == ["bin", "bin/hello", "bin/sh", "mtaudit", "mtaudit/scenarios", "mtaudit/scenarios/x.sh"]
+    subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=tmp_path, check=True)
+    assert (tmp_path / "bin/hello").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert (tmp_path / "bin/sh").is_symlink()
+
+
+@pytest.mark.skipif(not shutil.which("ldd") or not Path("/usr/bin/trace-cmd").exists(),
+                    reason="needs host trace-cmd and ldd")
+def test_elf_needed_matches_ldd():
+    interp, needed = elfdeps.read_elf(Path("/usr/bin/trace-cmd"))
+    ldd = subprocess.run(["ldd", "/usr/bin/trace-cmd"], capture_output=True, text=True).stdout
+    sonames = {ln.split()[0] for ln in ldd.splitlines() if "=>" in ln}
+    assert interp and Path(interp).name in ldd
+    # the loader may be listed as DT_NEEDED too; ldd prints it without "=>"
+    assert set(needed) - {Path(interp).name} == sonames
