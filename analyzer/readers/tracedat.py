@@ -136,8 +136,7 @@ class TraceDat(Trace):
         fields = list(COMMON_SCHEMA)
         if self._multi_buffer():
             fields.append(pa.field("buffer", pa.string()))
-        names = {f.name for f in fields}
-        return pa.schema(fields + [f for f in tf.schema_fields(ev) if f.name not in names])
+        return pa.schema(fields + tf.schema_fields(ev, {f.name for f in fields}))
 
     def _common(self) -> tp.Common:
         ct, cp = self.h.common.get("common_type"), self.h.common.get("common_pid")
@@ -280,11 +279,13 @@ class TraceDat(Trace):
         if c.stream is not None:
             names = pa.array([s.buffer for s in self._streams], pa.string())
             arrays["buffer"] = names.take(pa.array(c.stream))
-        for name, a in c.num.items():
-            arrays.setdefault(name, pa.array(a))
-        for name, parts in c.other.items():
-            if name in arrays:
+        taken = set(arrays)
+        for f in c.ev.fields:
+            name = tf.column_name(f, taken)
+            if f.name in c.num:
+                arrays[name] = pa.array(c.num[f.name])
                 continue
+            parts = c.other[f.name]
             if not parts:
                 arrays[name] = pa.array([], schema.field(name).type)
                 continue

@@ -42,8 +42,13 @@ def arrow_type(f: FieldFormat) -> pa.DataType:
     return pa.string() if k in ("str", "dstr") else pa.binary()
 
 
-def schema_fields(ev: EventFormat) -> list[pa.Field]:
-    return [pa.field(f.name, arrow_type(f)) for f in ev.fields]
+def column_name(f: FieldFormat, taken: set[str]) -> str:
+    """Table column of a field: its name, with '_' appended if a common column has it (e.g. `cpu`)."""
+    return f.name + "_" if f.name in taken else f.name
+
+
+def schema_fields(ev: EventFormat, taken: set[str]) -> list[pa.Field]:
+    return [pa.field(column_name(f, taken), arrow_type(f)) for f in ev.fields]
 
 
 def gather_int(block: np.ndarray, at: np.ndarray, size: int, signed: bool, big: bool) -> np.ndarray:

@@ -25,6 +25,7 @@ OPT_HEADER_INFO, OPT_FTRACE_EVENTS, OPT_EVENT_FORMATS = 16, 17, 18
 OPT_KALLSYMS, OPT_PRINTK, OPT_CMDLINES, OPT_BUFFER_TEXT = 19, 20, 21, 22
 
 SECTION_COMPRESSED = 1
+MAX_DECOMPRESSED = 1 << 30     # one section or chunk; trace-cmd writes 10-page chunks
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Decompressor:
             raise TraceFormatError(path, "header", None, f"unknown compression algorithm {name!r}")
 
     def __call__(self, data: bytes, usize: int, section: str, offset: int) -> bytes:
+        if usize > MAX_DECOMPRESSED:
+            raise TraceFormatError(self.path, section, offset, f"implausible uncompressed size {usize}")
         try:
             if self.name == "zstd":
                 # trace-cmd's frames carry no content size: the stored usize is the bound.
@@ -186,10 +189,13 @@ def parse_format(text: str, system_hint: str | None = None) -> tuple[EventFormat
     name = re.search(r"^name:\s*(\S+)", text, re.M)
     ident = re.search(r"^ID:\s*(\d+)", text, re.M)
     pf = re.search(r"^print fmt:\s*(.*)$", text, re.M | re.S)
-    fields, common = [], []
+    fields, common, seen = [], [], set()
     for m in _FIELD_RE.finditer(text):
         sig = m.group("sig")
         f = parse_field(m.group("decl"), int(m.group("off")), int(m.group("size")), bool(sig and int(sig)))
+        if f.name in seen:      # a corrupt format; the first definition wins
+            continue
+        seen.add(f.name)
         (common if f.name.startswith("common_") else fields).append(f)
     fields.sort(key=lambda f: f.offset)
     ev = EventFormat(system=system_hint or "ftrace", name=name.group(1) if name else "",

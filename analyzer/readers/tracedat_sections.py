@@ -117,6 +117,8 @@ def _option(h: Header, c: Cursor, oid: int, body: bytes, at: int, sections: dict
         t = text().strip()
         try:
             h.ts_offset = int(t, 0)
+            if abs(h.ts_offset) >= 1 << 62:
+                raise ValueError
         except ValueError:
             raise TraceFormatError(c.path, "options", at, f"bad OFFSET option {t!r}") from None
         h.options["ts_offset"] = h.ts_offset
