@@ -201,7 +201,9 @@ def test_drain_reveals_live_type_on_612_not_on_61():
     tr.add("mm_page_free", pfn=Z0, order=0)
     m12 = build_model(tr, meta(), K612)
     assert state(m12, Z0 + 9 * PB, d + 1)[:3] == (UNMOVABLE, 1, "drain-observed")
-    assert state(m12, Z0 + 9 * PB, d)[0] == MOVABLE
+    # nothing traced changed the block before: its type is carried back to the trace start
+    assert state(m12, Z0 + 9 * PB, d)[:3] == (UNMOVABLE, 1, "backfill")
+    assert m12.stats["backfilled_blocks"] == 1
     m61 = build_model(tr, meta(), K61)          # 6.1: a drain prints the cached type
     assert state(m61, Z0 + 9 * PB, d + 1)[:3] == (MOVABLE, 1, "boot")
 
@@ -212,7 +214,19 @@ def test_61_free_then_drain_reveals_type_at_free_time():
     tr.add("mm_page_pcpu_drain", pfn=Z0 + 10 * PB, order=0, migratetype=RECLAIMABLE)
     m = build_model(tr, meta(), K61)
     assert state(m, Z0 + 10 * PB, f + 1)[:3] == (RECLAIMABLE, 1, "free-observed")
-    assert state(m, Z0 + 10 * PB, f)[0] == MOVABLE
+    assert state(m, Z0 + 10 * PB, f)[:3] == (RECLAIMABLE, 1, "backfill")
+
+
+def test_no_backfill_across_a_traced_retype():
+    tr = SyntheticTrace()
+    e = tr.add("mm_page_alloc_extfrag", pfn=Z0 + 10 * PB, alloc_order=0, fallback_order=9,
+               alloc_migratetype=MOVABLE, fallback_migratetype=UNMOVABLE, change_ownership=1)
+    d = tr.add("mm_page_pcpu_drain", pfn=Z0 + 10 * PB, order=0, migratetype=UNMOVABLE)
+    m = build_model(tr, meta(), K612)
+    assert state(m, Z0 + 10 * PB, e)[:3] == (MOVABLE, 1, "boot")
+    assert state(m, Z0 + 10 * PB, d)[:3] == (MOVABLE, 2, "extfrag")
+    assert state(m, Z0 + 10 * PB, d + 1)[:3] == (UNMOVABLE, 1, "drain-observed")
+    assert m.stats["backfilled_blocks"] == 0
 
 
 def test_612_buddy_merge_hazard_lowers_movable_known():

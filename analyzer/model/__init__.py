@@ -281,8 +281,16 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     stays = _pair(base_ev, kernel, pbo)
     obs = infer.observations(base_ev, ctx, w, stays)
     obs_conf = infer.conf_by_type(obs.mt)
-    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, np.zeros(len(obs.mt), bool), ctx)
-    stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum())}
+    no_up = np.zeros(len(obs.mt), bool)
+    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx)
+    bf, bf_obs = infer.backfill(rows, obs, inf_acc, inf_tl, ctx)
+    if len(bf):   # keep the revealing observations visible as the point where the type was seen
+        rows = Rows.concat([rows, bf])
+        first = np.zeros(len(obs.mt), bool)
+        first[bf_obs] = True
+        inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first)
+    stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum()),
+                             "backfilled_blocks": int(len(bf))}
     ground = bool(kp) and any(len(t) for t in kp)
     tl, agree, live_seq, live_ts = inf_tl, None, None, None
     if ground:

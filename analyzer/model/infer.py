@@ -205,13 +205,19 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
 
 
 def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrade: np.ndarray,
-                              ctx: Context, max_iter: int = 6) -> tuple[Timeline, np.ndarray]:
+                              ctx: Context, max_iter: int = 6,
+                              initial: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
     """Add observations that disagree with (or, where `upgrade`, are surer than) the state.
 
     Accepting one observation can make later ones disagree, so iterate to a fixed point.
     """
-    accepted = np.zeros(len(obs.block), dtype=bool)
-    tl = resolve(rows, ctx.blocks)
+    accepted = np.zeros(len(obs.block), dtype=bool) if initial is None else initial.copy()
+
+    def with_obs() -> Rows:
+        a = np.flatnonzero(accepted)
+        orow = Rows.make(obs.block[a], obs.seq[a], obs.ts[a], SET, obs.mt[a], obs.src[a], obs_conf[a], sub=3)
+        return Rows.concat([rows, orow])
+    tl = resolve(with_obs(), ctx.blocks)
     for _ in range(max_iter):
         if not len(obs.block):
             break
@@ -223,10 +229,32 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
         if not new.any():
             break
         accepted |= new
-        a = np.flatnonzero(accepted)
-        orow = Rows.make(obs.block[a], obs.seq[a], obs.ts[a], SET, obs.mt[a], obs.src[a], obs_conf[a], sub=3)
-        tl = resolve(Rows.concat([rows, orow]), ctx.blocks)
+        tl = resolve(with_obs(), ctx.blocks)
     return tl, accepted
+
+
+def backfill(rows: Rows, obs: Obs, accepted: np.ndarray, tl: Timeline, ctx: Context) -> tuple[Rows, np.ndarray]:
+    """Rows that carry a block's first revealed type back to the start of the trace.
+
+    If the first observation that contradicted a block's state found it still in its boot
+    state (nothing traced ever changed it), the block most likely had that type before
+    tracing started (early-boot steals happen before trace_event= is enabled).  Source
+    "backfill", never better than `inferred`.
+    """
+    a = np.flatnonzero(accepted)
+    if not len(a):
+        return Rows.make([], 0, 0, SET), a
+    o = a[np.lexsort((obs.seq[a], obs.block[a]))]
+    first = np.ones(len(o), dtype=bool)
+    first[1:] = obs.block[o][1:] != obs.block[o][:-1]
+    f = o[first]
+    i = tl.at(obs.block[f], obs.seq[f])
+    ok = i >= 0
+    ii = np.maximum(i, 0)
+    is_first_iv = np.ones(len(f), dtype=bool)
+    is_first_iv &= (ii == 0) | (tl.block[np.maximum(ii - 1, 0)] != tl.block[ii])
+    sel = f[ok & (tl.src[ii] == SRC["boot"]) & is_first_iv]
+    return Rows.make(obs.block[sel], -1, ctx.t0_ts, SET, obs.mt[sel], SRC["backfill"], INFERRED, sub=1), sel
 
 
 def before(rows: Rows, seq: int) -> Rows:

@@ -28,7 +28,7 @@ KNOWN, INFERRED, UNKNOWN = 2, 1, 0
 CONF_NAMES = {KNOWN: "known", INFERRED: "inferred", UNKNOWN: "unknown"}
 
 SOURCES = ("boot", "cma-reserve", "kprobe", "extfrag", "isolation", "restore",
-           "drain-observed", "zone-locked-observed", "free-observed")
+           "drain-observed", "zone-locked-observed", "free-observed", "backfill")
 SRC = {name: i for i, name in enumerate(SOURCES)}
 
 
