@@ -83,11 +83,48 @@ def history(model, pfn: int | None = None, block: int | None = None,
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def narrative(model, pfn: int, findings: pd.DataFrame | None = None) -> list[str]:
-    """The page's story as short steps (join them with ' -> ' to print one line)."""
+# Steps that change what a page's migratetype means; routine free/alloc cycles between
+# them are summarised so the story stays readable for pages reused thousands of times.
+_TURNING = ("finding:", "isolation", "mm_page_alloc_extfrag", "setmt", "kprobe:", "cma_", "test_pages")
+
+
+def narrative(model, pfn: int, findings: pd.DataFrame | None = None, context: int = 3) -> list[str]:
+    """The page's story as short steps (join them with ' -> ' to print one line).
+
+    Batched-free records repeat the preceding free and are left out.  When the
+    story has turning points (findings, retypes, isolation, fallbacks), only
+    `context` steps around each are kept and each gap becomes "(N routine steps)".
+    """
     h = history(model, pfn=pfn, findings=findings)
-    return [(f"!! {e.split(':', 1)[1]}" if e.startswith("finding:") else t)
-            for e, t in zip(h["event"], h["text"]) if not e.startswith("model:")]
+    steps = [(e, f"!! {e.split(':', 1)[1]}" if e.startswith("finding:") else t)
+             for e, t in zip(h["event"], h["text"])
+             if not e.startswith("model:") and e != "mm_page_free_batched"]
+    turning = [i for i, (e, t) in enumerate(steps)
+               if e.startswith(_TURNING) or t.startswith("kprobe:") or " while block " in t
+               and not _same_type_clause(t)]
+    if not turning or context < 0:
+        return [t for _, t in steps]
+    keep = np.zeros(len(steps), bool)
+    for i in turning:
+        keep[max(0, i - context):i + context + 1] = True
+    out, gap = [], 0
+    for i, (_, t) in enumerate(steps):
+        if keep[i]:
+            if gap:
+                out.append(f"({gap} routine steps)")
+                gap = 0
+            out.append(t)
+        else:
+            gap += 1
+    if gap:
+        out.append(f"({gap} routine steps)")
+    return out
+
+
+def _same_type_clause(text: str) -> bool:
+    """'drained ... to the Movable freelist while block Movable' is routine, not a turning point."""
+    head, _, tail = text.partition(" while block ")
+    return bool(tail) and f"the {tail} freelist" in head
 
 
 def _block_rows(model, block: int):
