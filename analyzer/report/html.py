@@ -288,7 +288,8 @@ def _window(lines: Sequence[Any], n: int = NARRATIVE_LINES) -> list[str]:
     return out
 
 
-def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str = "") -> str:
+def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str = "",
+                     compact: bool = False) -> str:
     f = getattr(analysis, "findings", None)
     out = [f'<section id="{p}findings"><h2>Top findings</h2>']
     if f is None or len(f) == 0:
@@ -297,10 +298,14 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
     t = _top_findings(f, top)
     rows = []
     for r in t.itertuples(index=False):
-        rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", r.seq, r.cpu, f"{int(r.pfn):#x}",
-                     r.block, r.event, _mt_name(r.printed_mt), _mt_name(r.block_mt), r.explanation))
-    out.append(table(rows, ["detector", "severity", "t [s]", "seq", "cpu", "pfn", "block", "event",
-                            "printed type", "block type", "explanation"]))
+        if compact:
+            rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", f"{int(r.pfn):#x}", r.explanation))
+        else:
+            rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", r.seq, r.cpu, f"{int(r.pfn):#x}",
+                         r.block, r.event, _mt_name(r.printed_mt), _mt_name(r.block_mt), r.explanation))
+    out.append(table(rows, ["detector", "severity", "t [s]", "pfn", "explanation"] if compact else
+                     ["detector", "severity", "t [s]", "seq", "cpu", "pfn", "block", "event",
+                      "printed type", "block type", "explanation"]))
     out.append(f'<p class="muted">{len(t)} of {len(f)} findings (highest severity first, one per detector and '
                "block).</p><h3>Histories</h3>")
     narr = getattr(analysis, "narrative", None)
@@ -399,7 +404,11 @@ def _count_map(analysis: Any) -> dict[str, tuple[Any, Any, Any]]:
     if f is not None and len(f):
         for det, n in f["detector"].astype(str).value_counts().items():
             a, c, s_ = out.get(det, (None, None, None))
-            out[det] = (a, n if c is None else c, s_)
+            if a is None:   # a sub-id (S1a) inherits applicability/severity from its detector (S1)
+                parent = next((k for k in out if det.startswith(k) and k != det), None)
+                if parent:
+                    a, s_ = (a if a is not None else out[parent][0]), (s_ or out[parent][2])
+            out[det] = (a, int(n) if c is None else c, s_)
     return out
 
 
@@ -422,7 +431,7 @@ def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
         pngs = render_plots(an, opts)
         cols.append(f"<div><h2>{e(lab)}</h2><p>{e(kr)}</p>"
                     + section_summary(an, p, compact=True) + section_metadata(an, p) + section_plots(an, pngs, p)
-                    + section_findings(an, top, narratives=3, p=p) + section_consistency(an, p) + "</div>")
+                    + section_findings(an, top, narratives=3, p=p, compact=True) + section_consistency(an, p) + "</div>")
     body = ('<section id="comparison"><h2>Comparison</h2>'
             + table(rows, ["detector", "severity", f"applies ({la})", f"count ({la})",
                            f"applies ({lb})", f"count ({lb})"])

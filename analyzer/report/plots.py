@@ -332,6 +332,15 @@ def _grid_size(view: View, opts: PlotOptions) -> tuple[int, int]:
     return max(rows, 1), max(cols, 1)
 
 
+def _block_ticks(lo: int, hi: int, target: int = 8) -> np.ndarray:
+    """Ticks at power-of-two block multiples, so the pfn labels are round hex numbers."""
+    step = 1
+    while (hi - lo) / step > target:
+        step *= 2
+    first = -(-lo // step) * step
+    return np.arange(first, hi + 1, step)
+
+
 def _pfn_formatter(order: int) -> FuncFormatter:
     return FuncFormatter(lambda y, _pos: f"{int(round(y)) << order:#x}")
 
@@ -430,6 +439,7 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
 
     ax.set_xlim(x0, x1)
     ax.set_ylim(view.block_lo, view.block_hi)
+    ax.set_yticks(_block_ticks(view.block_lo, view.block_hi))
     ax.yaxis.set_major_formatter(_pfn_formatter(order))
     ax.tick_params(axis="y", labelleft=False, right=True)
     ax.set_xlabel("trace time [s]")
