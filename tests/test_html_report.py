@@ -190,20 +190,41 @@ def _check_in_chromium(page, tmp_path, tag: str) -> None:
         shutil.copy(page, os.path.join(keep, f"report-{tag}.html"))
 
 
-def _real_analysis():
+def _real_analysis(path: str = REAL):
     try:
         from analyzer.capture import load_capture
         from analyzer import analyze
     except ImportError as ex:
         pytest.skip(f"analyzer core not there yet: {ex}")
-    trace, meta = load_capture(REAL)
+    trace, meta = load_capture(path)
     return analyze(trace, meta)
+
+
+@pytest.fixture(scope="module")
+def real_61():
+    return _real_analysis()
+
+
+def test_comparison_real_61_vs_612(real_61):
+    b = _real_analysis(REAL.replace("debian-6.1-arm64", "debian-6.12-arm64"))
+    text = rhtml.render_comparison(real_61, b, ["Debian 6.1", "Debian 6.12"], opts=_small_opts())
+    c = _parse(text)
+    assert len(c.ids) == len(set(c.ids)) and len(c.srcs) == 4
+    assert "6.1.0-50-arm64" in text and "6.12.117+deb13-arm64" in text
+    for det in ("S1", "S2", "MW"):
+        row = re.search(rf"<tr><td>{det}</td>(.*?)</tr>", text).group(1)
+        nums = [int(x) for x in re.findall(r'<td class="num">(\d+)</td>', row)]
+        want = []
+        for an in (real_61, b):
+            d = an.detectors.set_index("id")
+            want.append(int(d.loc[det, "count"]))
+        assert nums == want, det
 
 
 @pytest.mark.chromium
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason="chromium not installed")
-def test_chromium_renders_real_report(tmp_path):
-    a = _real_analysis()
+def test_chromium_renders_real_report(tmp_path, real_61):
+    a = real_61
     page = tmp_path / "report.html"
     rhtml.write_report(a, str(page), source="fixtures/captures/debian-6.1-arm64-cma-churn")
     text = page.read_text()
