@@ -269,4 +269,4 @@ def test_unconfirmed_boot_seed_is_not_evidence_for_kernel_findings():
     s.alloc(s.pfn(4, 0), UNMOV)
     f = s2_freelist.detect(s.build(), K61)
     assert [int(b) for b in f["block"]] == [4]
-    assert f.attrs["skipped_boot_seed_mismatch"] == 1
+    assert f.attrs["skipped_unverified_mismatch"] == 1

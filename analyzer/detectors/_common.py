@@ -245,9 +245,10 @@ def first_after(ref_cpu: np.ndarray, ref_seq: np.ndarray,
 
 
 # A block type that rests only on the boot seed ("every block starts MOVABLE") is not
-# evidence: blocks retyped before tracing started look exactly like that.  Kernel
-# findings need the type to come from something the trace (or its metadata) showed.
-UNVERIFIED_SOURCES = ("boot",)
+# evidence: blocks retyped before tracing started look exactly like that.  Nor is a
+# type revealed later and projected back to the trace start ("backfill"): an untraced
+# retype may sit in between.  Kernel findings need a type established by evidence.
+UNVERIFIED_SOURCES = ("boot", "backfill")
 
 
 def typed(model, st) -> tuple[np.ndarray, np.ndarray]:

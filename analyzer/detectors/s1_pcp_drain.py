@@ -60,7 +60,7 @@ def detect(model, kernel):
     from ._common import concat_findings
     out = concat_findings(frames)
     return with_stats(out, checked=int(known.sum()), skipped_unknown=skipped,
-                      skipped_boot_seed_mismatch=int((mism & ~prints_live & unverified).sum()),
+                      skipped_unverified_mismatch=int((mism & ~prints_live & unverified).sum()),
                       in_isolation_window=int((known & prints_live & ~np.full(len(seq), live)).sum()))
 
 

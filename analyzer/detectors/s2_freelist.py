@@ -106,7 +106,7 @@ def detect(model, kernel):
     if not len(idx):
         return with_stats(empty_findings(), checked=int(known.sum()), skipped_unknown=int((~known).sum()),
                           excused_by_fallback=excused,
-                          skipped_boot_seed_mismatch=seed_mism)
+                          skipped_unverified_mismatch=seed_mism)
     blk = np.asarray(st.block)[idx]
     conf = np.asarray(st.confidence)[idx]
     src = source_names(model, np.asarray(st.source)[idx])
@@ -121,4 +121,4 @@ def detect(model, kernel):
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)
     return with_stats(concat_findings([out]), checked=int(known.sum()),
                       skipped_unknown=int((~known).sum()), excused_by_fallback=excused,
-                          skipped_boot_seed_mismatch=seed_mism)
+                          skipped_unverified_mismatch=seed_mism)
