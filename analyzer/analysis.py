@@ -161,7 +161,10 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
             model.meta = meta
         except AttributeError:
             pass
-    findings, detectors = run_all(model, kernel)
+    task = progress.add_task("detectors", total=6) if hasattr(progress, "add_task") else None
+    findings, detectors = run_all(
+        model, kernel, progress=(lambda d: progress.update(task, advance=1, description=f"detector {d}"))
+        if task is not None else None)
     cons = _consistency.check(model, meta)
     try:
         lost = trace.lost_df()

@@ -68,14 +68,16 @@ def _overrides(args) -> dict:
 
 def _run(args):
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .analysis import analyze
     from .capture import load_capture
     err = Console(stderr=True)
     with err.status(f"reading {args.trace}"):
         trace, meta = load_capture(args.trace, _overrides(args))
-    with err.status("building the pageblock model and running detectors"):
-        return analyze(trace, meta)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as progress:
+        return analyze(trace, meta, progress=progress)
 
 
 def cmd_analyze(args) -> int:

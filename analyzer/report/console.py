@@ -105,11 +105,21 @@ def render(a, console: Console | None = None, examples: int = 3) -> None:
 
 
 def _fmt_agreement(ag) -> str:
+    """Share of block-time right where the tracepoint-only inference claimed a type."""
     if not ag:
         return "n/a"
-    if isinstance(ag, dict):
-        return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in ag.items())
-    return str(ag)
+    if not isinstance(ag, dict):
+        return str(ag)
+    parts = []
+    for k, label in (("rate", "overall"), ("known_rate", "where it claimed known"),
+                     ("inferred_rate", "where it claimed inferred"), ("coverage", "coverage")):
+        v = ag.get(k)
+        if isinstance(v, (int, float)):
+            parts.append(f"{label} {100 * v:.3f}%")
+    dis = ag.get("disagreeing_blocks")
+    if isinstance(dis, list):
+        parts.append(f"{len(dis)}{'+' if len(dis) >= 50 else ''} blocks disagree somewhere")
+    return ", ".join(parts) if parts else str(ag)
 
 
 def type_name(mt: int) -> str:
