@@ -75,6 +75,10 @@ def _run(args):
     err = Console(stderr=True)
     with err.status(f"reading {args.trace}"):
         trace, meta = load_capture(args.trace, _overrides(args))
+    for ev in args.ground_truth:
+        if not trace.has(ev):
+            raise MtauditError(f"{args.trace}: --ground-truth {ev}: no such event in the trace "
+                               f"(events: {', '.join(sorted(trace.events()))})")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                   transient=True) as progress:
         return analyze(trace, meta, progress=progress)

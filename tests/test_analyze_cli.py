@@ -74,6 +74,7 @@ def test_analyze_json_to_stdout_is_pure_json():
     (["analyze", CAP61, "--cma", "bogus"], "--cma"),
     (["history", CAP61, "--pfn", "zzz"], "not a number"),
     (["history", CAP61], "required"),
+    (["analyze", CAP612, "--ground-truth", "nosuch:event"], "no such event"),
 ])
 def test_bad_input_exit_2_one_line(args, needle):
     rc, stdout, err = mtaudit(*args)
