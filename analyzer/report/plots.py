@@ -409,7 +409,12 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
     ax_w = int(opts.width_px * (_AX_RIGHT - _AX_LEFT))
     iso = getattr(analysis, "isolation", None)
     mask = isolation_mask(iso, view, order, ax_h, ax_w)
-    n_iso = 0 if iso is None else len(iso)
+    n_iso = 0
+    if iso is not None and len(iso):
+        ib0 = _col(iso, "start_pfn", np.int64) >> order
+        ib1 = -(-_col(iso, "end_pfn", np.int64) >> order)
+        n_iso = int(((_col(iso, "end_ts", np.int64) >= view.t_lo) & (_col(iso, "start_ts", np.int64) < view.t_hi)
+                     & (ib1 > view.block_lo) & (ib0 < view.block_hi)).sum())
     if mask.any():
         rr, cc = np.indices(mask.shape)
         over = np.zeros(mask.shape + (4,), dtype=np.uint8)
