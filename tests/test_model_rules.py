@@ -132,12 +132,30 @@ def test_contig_window_from_migrate_range_info_612():
     mid = tr.add("mm_page_free", pfn=Z0, order=0, cpu=1)
     b = tr.add("test_pages_isolated", start_pfn=Z0 + 16 * PB, end_pfn=Z0 + 24 * PB, fin_pfn=Z0 + 16 * PB)
     # a CMA-typed migrate_range_info belongs to cma_alloc, not to a contig window
-    tr.add("mm_alloc_contig_migrate_range_info", start=CMA_BASE, end=CMA_BASE + 512, migratetype=CMA)
+    tr.add("mm_alloc_contig_migrate_range_info", start=CMA_BASE, end=CMA_BASE + 512, migratetype=CMA, pid=2)
     m = build_model(tr, meta(), K612)
     assert len(m.isolation) == 1
     w = m.isolation.iloc[0]
     assert (w["start_seq"], w["end_seq"], w["outcome"]) == (a, b, "fail")
     assert state(m, Z0 + 17 * PB, mid)[:2] == (ISOLATE, 1)
+
+
+def test_contig_window_after_failed_cma_alloc_spans_to_the_tasks_next_step():
+    """hugetlb: cma_alloc finds no range -> alloc_contig_pages() isolates (untraced) -> test -> undo."""
+    tr = SyntheticTrace()
+    tr.add("cma_alloc_start", name="hugetlb0", count=8192, align=13, pid=7)
+    f = tr.add("cma_alloc_finish", name="hugetlb0", pfn=-1, page=0, count=8192, align=13, pid=7)
+    mid = tr.add("mm_page_free", pfn=Z0, order=0, pid=7)
+    t = tr.add("test_pages_isolated", start_pfn=Z0 + 16 * PB, end_pfn=Z0 + 32 * PB, fin_pfn=Z0 + 32 * PB, pid=7)
+    late = tr.add("mm_page_free", pfn=Z0, order=0, pid=7)                  # undo not yet done
+    nxt = tr.add("cma_alloc_start", name="hugetlb0", count=8192, align=13, pid=7)
+    m = build_model(tr, meta(), K61)
+    w = m.isolation[m.isolation["kind"] == "contig"].iloc[0]
+    assert (w["start_seq"], w["end_seq"], w["restore_mt"]) == (f, nxt, MOVABLE)
+    assert state(m, Z0 + 20 * PB, mid)[:2] == (ISOLATE, 1)
+    assert state(m, Z0 + 20 * PB, late)[:2] == (ISOLATE, 1)
+    assert state(m, Z0 + 20 * PB, nxt + 1)[:3] == (MOVABLE, 1, "restore")
+    assert t < late
 
 
 def _with_kprobe(tr: SyntheticTrace) -> int:

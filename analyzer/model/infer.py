@@ -218,18 +218,20 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
         orow = Rows.make(obs.block[a], obs.seq[a], obs.ts[a], SET, obs.mt[a], obs.src[a], obs_conf[a], sub=3)
         return Rows.concat([rows, orow])
     tl = resolve(with_obs(), ctx.blocks)
+    check = np.arange(len(obs.block))          # which observations to (re)check
     for _ in range(max_iter):
-        if not len(obs.block):
+        if not len(check):
             break
-        i = tl.at(obs.block, obs.seq)
-        v = i >= 0
+        i = tl.at(obs.block[check], obs.seq[check])
         ii = np.maximum(i, 0)
-        want = v & ((obs.mt != tl.mt[ii]) | (upgrade & (tl.conf[ii] < obs_conf)))
-        new = want & ~accepted
-        if not new.any():
+        want = (i >= 0) & ((obs.mt[check] != tl.mt[ii]) | (upgrade[check] & (tl.conf[ii] < obs_conf[check])))
+        new = check[want & ~accepted[check]]
+        if not len(new):
             break
-        accepted |= new
+        accepted[new] = True
         tl = resolve(with_obs(), ctx.blocks)
+        # only blocks that just gained a SET can have observations that now disagree
+        check = np.flatnonzero(np.isin(obs.block, np.unique(obs.block[new])) & ~accepted)
     return tl, accepted
 
 

@@ -10,14 +10,19 @@ unset_migratetype_isolate), so windows are bracketed by what does fire:
   paired per pid (cma_alloc may run concurrently in several tasks).
 * alloc_contig_pages()/offline (no cma events): `mm_alloc_contig_migrate_range_info`
   (>= 6.9, migratetype = the caller's type) and `test_pages_isolated` that fall in no
-  cma attempt.  The isolation began before the first of them at an untraced moment, so
-  such windows start at their first evidence; they are restored to MOVABLE.  Offline
-  (blocks stay isolated) cannot be told apart from tracepoints; reported as "contig".
+  cma attempt.  The isolation began before the first of them at an untraced moment; the
+  window starts at the task's previous isolation-related event (its last cma_alloc
+  finish/busy_retry - hugetlb falls back to alloc_contig_pages() when cma_alloc fails -
+  or the end of its previous contig window), else at the first evidence.  The undo runs
+  after test_pages_isolated (isolate_freepages_range() first), so the window ends at the
+  task's next isolation-related event (a cma_alloc_start, the next contig evidence) when
+  there is one, else at the test.  Restored to MOVABLE.  Offline (blocks stay isolated) cannot be told apart; reported as "contig".
 
 Ranges are aligned outward to pageblocks (isolation works on whole pageblocks since 5.19).
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +111,32 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
         for s, t, p, a, b, f in zip(tpi["seq"], tpi["ts"], tpi["pid"], tpi["start_pfn"], tpi["end_pfn"], tpi["fin_pfn"]):
             evid.append((int(s), int(t), int(p), int(a), int(b), int(b) <= int(f), "tpi"))
     evid.sort()
+    # per task: the last event after which an isolation may have started
+    anchors: dict[int, list[tuple[int, int]]] = {}
+    for s, t, p, typ, *_ in evs:
+        if typ in ("finish", "busy"):
+            anchors.setdefault(p, []).append((s, t))
+    last_end: dict[int, tuple[int, int]] = {}
+    nexts: dict[int, list[tuple[int, int]]] = {}
+    for s, t, p, *_ in evs:
+        nexts.setdefault(p, []).append((s, t))
+    for s, t, p, *_ in evid:
+        nexts.setdefault(p, []).append((s, t))
+    for v in nexts.values():
+        v.sort()
+
+    def next_after(p: int, seq: int, ts: int) -> tuple[int, int]:
+        lst = nexts.get(p, [])
+        i = bisect.bisect_right(lst, (seq, 1 << 62))
+        return lst[i] if i < len(lst) else (seq, ts)
+
+    def anchor(p: int, seq: int, ts: int) -> tuple[int, int]:
+        best = last_end.get(p)
+        lst = anchors.get(p, [])
+        i = bisect.bisect_left(lst, (seq, -1)) - 1
+        if i >= 0 and (best is None or lst[i][0] > best[0]):
+            best = lst[i]
+        return best if best is not None and best[0] < seq else (seq, ts)
     pending: dict[int, tuple] = {}   # pid -> mri waiting for its test_pages_isolated
     for s, t, p, a, b, x, typ in evid:
         lo, hi = _align(a, b, pbo)
@@ -119,9 +150,13 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
             ss, st, lo, hi = m[0], m[1], min(lo, m[2]), max(hi, m[3])
         else:
             ss, st = s, t
-        rows.append((ss, s, st, t, lo, hi, "contig", "", MOVABLE, "success" if x else "fail", p))
+        ss, st = anchor(p, ss, st)
+        es, et = next_after(p, s, t)
+        rows.append((ss, es, st, et, lo, hi, "contig", "", MOVABLE, "success" if x else "fail", p))
+        last_end[p] = (es, et)
     for p, (s, t, lo, hi, x) in pending.items():   # migration without a test: window ends there
-        rows.append((s, s, t, t, lo, hi, "contig", "", MOVABLE, "unknown", p))
+        ss, st = anchor(p, s, t)
+        rows.append((ss, s, st, t, lo, hi, "contig", "", MOVABLE, "unknown", p))
     rows.sort()
     if not rows:
         z = np.zeros(0, dtype=np.int64)
