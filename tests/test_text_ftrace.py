@@ -140,3 +140,14 @@ def test_bad_lines(tmp_path):
     p = _write(tmp_path, HEADER)
     with pytest.raises(TraceFormatError, match="no event lines"):
         FtraceText(p)
+
+
+def test_stack_trace_lines_are_skipped(tmp_path):
+    lines = HEADER + [
+        kernel_line("a", 1, 0, 10_000, "mm_page_free", "page=0000000000000001 pfn=0x5 order=0"),
+        " => free_unref_page+0x4c/0x1a0",
+        " => __folio_put+0x30/0x50",
+        kernel_line("a", 1, 0, 20_000, "mm_page_free", "page=0000000000000001 pfn=0x6 order=0"),
+    ]
+    t = FtraceText(_write(tmp_path, lines))
+    assert t.events() == {"kmem:mm_page_free": 2} and t.meta.extra["stack_lines_skipped"] == 2

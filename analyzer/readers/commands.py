@@ -93,13 +93,26 @@ def _jsonable(x):
 
 # -- events -------------------------------------------------------------------------------------
 
+def _load_with_status(path: str) -> Trace:
+    """Open the trace (text traces are parsed here: seconds for large files) behind a spinner."""
+    if not sys.stderr.isatty():
+        return load(path)
+    with _stderr_console().status(f"reading {path} ..."):
+        return load(path)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    trace = load(args.trace)
+    trace = _load_with_status(args.trace)
     m = trace.meta
-    summary = event_summary(trace)
+    if sys.stderr.isatty():
+        with _stderr_console().status("summarising events ..."):
+            summary = event_summary(trace)
+            _notes(trace)
+    else:
+        summary = event_summary(trace)
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
     first = min((s["first_ts"] for s in summary if s["first_ts"] is not None), default=None)
     last = max((s["last_ts"] for s in summary if s["last_ts"] is not None), default=None)
@@ -216,7 +229,7 @@ def _stderr_console():
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    trace = load(args.trace)
+    trace = _load_with_status(args.trace)
     meta = convert(trace, args.outdir, progress=sys.stderr.isatty())
     n = sum(e["count"] for e in meta["events"].values())
     print(f"{args.outdir}: {len(meta['events'])} event files, {n:,} events, meta.json")

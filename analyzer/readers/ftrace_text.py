@@ -70,6 +70,8 @@ class FtraceText(TextTrace):
                 self.meta.extra["entries_in_buffer"] = in_buf
                 self.meta.extra["entries_written"] = written
             return None
+        if self.continuation(text):
+            return None
         raise self.bad_line(lineno, text, "not a kernel trace line")
 
     def rename_events(self, events: pa.Array, bodies: pa.Array):

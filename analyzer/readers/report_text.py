@@ -58,7 +58,7 @@ class ReportText(TextTrace):
         self.meta.buffers = sorted(set(inst) | set(self._instances))
         self.meta.extra["dropped_markers"] = int(sum(1 for m in self.markers if m.kind == "lost"))
         if len(np.unique(self._cpu)) and self.meta.cpus and int(self._cpu.max()) >= self.meta.cpus:
-            raise self.bad_line(int(self._line_no[int(np.argmax(self._cpu))]), "",
+            raise self.bad_line(int(self._line_no[int(np.argmax(self._cpu))]), None,
                                 f"CPU {int(self._cpu.max())} but the header says cpus={self.meta.cpus}")
 
     def other_line(self, text: str, lineno: int) -> Marker | None:
@@ -76,6 +76,6 @@ class ReportText(TextTrace):
         m = _SUBBUF.match(text)
         if m:
             return Marker(lineno, "subbuffer-start", int(m["cpu"]))
-        if text.startswith("version = "):
+        if text.startswith("version = ") or self.continuation(text):
             return None
         raise self.bad_line(lineno, text, "not a trace-cmd report line")

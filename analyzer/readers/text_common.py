@@ -39,7 +39,30 @@ for _i, _c in enumerate(b"0123456789"):
 for _i, _c in enumerate(b"abcdef"):
     _DIGIT[_c] = 10 + _i
     _DIGIT[_c - 32] = 10 + _i
-_POW10 = np.array([(10 ** k) % (1 << 64) for k in range(21)], dtype=np.uint64)
+
+
+_CHUNK = 32768
+_COLS16 = np.arange(16)
+_COLS20 = np.arange(20)
+_SHIFT16 = (4 * (15 - _COLS16)).astype(np.uint64)
+_MUL20 = np.array([(10 ** (19 - c)) % (1 << 64) for c in range(20)], dtype=np.uint64)
+
+
+def _digits(data: np.ndarray, ds: np.ndarray, ends: np.ndarray, width: int, hexa: bool):
+    """Right-align each digit run in a rows x width matrix and fold it into uint64 values."""
+    cols = _COLS16 if hexa else _COLS20
+    idx = ends[:, None] - width + cols[None, :]
+    inside = idx >= ds[:, None]
+    d = _DIGIT[data[np.clip(idx, 0, len(data) - 1)]]
+    d[~inside] = 0
+    good = ~(d >= (16 if hexa else 10)).any(axis=1)
+    d64 = d.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        if hexa:
+            v = np.bitwise_or.reduce(d64 << _SHIFT16, axis=1)
+        else:
+            v = (d64 * _MUL20).sum(axis=1, dtype=np.uint64)
+    return v, good
 
 
 def parse_ints(arr: pa.Array, bare_hex: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -57,6 +80,14 @@ def parse_ints(arr: pa.Array, bare_hex: bool = False) -> tuple[np.ndarray, np.nd
     zero_b = np.zeros(n, dtype=bool)
     if n == 0:
         return np.zeros(0, np.uint64), zero_b, zero_b, zero_b
+    if not bare_hex:
+        # common case (pid, cpu, order, time fractions): all short decimals -> Arrow's C++ cast
+        dec = pc.match_substring_regex(arr, r"^-?[0-9]{1,18}$")
+        if dec.null_count == arr.null_count and pc.all(dec).as_py() is not False:
+            iv = pc.cast(arr, pa.int64())
+            valid = iv.is_valid().to_numpy(zero_copy_only=False)
+            sval = iv.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            return sval.view(np.uint64).copy(), valid, valid & (sval < 0), zero_b
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(1, np.uint8)
@@ -76,24 +107,17 @@ def parse_ints(arr: pa.Array, bare_hex: bool = False) -> tuple[np.ndarray, np.nd
     ndig = ends - ds
     is16 = hexp | (bare_hex & ~neg)
     ok = valid & (ndig >= 1) & np.where(is16, ndig <= 16, ndig <= 20)
-    lens = np.where(ok, ndig, 0)
-    total = int(lens.sum())
     value = np.zeros(n, dtype=np.uint64)
-    if total:
-        seg = np.repeat(np.arange(n), lens)
-        seg_start = np.cumsum(lens) - lens
-        pos = np.arange(total) - np.repeat(seg_start, lens)
-        d = _DIGIT[data[ds[seg] + pos]]
-        seg16 = is16[seg]
-        bad = d >= np.where(seg16, 16, 10)
-        if bad.any():
-            ok[np.unique(seg[bad])] = False
-        p = (lens[seg] - 1 - pos).astype(np.uint64)
-        d64 = np.minimum(d, 15).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            contrib = np.where(seg16, d64 << (np.uint64(4) * p), d64 * _POW10[np.minimum(p, 20).astype(np.intp)])
-        nz = lens > 0
-        value[nz] = np.add.reduceat(contrib, seg_start[nz])
+    ends = ends.copy()
+    ds = np.where(ok, ds, ends)          # rows that are not numbers contribute no digits
+    for lo in range(0, n, _CHUNK):       # small chunks: the temporaries stay in cache
+        hi = min(n, lo + _CHUNK)
+        for want16, width in ((True, 16), (False, 20)):
+            rows = np.nonzero(ok[lo:hi] & (is16[lo:hi] == want16))[0] + lo
+            if len(rows):
+                v, good = _digits(data, ds[rows], ends[rows], width, want16)
+                value[rows] = v
+                ok[rows[~good]] = False
     with np.errstate(over="ignore"):
         value = np.where(neg, np.uint64(0) - value, value)
     value[~ok] = 0
@@ -329,9 +353,18 @@ class TextTrace(Trace):
         mapping = {n: ke.full_name(n) for n in names}
         return _map_strings(events, mapping), bodies
 
-    def bad_line(self, lineno: int, text: str, why: str) -> TraceFormatError:
+    def bad_line(self, lineno: int, text: str | None, why: str) -> TraceFormatError:
+        if text is None:
+            return TraceFormatError(self.path, f"line {lineno}", None, why)
         shown = text if len(text) <= 80 else text[:77] + "..."
         return TraceFormatError(self.path, f"line {lineno}", None, f"{why}: {shown!r}")
+
+    def continuation(self, text: str) -> bool:
+        """Stack-trace lines (` => func`) that follow a record: skipped, counted in meta.extra."""
+        if text.lstrip().startswith("=> "):
+            self.meta.extra["stack_lines_skipped"] = self.meta.extra.get("stack_lines_skipped", 0) + 1
+            return True
+        return False
 
     # scanning ----------------------------------------------------------------------------
     def _match(self, lines: pa.Array) -> pa.Array:
