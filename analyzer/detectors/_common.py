@@ -32,8 +32,9 @@ SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 CONF_UNKNOWN, CONF_INFERRED, CONF_KNOWN = 0, 1, 2
 CONF_NAMES = {CONF_UNKNOWN: "unknown", CONF_INFERRED: "inferred", CONF_KNOWN: "known"}
 
-from ..kernels import CMA as MT_CMA, ISOLATE as MT_ISOLATE, MOVABLE as MT_MOVABLE  # noqa: E402
-from ..kernels import RECLAIMABLE as MT_RECLAIMABLE, UNMOVABLE as MT_UNMOVABLE  # noqa: E402
+# re-exported for the detector modules
+from ..kernels import CMA as MT_CMA, ISOLATE as MT_ISOLATE, MOVABLE as MT_MOVABLE  # noqa: E402,F401
+from ..kernels import RECLAIMABLE as MT_RECLAIMABLE, UNMOVABLE as MT_UNMOVABLE  # noqa: E402,F401
 
 
 def mt_name(mt: int) -> str:
@@ -138,12 +139,6 @@ def last_before(ref_cpu: np.ndarray, ref_seq: np.ndarray,
     same_cpu = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
     idx[same_cpu] = cand[same_cpu]
     return idx
-
-
-def names(mts: np.ndarray) -> list[str]:
-    """Vector of migratetype names (small distinct set, so a dict lookup per value)."""
-    uniq = {int(m): mt_name(int(m)) for m in np.unique(mts)} if len(mts) else {}
-    return [uniq[int(m)] for m in mts]
 
 
 def cma_block_mask(model, blocks: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (CONF_NAMES, col, drain_prints_live, drain_relooks_when_isolated, empty_findings, event_frame, fmt_pfn,
+from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated, empty_findings, event_frame, fmt_pfn,
                       make_findings, match_leave, mt_name, source_names, typed, with_stats)
 
 ID = "S1"
@@ -38,7 +38,6 @@ def detect(model, kernel):
     st = model.block_type_at(pfn, seq)
     bmt = np.asarray(st.mt, np.int16)
     known, unverified = typed(model, st)
-    isolated = np.asarray(st.isolated, bool)
     zone_iso = np.asarray(st.zone_isolated, bool)
     live = drain_prints_live(kernel)
     relookup = drain_relooks_when_isolated(kernel)
@@ -57,7 +56,6 @@ def detect(model, kernel):
     idx = np.flatnonzero(model_warn)
     if len(idx):
         frames.append(_model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live))
-    from ._common import concat_findings
     out = concat_findings(frames)
     return with_stats(out, checked=int(known.sum()), skipped_unknown=skipped,
                       skipped_unverified_mismatch=int((mism & ~prints_live & unverified).sum()),
