@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated, empty_findings, event_frame, fmt_pfn,
-                      make_findings, match_leave, mt_name, source_names, typed, with_stats)
+from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated,
+                      empty_findings, event_frame, fmt_pfn, make_findings, match_leave, mt_name,
+                      source_names, typed, with_stats)
 
 ID = "S1"
 MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
