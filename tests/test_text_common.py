@@ -119,3 +119,36 @@ def test_known_table_is_one_place():
     assert ke.full_name("no_such_event") == "unknown:no_such_event"
     assert ke.lookup("kmem:setmt") is None and ke.lookup("pb:setmt") is ke.KNOWN["setmt"]
     assert np.dtype("uint64") == ke.KNOWN["mm_page_alloc"].field("pfn").type.to_pandas_dtype()
+
+
+_REAL = {}
+
+
+def _real_lines(name):
+    if name not in _REAL:
+        base = os.path.join(TEXT_DIR, *name.split("/"))
+        with open(base, "rb") as f:
+            _REAL[name] = f.read().split(b"\n")[:60]
+    return _REAL[name]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["host-6.18-x86_64/trace-tgid-irqinfo.txt", "host-6.18-x86_64/trace_pipe-irqinfo.txt",
+                        "perf-6.1-host-6.18/perf-script.txt"]),
+       st.lists(st.tuples(st.integers(0, 59), st.integers(0, 200), st.binary(max_size=6)), max_size=4))
+def test_mutated_real_text_only_raises_trace_format_error(tmp_path_factory, name, edits):
+    """Cut / overwrite bytes of real text traces: the readers load them or raise TraceFormatError."""
+    from analyzer.errors import TraceFormatError
+    lines = list(_real_lines(name))
+    for ln, col, junk in edits:
+        line = lines[ln % len(lines)]
+        lines[ln % len(lines)] = line[:col] + junk + line[col + len(junk):]
+    p = tmp_path_factory.mktemp("fuzz") / "t.txt"
+    p.write_bytes(b"\n".join(lines))
+    try:
+        t = analyzer.load(str(p))
+        for ev in t.events():
+            t.table(ev)
+        t.lost
+    except TraceFormatError:
+        pass
