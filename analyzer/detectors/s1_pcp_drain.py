@@ -12,10 +12,12 @@ those rows are reported as model warnings ("MW"), never as kernel bugs.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated,
-                      empty_findings, event_frame, fmt_pfn, make_findings, match_leave, mt_name,
-                      source_names, typed, with_stats)
+                      empty_findings, event_frame, make_findings, match_leave, s_hex, s_int, s_mt, s_pick,
+                      source_table, typed, vjoin, with_stats)
 
 ID = "S1"
 MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
@@ -85,30 +87,24 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
 
     order = col(d, "order", np.int64)[idx]
     cpu = col(d, "cpu", np.int32)[idx]
-    zone_iso = np.asarray(st.zone_isolated, bool)
-    conf = np.asarray(st.confidence)[idx]
-    src = source_names(model, np.asarray(st.source)[idx])
+    zone_iso = np.asarray(st.zone_isolated, bool)[idx]
     blk = np.asarray(st.block)[idx]
-    expl = []
-    for i in range(n):
-        head = (f"drain on cpu{cpu[i]} put pfn {fmt_pfn(pfn[idx[i]])} (order {order[i]}) on the "
-                f"{mt_name(printed[idx[i]])} freelist, but pageblock {blk[i]} is {mt_name(bmt[idx[i]])} "
-                f"({CONF_NAMES[int(conf[i])]}, {src[i]})"
-                + ("" if not zone_iso[idx[i]] else " (the zone had an isolated block, but this kernel "
-                   "does not re-read the block type on drain)"))
-        if sub[i] == "S1b":
-            tail = (f"; the page was refilled into pcp cpu{enter_cpu[i]} at seq {enter_seq[i]} from the "
-                    f"{mt_name(cached[i])} freelist while its block was {mt_name(enter_mt[i])} "
-                    f"(S1b: refilled from a polluted freelist)")
-        elif have[i]:
-            how = "freed to" if enter_kind[i] == "free" else "refilled into"
-            tail = (f"; the page was {how} pcp cpu{enter_cpu[i]} at seq {enter_seq[i]} cached as "
-                    f"{mt_name(cached[i])} while the block was {mt_name(enter_mt[i])}, and the block was "
-                    f"retyped while the page sat on the pcp list (S1a: stale pcp migratetype)")
-        else:
-            tail = ("; the page entered the pcp list before the trace (or untraced), so its cached type "
-                    "is stale against the block (S1a)")
-        expl.append(head + tail)
+    head = vjoin("drain on cpu", s_int(cpu), " put pfn ", s_hex(pfn[idx]), " (order ", s_int(order), ") on the ",
+                 s_mt(printed[idx]), " freelist, but pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
+                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(source_table(model), np.asarray(st.source)[idx]), ")")
+    head = pc.if_else(pa.array(zone_iso), vjoin(head, " (the zone had an isolated block, but this kernel does "
+                                                 "not re-read the block type on drain)"), head)
+    how = pa.array(np.where(enter_kind == "free", "freed to", "refilled into").astype(object), pa.string())
+    ent = vjoin(" pcp cpu", s_int(enter_cpu), " at seq ", s_int(enter_seq))
+    t_b = vjoin("; the page was refilled into", ent, " from the ", s_mt(cached), " freelist while its block was ",
+                s_mt(enter_mt), " (S1b: refilled from a polluted freelist)")
+    t_a = vjoin("; the page was ", how, ent, " cached as ", s_mt(cached), " while the block was ", s_mt(enter_mt),
+                ", and the block was retyped while the page sat on the pcp list (S1a: stale pcp migratetype)")
+    t_n = ("; the page entered the pcp list before the trace (or untraced), so its cached type is stale "
+           "against the block (S1a)")
+    tail = pc.if_else(pa.array(polluted), t_b, pc.if_else(pa.array(have), t_a, t_n))
+    expl = vjoin(head, tail)
     return make_findings(detector=sub.tolist(), severity=SEVERITY, seq=seq[idx],
                          ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                          event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
@@ -118,13 +114,12 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
 def _model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live):
     cpu = col(d, "cpu", np.int32)[idx]
     blk = np.asarray(st.block)[idx]
-    src = source_names(model, np.asarray(st.source)[idx])
     why = ("this kernel's drain prints the live pageblock type" if live else
            "a block of the zone was isolated, so the kernel printed the live pageblock type")
-    expl = [f"drain of pfn {fmt_pfn(pfn[j])} printed {mt_name(printed[j])} but the model has pageblock "
-            f"{blk[i]} as {mt_name(bmt[j])} ({src[i]}); {why}, so the model missed a retype "
-            f"(untraced or outside the inferred isolation window), not a kernel bug"
-            for i, j in enumerate(idx)]
+    expl = vjoin("drain of pfn ", s_hex(pfn[idx]), " printed ", s_mt(printed[idx]), " but the model has pageblock ",
+                 s_int(blk), " as ", s_mt(bmt[idx]), " (", s_pick(source_table(model), np.asarray(st.source)[idx]),
+                 "); ", why, ", so the model missed a retype (untraced or outside the inferred isolation window), "
+                 "not a kernel bug")
     return make_findings(detector="MW", severity=MW_SEVERITY, seq=seq[idx],
                          ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                          event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (CONF_NAMES, col, concat_findings, empty_findings, event_frame, fmt_pfn,
-                      first_after, last_before, make_findings, mt_name, source_names, typed, with_stats)
+from ._common import (CONF_NAMES, col, concat_findings, empty_findings, event_frame, first_after,
+                      last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table, typed, vjoin,
+                      with_stats)
 
 ID = "S2"
 MEANING = "page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it"
@@ -108,14 +109,13 @@ def detect(model, kernel):
                           excused_by_fallback=excused,
                           skipped_unverified_mismatch=seed_mism)
     blk = np.asarray(st.block)[idx]
-    conf = np.asarray(st.confidence)[idx]
-    src = source_names(model, np.asarray(st.source)[idx])
-    order = col(z, "order", np.int64)[idx]
-    expl = [f"cpu{cpu[j]} took pfn {fmt_pfn(pfn[j])} (order {order[i]}) from the {mt_name(printed[j])} "
-            f"freelist, but pageblock {blk[i]} is {mt_name(bmt[j])} ({CONF_NAMES[int(conf[i])]}, {src[i]}) "
-            f"and no fallback (mm_page_alloc_extfrag) in this allocation moved it there: the freelist "
-            f"was polluted earlier"
-            for i, j in enumerate(idx)]
+    expl = vjoin("cpu", s_int(cpu[idx]), " took pfn ", s_hex(pfn[idx]), " (order ",
+                 s_int(col(z, "order", np.int64)[idx]), ") from the ", s_mt(printed[idx]),
+                 " freelist, but pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
+                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(source_table(model), np.asarray(st.source)[idx]),
+                 ") and no fallback (mm_page_alloc_extfrag) in this allocation moved it there: the freelist "
+                 "was polluted earlier")
     out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(z, "ts", np.int64)[idx],
                         cpu=cpu[idx], pfn=pfn[idx], block=blk, event="mm_page_alloc_zone_locked",
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)

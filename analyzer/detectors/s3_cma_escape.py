@@ -13,9 +13,11 @@ allocations (and be reclaimable by cma_alloc) leaking into general use:
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._common import (MT_CMA, MT_ISOLATE, cma_block_mask, col, concat_findings, empty_findings,
-                      event_frame, fmt_pfn, make_findings, mt_name, typed, with_stats)
+                      event_frame, make_findings, s_hex, s_int, s_mt, typed, vjoin, with_stats)
 
 ID = "S3"
 MEANING = "CMA memory on a non-CMA freelist, stolen by a fallback, or a CMA pageblock retyped (CMA block lost)"
@@ -54,10 +56,9 @@ def detect(model, kernel):
         verb = "took" if name == "mm_page_alloc_zone_locked" else "drained"
         prep = "from" if name == "mm_page_alloc_zone_locked" else "to"
         cpu = col(e, "cpu", np.int32)[idx]
-        expl = [f"cpu{cpu[i]} {verb} pfn {fmt_pfn(pfn[j])} of a CMA area {prep} the {mt_name(printed[j])} "
-                f"freelist (pageblock {blk[i]} is {mt_name(bmt[i])}): CMA memory escaped to a non-CMA "
-                f"freelist, where unmovable allocations can take it"
-                for i, j in enumerate(idx)]
+        expl = vjoin("cpu", s_int(cpu), f" {verb} pfn ", s_hex(pfn[idx]), f" of a CMA area {prep} the ",
+                     s_mt(printed[idx]), " freelist (pageblock ", s_int(blk), " is ", s_mt(bmt),
+                     "): CMA memory escaped to a non-CMA freelist, where unmovable allocations can take it")
         frames.append(make_findings(detector=ID, severity=SEVERITY, seq=col(e, "seq", np.int64)[idx],
                                     ts=col(e, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                                     event=name, printed_mt=printed[idx], block_mt=bmt,
@@ -76,11 +77,10 @@ def detect(model, kernel):
             st = model.block_type_at(pfn[idx], seq)
             cpu = col(x, "cpu", np.int32)[idx]
             co = col(x, "change_ownership", np.int64)[idx]
-            expl = [f"cpu{cpu[i]} fell back for a {mt_name(am[j])} request and found pfn {fmt_pfn(pfn[j])} "
-                    f"of a CMA area on the {mt_name(fb[j])} freelist"
-                    + (f" and claimed its pageblock for {mt_name(am[j])}" if co[i] else "")
-                    + ": CMA memory was already on a non-CMA freelist (escaped earlier)"
-                    for i, j in enumerate(idx)]
+            expl = vjoin("cpu", s_int(cpu), " fell back for a ", s_mt(am[idx]), " request and found pfn ",
+                         s_hex(pfn[idx]), " of a CMA area on the ", s_mt(fb[idx]), " freelist",
+                         pc.if_else(pa.array(co != 0), vjoin(" and claimed its pageblock for ", s_mt(am[idx])), ""),
+                         ": CMA memory was already on a non-CMA freelist (escaped earlier)")
             frames.append(make_findings(detector=ID, severity=SEVERITY, seq=seq,
                                         ts=col(x, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx],
                                         block=np.asarray(st.block), event="mm_page_alloc_extfrag",
@@ -118,9 +118,9 @@ def _lost_blocks(model):
     else:
         seq = _seq_at_ts(model, start[idx])
     pbo = int(model.pageblock_order)
-    expl = [f"pageblock {blk[i]} was CMA and became {mt_name(mt[i])} (source: {src[i]}): the block is "
-            f"lost from the CMA pool (cma_alloc can no longer rely on it)"
-            for i in idx]
+    expl = vjoin("pageblock ", s_int(blk[idx]), " was CMA and became ", s_mt(mt[idx]), " (source: ",
+                 pa.array(src[idx].astype(object), pa.string()),
+                 "): the block is lost from the CMA pool (cma_alloc can no longer rely on it)")
     return make_findings(detector=ID, severity=SEVERITY, seq=seq, ts=start[idx], cpu=np.full(len(idx), -1),
                          pfn=(blk[idx].astype(np.uint64) << np.uint64(pbo)), block=blk[idx],
                          event="cma-block-lost", printed_mt=mt[idx], block_mt=mt[idx], explanation=expl)

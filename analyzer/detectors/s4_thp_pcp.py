@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE,
-                      MT_UNMOVABLE, col, empty_findings, event_frame, fmt_pfn, last_before, thp_single_pcp_list,
-                      make_findings, mt_name, source_names, typed, with_stats)
+from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, col, empty_findings,
+                      event_frame, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
+                      thp_single_pcp_list, typed, vjoin, with_stats)
 
 ID = "S4"
 MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
@@ -74,13 +74,12 @@ def detect(model, kernel):
         return with_stats(empty_findings(), **stats)
     j = cand[idx]
     blk = np.asarray(st.block)[idx]
-    src = source_names(model, np.asarray(st.source)[idx])
-    conf = np.asarray(st.confidence)[idx]
-    expl = [f"cpu{cpu[i]} served an order-{pbo} {mt_name(req[j[k]])} allocation with pfn {fmt_pfn(pfn[j[k]])} "
-            f"straight from the pcp list (no zone_locked for it in this allocation), but pageblock {blk[k]} "
-            f"is {mt_name(bmt[i])} ({CONF_NAMES[int(conf[k])]}, {src[k]}): the shared THP pcp list mixed "
-            f"migratetypes"
-            for k, i in enumerate(idx)]
+    expl = vjoin("cpu", s_int(cpu[idx]), f" served an order-{pbo} ", s_mt(req[j]), " allocation with pfn ",
+                 s_hex(pfn[j]), " straight from the pcp list (no zone_locked for it in this allocation), but "
+                 "pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
+                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(source_table(model), np.asarray(st.source)[idx]),
+                 "): the shared THP pcp list mixed migratetypes")
     out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
                         cpu=cpu[idx], pfn=pfn[j], block=blk, event="mm_page_alloc",
                         printed_mt=req[j], block_mt=bmt[idx], explanation=expl)

@@ -11,9 +11,11 @@ Signature: `mm_page_alloc` whose first or last pageblock is isolated at that mom
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from ._common import (MT_ISOLATE, col, empty_findings, event_frame, fmt_pfn, make_findings, mt_name,
-                      source_names, with_stats)
+from ._common import (MT_ISOLATE, col, empty_findings, event_frame, make_findings, s_hex, s_int, s_mt,
+                      s_pick, source_table, vjoin, with_stats)
 
 ID = "S5"
 MEANING = "page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment"
@@ -61,16 +63,15 @@ def detect(model, kernel):
     blk = np.where(use_last, np.asarray(st2.block)[idx], np.asarray(st1.block)[idx])
     bmt = np.where(use_last, np.asarray(st2.mt)[idx], np.asarray(st1.mt)[idx]).astype(np.int16)
     src_codes = np.where(use_last, np.asarray(st2.source)[idx], np.asarray(st1.source)[idx])
-    src = source_names(model, src_codes)
     j = rows[idx]
     req = col(a, "migratetype", np.int16, -1)[j]
     cpu = col(a, "cpu", np.int32)[j]
     win = _window_names(model, blk, seq[idx], col(a, "ts", np.int64)[j])
-    expl = [f"cpu{cpu[k]} allocated pfn {fmt_pfn(pfn[j[k]])} (order {order[j[k]]}, {mt_name(req[k])} request) "
-            f"while pageblock {blk[k]} was isolated{win[k]} (block type {mt_name(bmt[k])}, {src[k]}"
-            + ("" if bmt[k] == MT_ISOLATE else "; isolation inferred from the window only")
-            + "): the contiguous allocation will find the page busy"
-            for k in range(len(idx))]
+    expl = vjoin("cpu", s_int(cpu), " allocated pfn ", s_hex(pfn[j]), " (order ", s_int(order[j]), ", ",
+                 s_mt(req), " request) while pageblock ", s_int(blk), " was isolated", pa.array(win, pa.string()),
+                 " (block type ", s_mt(bmt), ", ", s_pick(source_table(model), src_codes),
+                 pc.if_else(pa.array(bmt == MT_ISOLATE), "", "; isolation inferred from the window only"),
+                 "): the contiguous allocation will find the page busy")
     out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
                         cpu=cpu, pfn=pfn[j], block=blk, event="mm_page_alloc", printed_mt=req,
                         block_mt=bmt, explanation=expl)
