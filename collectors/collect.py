@@ -39,6 +39,7 @@ class Options:
     accel: str = "auto"
     kprobe_at: str = "auto"
     pack: bool = False
+    check_config: bool = True
 
 
 class Reporter:
@@ -111,7 +112,13 @@ def collect(o: Options, say) -> Path:
         qemu_binary(machine_profile(spec.arch))
     say(f"resolving kernel {o.kernel}")
     k = kernels.resolve(o.kernel, o.arch, say)
-    kernels.check_config(k, tuple(sc.requires))
+    if o.check_config:
+        kernels.check_config(k, tuple(sc.requires))
+    else:
+        try:
+            kernels.check_config(k, tuple(sc.requires))
+        except CollectError as e:
+            say(f"warning (--skip-config-check): {e}")
     profile = machine_profile(k.arch)
     binary = qemu_binary(profile)
     say(f"kernel {k.release} ({k.version}); building initramfs")

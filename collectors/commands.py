@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--kprobe-at", choices=("auto", "boot", "init"), default="auto",
                    help="create the pb/setmt kprobe from the kernel command line (live from "
                         "fs_initcall) or in /init; auto uses what was measured per kernel version")
+    p.add_argument("--skip-config-check", action="store_true",
+                   help="boot even if CONFIG_CMA/KPROBE_EVENTS/... are missing (the capture will "
+                        "lack those events; the manifest records the config)")
     p.add_argument("--pack", action="store_true", help="also write BUNDLE.tar.zst")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run)
@@ -57,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
                     name = f"{name}-r{r}"
                 o = Options(kernel=args.kernel, scenario=args.scenario, out=args.out, name=name,
                             arch=args.arch, memory=args.memory, smp=args.smp, timeout=args.timeout,
-                            accel=args.accel, kprobe_at=args.kprobe_at, pack=args.pack)
+                            accel=args.accel, kprobe_at=args.kprobe_at, pack=args.pack,
+                            check_config=not args.skip_config_check)
                 path = collect(o, say)
                 print(path)
                 sys.stdout.flush()

@@ -53,7 +53,7 @@ hp $H2M 384
 snap 02-pool2m
 
 phase "round 1: tmpfs fill, pipes + processes, sockets"
-fill a 64 8
+fill a 48 8
 unmovable 48
 sockets 2
 phase "round 1: holes, then 4 x 32 MiB gigantic pages (CMA, needs migration)"
@@ -61,7 +61,7 @@ holes a
 snap 10-r1-frag
 hp $H32M 4
 snap 11-r1-hp
-fill b 16 8
+fill b 8 8
 phase "round 1: release pipes, free gigantic pages"
 release_unmovable
 hp $H32M 0
