@@ -10,15 +10,14 @@ count as well, so render time depends on the image size, not on the trace size.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # never a display: reports are made on build hosts and in CI
 
 import numpy as np  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -54,23 +53,9 @@ _EXTRA_MARKERS = ["*", "h", "<", ">", "p", "d"]
 
 
 def mt_names() -> dict[int, str]:
-    """Type names: from analyzer.kernels (the one table) when it is there."""
-    try:
-        from .. import kernels  # type: ignore[attr-defined]
-    except ImportError:
-        kernels = None
-    for attr in ("MIGRATETYPE_NAMES", "MT_NAMES", "MIGRATETYPES"):
-        names = getattr(kernels, attr, None) if kernels is not None else None
-        if isinstance(names, dict) and names:
-            out = {int(k): str(v) for k, v in names.items()}
-            out.setdefault(UNKNOWN, "unknown")
-            return out
-        if isinstance(names, (list, tuple)) and names:
-            out = {i: str(v) for i, v in enumerate(names)}
-            out.setdefault(UNKNOWN, "unknown")
-            return out
-    return {0: "UNMOVABLE", 1: "MOVABLE", 2: "RECLAIMABLE", 3: "HIGHATOMIC",
-            4: "CMA", 5: "ISOLATE", UNKNOWN: "unknown"}
+    """Type names from analyzer.kernels, the one table of them."""
+    from ..kernels import MIGRATETYPE_NAMES
+    return dict(MIGRATETYPE_NAMES)
 
 
 def _rgb(hex_color: str) -> tuple[int, int, int]:
@@ -318,7 +303,6 @@ class PlotOptions:
     max_cols: int | None = None
     max_markers: int = 300          # per detector; beyond that the densest spots are shown
     mode: str = "dominant"          # pixel colour rule, see rasterize()
-    extra: dict = field(default_factory=dict)
 
 
 _AX_LEFT, _AX_RIGHT, _AX_BOTTOM, _AX_TOP = 0.135, 0.985, 0.13, 0.93
@@ -613,8 +597,7 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
 def figure_png(fig: Figure) -> bytes:
     """PNG bytes of a figure at its own size (no tight bbox: size stays predictable)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=fig.dpi)   # a bare Figure: no pyplot state to close
     return buf.getvalue()
 
 
@@ -632,10 +615,3 @@ def write_png(fig: Figure, path: str) -> None:
     with atomic_file(path) as f:
         f.write(data)
     default_mode(path)
-
-
-__all__: Sequence[str] = [
-    "MT_COLORS", "DETECTOR_MARKERS", "EMPTY", "UNKNOWN", "View", "PlotOptions", "make_view",
-    "parse_range", "rasterize", "colorize", "isolation_mask", "finding_points", "count_series",
-    "pagetypeinfo_counts", "timeline_figure", "counts_figure", "figure_png", "write_png", "mt_names",
-]
