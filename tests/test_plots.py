@@ -444,3 +444,18 @@ def test_cli_plot_and_report_real_fixture(tmp_path):
     text = html_out.read_text()
     for sec in ("summary", "metadata", "timeline", "counts", "findings", "consistency"):
         assert f'id="{sec}"' in text
+
+
+def test_cli_report_takes_analyze_overrides(tmp_path):
+    """plot/report accept analyze's capture flags (here an extra CMA area) and honour them."""
+    try:
+        import analyzer.analysis  # noqa: F401
+    except ImportError as ex:
+        pytest.skip(f"analyzer core not there yet: {ex}")
+    small = os.path.join(ROOT, "fixtures", "captures", "custom-6.1-x86_64-cmadebugfs")
+    out = tmp_path / "r.html"
+    r = _cli("report", small, "-o", str(out), "--cma", "extra-area:0x20000:4096")
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert "<td>extra-area</td><td>0x20000</td>" in text
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)      # shareable, not mkstemp's 0600

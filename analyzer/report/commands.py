@@ -1,7 +1,7 @@
 """`mtaudit plot` and `mtaudit report`: pictures and one HTML file from a capture.
 
-Both load the capture and run the analysis exactly like `mtaudit analyze`, so a
-picture never disagrees with the text report of the same input.
+Both load the capture and run the analysis exactly like `mtaudit analyze` (same
+flags, same code), so a picture never disagrees with the text report of the same input.
 """
 from __future__ import annotations
 
@@ -33,21 +33,10 @@ def _size_arg(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _analyze(path: str) -> Any:
-    """load_capture + analyze with a rich status line on stderr."""
-    from rich.console import Console
-
-    from .. import analyze
-    from ..capture import load_capture
-
-    console = Console(stderr=True)
-    t0 = time.perf_counter()
-    with console.status(f"reading {path}"):
-        trace, meta = load_capture(path)
-    with console.status("reconstructing pageblock history and running detectors"):
-        analysis = analyze(trace, meta)
-    console.print(f"[dim]analysed {path} in {time.perf_counter() - t0:.1f}s[/dim]")
-    return analysis
+def _analyze(args: argparse.Namespace) -> Any:
+    """Same loading, overrides (--kernel, --cma, ...) and progress as `mtaudit analyze`."""
+    from ..commands import _run
+    return _run(args)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -55,7 +44,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     from . import plots
 
-    analysis = _analyze(args.capture)
+    analysis = _analyze(args)
     view = plots.make_view(analysis, zone=args.zone, pfn_range=args.pfn_range, time_range=args.time_range)
     w, h = args.size or ((1600, 1000) if args.kind == "timeline" else (1600, 700))
     opts = plots.PlotOptions(width_px=w, height_px=h, mode=args.mode)
@@ -74,20 +63,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from . import html
 
-    analysis = _analyze(args.capture)
+    analysis = _analyze(args)
     t0 = time.perf_counter()
-    html.write_report(analysis, args.output, source=args.capture, top=args.top)
+    html.write_report(analysis, args.output, source=args.trace, top=args.top)
     Console(stderr=True).print(f"[dim]wrote {args.output} in {time.perf_counter() - t0:.1f}s[/dim]")
     return 0
 
 
 def register(subparsers: Any) -> None:
+    from ..commands import _capture_args   # the same capture flags as `mtaudit analyze`
+
     p = subparsers.add_parser(
         "plot", help="draw a pageblock x time migratetype heatmap (or block counts) as PNG",
         description="Pageblock x time heatmap of migratetypes with zones, CMA areas, isolation "
                     "windows and findings; or per-type block counts over time (--kind counts).")
-    p.add_argument("capture", metavar="TRACE_OR_BUNDLE", help="trace.dat, capture directory or .tar.zst")
-    p.add_argument("-o", "--output", required=True, metavar="PNG")
+    _capture_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="PNG file to write (atomically)")
     p.add_argument("--kind", choices=("timeline", "counts"), default="timeline")
     p.add_argument("--zone", metavar="Z", help="only this zone (e.g. DMA, Normal)")
     p.add_argument("--pfn-range", type=_range_arg("--pfn-range", False), metavar="A-B",
@@ -104,8 +95,8 @@ def register(subparsers: Any) -> None:
         "report", help="write one self-contained HTML report (plots, findings, histories)",
         description="One HTML file with everything inline (no network, no JavaScript): summary, "
                     "capture metadata, plots, top findings with their histories, consistency.")
-    r.add_argument("capture", metavar="TRACE_OR_BUNDLE", help="trace.dat, capture directory or .tar.zst")
-    r.add_argument("-o", "--output", required=True, metavar="HTML")
+    _capture_args(r)
+    r.add_argument("-o", "--output", required=True, metavar="HTML", help="HTML file to write (atomically)")
     r.add_argument("--top", type=int, default=15, help="how many findings to list (default 15)")
     r.set_defaults(func=_cmd_report)
 
