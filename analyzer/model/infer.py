@@ -255,7 +255,13 @@ def backfill(rows: Rows, obs: Obs, accepted: np.ndarray, tl: Timeline, ctx: Cont
     ii = np.maximum(i, 0)
     is_first_iv = np.ones(len(f), dtype=bool)
     is_first_iv &= (ii == 0) | (tl.block[np.maximum(ii - 1, 0)] != tl.block[ii])
-    sel = f[ok & (tl.src[ii] == SRC["boot"]) & is_first_iv]
+    # ...and no earlier observation of the block (an agreeing one would date the change later)
+    o_all = np.lexsort((obs.seq, obs.block))
+    fb = np.ones(len(o_all), dtype=bool)
+    fb[1:] = obs.block[o_all][1:] != obs.block[o_all][:-1]
+    first_seq = dict(zip(obs.block[o_all][fb].tolist(), obs.seq[o_all][fb].tolist()))
+    earliest = np.array([first_seq[b] == s for b, s in zip(obs.block[f].tolist(), obs.seq[f].tolist())], bool)
+    sel = f[ok & (tl.src[ii] == SRC["boot"]) & is_first_iv & earliest]
     return Rows.make(obs.block[sel], -1, ctx.t0_ts, SET, obs.mt[sel], SRC["backfill"], INFERRED, sub=1), sel
 
 
