@@ -8,33 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyzer.readers import tracedat_pages as tp
 from analyzer.readers.tracedat import TraceDat
 from analyzer.readers.tracedat_fields import field_kind
-from analyzer.readers.tracedat_write import Records
+from analyzer.readers.tracedat_write import Records, records_from
 
 
 def extract(t: TraceDat) -> list[tuple[str, list[Records]]]:
     """Per buffer, per CPU: the records of a parsed file."""
-    out = []
-    cm = t._common()
-    for b in t.h.buffers:
-        recs = []
-        for cd in b.cpus:
-            ts, data, ln = [], [], []
-            for block, off in tp.iter_blocks(t.path, t._mm, b, cd, t._dec, t.h.endian):
-                w = tp.walk(block, b.page_size, t.h.page_header, cm, t._big, t.path, "x", off)
-                ts.append(w.ts)
-                idx = w.rec_off[:, None] + np.arange(int(w.rec_len.max()) if len(w.rec_len) else 0)
-                for o, n in zip(w.rec_off.tolist(), w.rec_len.tolist()):
-                    data.append(block[o:o + n])
-                ln.append(w.rec_len)
-            ln = np.concatenate(ln) if ln else np.zeros(0, np.int64)
-            flat = np.concatenate(data) if data else np.zeros(0, np.uint8)
-            off = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64) if len(ln) else ln
-            recs.append(Records(np.concatenate(ts) if ts else np.zeros(0, np.uint64), flat, off, ln))
-        out.append((b.name, recs))
-    return out
+    return records_from(t)
 
 
 def to_big_endian(t: TraceDat, bufs):

@@ -8,6 +8,9 @@
  *
  *   walk(block, page_size, commit_off, commit_size, data_off, big, type_off, type_size, pid_off)
  *       -> (rec_off i64, rec_len i64, ts u64, type i32, pid i32, page_nrec i64, page_ts u64, page_lost i64)
+ *   index(<walk args>, carry) -> (keys i64, type i32, page_nrec, page_first u64, page_last u64, page_lost, carry)
+ *   fill(<walk args>, ts_offset, cpu, stream, pos, seq, slot[65536], groups)
+ *       -> (flagged off, len, row, type, records consumed)
  *   merge(keys: list[i64 array], types: list[i32 array]) -> (seq list[i64], pos list[i64])
  *   scatter(block, rec_off, field_off, size, big, positions, out) -> None
  *
@@ -42,43 +45,39 @@ static inline uint64_t rdn(const uint8_t *p, int n, int big) {
     }
 }
 
-typedef struct {
-    int64_t *off, *len, *nrec, *lost; uint64_t *ts, *pts; int32_t *type, *pid;
-} out_t;
+/* One walker for every entry point: calls `rec` per data record and `page` per page. */
+typedef int (*rec_fn)(void *ctx, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uint64_t ts, const uint8_t *pl);
+typedef void (*page_fn)(void *ctx, Py_ssize_t pg, uint64_t page_ts, int64_t lost, Py_ssize_t nrec,
+                        uint64_t first_ts, uint64_t last_ts);
 
-/* Walk all pages; with o == NULL only count.  Returns records, or -1 with err and err_at set. */
-static Py_ssize_t walk_all(const uint8_t *b, Py_ssize_t n, Py_ssize_t ps, int coff, int csz, int doff,
-                           int big, int toff, int tsz, int poff, out_t *o, const char **err, Py_ssize_t *err_at)
+typedef struct { const char *err; Py_ssize_t at; } werr_t;
+
+static int walk_pages(const uint8_t *b, Py_ssize_t n, Py_ssize_t ps, int coff, int csz, int doff, int big,
+                      int need, rec_fn rec, page_fn page, void *ctx, werr_t *e)
 {
-    Py_ssize_t npages = n / ps, r = 0;
-    int need = toff + tsz > poff + 4 ? toff + tsz : poff + 4;
+    Py_ssize_t npages = n / ps;
     for (Py_ssize_t pg = 0; pg < npages; pg++) {
-        const uint8_t *page = b + pg * ps;
-        uint64_t ts = rd64(page, big);
-        uint64_t commit = csz == 8 ? rd64(page + coff, big) : rd32(page + coff, big);
-        Py_ssize_t size = (Py_ssize_t)(commit & COMMIT_MASK);
-        Py_ssize_t first = r;
-        if (size > ps - doff) { *err = "page commit size beyond the page"; *err_at = pg * ps + coff; return -1; }
-        if (o) {
-            int64_t lost = 0;
-            if (commit & MISSED_EVENTS) {
-                lost = -1;
-                if (commit & MISSED_STORED) {
-                    if (doff + size + csz > ps) { *err = "missed-events count stored beyond the page"; *err_at = pg * ps; return -1; }
-                    lost = (int64_t)(csz == 8 ? rd64(page + doff + size, big) : rd32(page + doff + size, big));
-                }
+        const uint8_t *pb = b + pg * ps;
+        uint64_t ts = rd64(pb, big), pts = ts, first = ts, last = ts;
+        uint64_t commit = csz == 8 ? rd64(pb + coff, big) : rd32(pb + coff, big);
+        Py_ssize_t size = (Py_ssize_t)(commit & COMMIT_MASK), nrec = 0;
+        int64_t lost = 0;
+        if (size > ps - doff) { e->err = "page commit size beyond the page"; e->at = pg * ps + coff; return -1; }
+        if (commit & MISSED_EVENTS) {
+            lost = -1;
+            if (commit & MISSED_STORED) {
+                if (doff + size + csz > ps) { e->err = "missed-events count stored beyond the page"; e->at = pg * ps; return -1; }
+                lost = (int64_t)(csz == 8 ? rd64(pb + doff + size, big) : rd32(pb + doff + size, big));
             }
-            o->lost[pg] = lost;
-            o->pts[pg] = ts;
         }
         Py_ssize_t pos = doff, end = doff + size;
         while (pos < end) {
-            if ((pos & 3) || pos + 4 > end) { *err = "misaligned or truncated record header"; *err_at = pg * ps + pos; return -1; }
-            uint32_t w = rd32(page + pos, big);
+            if ((pos & 3) || pos + 4 > end) { e->err = "misaligned or truncated record header"; e->at = pg * ps + pos; return -1; }
+            uint32_t w = rd32(pb + pos, big);
             uint32_t tl = big ? w >> 27 : w & 31;
             uint64_t delta = big ? (w & ((1u << 27) - 1)) : (w >> 5);
             int has_arr = pos + 8 <= ps;
-            uint64_t arr = has_arr ? rd32(page + pos + 4, big) : 0;
+            uint64_t arr = has_arr ? rd32(pb + pos + 4, big) : 0;
             Py_ssize_t poffs, plen;
             if (tl == 29) {                       /* padding: skip, keep its delta */
                 ts += delta;
@@ -94,77 +93,309 @@ static Py_ssize_t walk_all(const uint8_t *b, Py_ssize_t n, Py_ssize_t ps, int co
                 continue;
             }
             if (tl == 0) {
-                if (!has_arr || arr < 4) { *err = "bad record length"; *err_at = pg * ps + pos; return -1; }
+                if (!has_arr || arr < 4) { e->err = "bad record length"; e->at = pg * ps + pos; return -1; }
                 plen = (Py_ssize_t)((arr - 4 + 3) & ~3ULL);
                 poffs = pos + 8;
             } else {
                 plen = tl * 4;
                 poffs = pos + 4;
             }
-            if (poffs + plen > end) { *err = "record overruns the page commit"; *err_at = pg * ps + pos; return -1; }
-            if (plen < need) { *err = "record too short for the common header"; *err_at = pg * ps + poffs; return -1; }
+            if (poffs + plen > end) { e->err = "record overruns the page commit"; e->at = pg * ps + pos; return -1; }
+            if (plen < need) { e->err = "record too short for the common header"; e->at = pg * ps + poffs; return -1; }
             ts += delta;
-            if (o) {
-                const uint8_t *pl = page + poffs;
-                o->off[r] = pg * ps + poffs;
-                o->len[r] = plen;
-                o->ts[r] = ts;
-                o->type[r] = (int32_t)rdn(pl + toff, tsz, big);
-                o->pid[r] = (int32_t)rd32(pl + poff, big);
+            if (!nrec) first = ts;
+            last = ts;
+            nrec++;
+            if (rec && rec(ctx, pg, pg * ps + poffs, plen, ts, pb + poffs)) {
+                e->at = pg * ps + poffs;
+                return -1;
             }
-            r++;
             pos = poffs + plen;
         }
-        if (o) o->nrec[pg] = r - first;
+        if (page) page(ctx, pg, pts, lost, nrec, first, last);
     }
-    return r;
+    return 0;
 }
 
+typedef struct {
+    Py_ssize_t r; int big, toff, tsz, poff;
+    int64_t *off, *len, *nrec, *lost; uint64_t *ts, *pts; int32_t *type, *pid;
+    int64_t *keys; int64_t carry; uint64_t *pfirst, *plast;
+    werr_t *e;
+} wctx_t;
+
+static int count_rec(void *c, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uint64_t ts, const uint8_t *pl)
+{ ((wctx_t *)c)->r++; return 0; }
+
+static int walk_rec(void *cv, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uint64_t ts, const uint8_t *pl)
+{
+    wctx_t *c = cv;
+    Py_ssize_t r = c->r++;
+    c->off[r] = off; c->len[r] = len; c->ts[r] = ts;
+    c->type[r] = (int32_t)rdn(pl + c->toff, c->tsz, c->big);
+    c->pid[r] = (int32_t)rd32(pl + c->poff, c->big);
+    return 0;
+}
+
+static void walk_page(void *cv, Py_ssize_t pg, uint64_t pts, int64_t lost, Py_ssize_t nrec, uint64_t f, uint64_t l)
+{
+    wctx_t *c = cv;
+    c->nrec[pg] = nrec; c->pts[pg] = pts; c->lost[pg] = lost;
+}
+
+static int parse_walk_args(PyObject *args, Py_buffer *buf, Py_ssize_t *ps, int *coff, int *csz, int *doff, int *big,
+                           int *toff, int *tsz, int *poff, long long *extra)
+{
+    int ok = extra ? PyArg_ParseTuple(args, "y*niiiiiiiL", buf, ps, coff, csz, doff, big, toff, tsz, poff, extra)
+                   : PyArg_ParseTuple(args, "y*niiiiiii", buf, ps, coff, csz, doff, big, toff, tsz, poff);
+    if (!ok) return -1;
+    if (*ps < 64 || (*csz != 4 && *csz != 8) || *coff + *csz > *doff || *doff > *ps || buf->len % *ps
+        || (*tsz != 1 && *tsz != 2 && *tsz != 4) || *toff < 0 || *poff < 0) {
+        PyBuffer_Release(buf);
+        PyErr_SetString(PyExc_ValueError, "bad walk parameters @0");
+        return -1;
+    }
+    return 0;
+}
+
+static int need_of(int toff, int tsz, int poff) { return toff + tsz > poff + 4 ? toff + tsz : poff + 4; }
+
+/* walk(...) -> per-record offsets/lengths/ts/type/pid and per-page info (used by tests/writer) */
 static PyObject *py_walk(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     Py_ssize_t ps;
-    int coff, csz, doff, big, toff, tsz, poff;
-    if (!PyArg_ParseTuple(args, "y*niiiiiii", &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff))
-        return NULL;
-    const uint8_t *b = buf.buf;
-    Py_ssize_t n = buf.len, at = 0;
-    const char *err = NULL;
-    PyObject *res = NULL;
-    if (ps < 64 || (csz != 4 && csz != 8) || coff + csz > doff || doff > ps || n % ps
-        || (tsz != 1 && tsz != 2 && tsz != 4) || toff < 0 || poff < 0) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "bad walk parameters @0");
-        return NULL;
-    }
-    Py_ssize_t nrec, npages = n / ps;
+    int coff, csz, doff, big, toff, tsz, poff, rc;
+    if (parse_walk_args(args, &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff, NULL)) return NULL;
+    werr_t e = {NULL, 0};
+    wctx_t c = {0};
+    c.big = big; c.toff = toff; c.tsz = tsz; c.poff = poff;
+    int need = need_of(toff, tsz, poff);
+    PyObject *res = NULL, *a[8] = {0};
     Py_BEGIN_ALLOW_THREADS
-    nrec = walk_all(b, n, ps, coff, csz, doff, big, toff, tsz, poff, NULL, &err, &at);
+    rc = walk_pages(buf.buf, buf.len, ps, coff, csz, doff, big, need, count_rec, NULL, &c, &e);
     Py_END_ALLOW_THREADS
-    if (nrec < 0) {
-        PyErr_Format(PyExc_ValueError, "%s @%zd", err, at);
-        PyBuffer_Release(&buf);
-        return NULL;
-    }
-    npy_intp dn = nrec, dp = npages;
-    PyObject *a[8] = {
-        PyArray_SimpleNew(1, &dn, NPY_INT64), PyArray_SimpleNew(1, &dn, NPY_INT64),
-        PyArray_SimpleNew(1, &dn, NPY_UINT64), PyArray_SimpleNew(1, &dn, NPY_INT32),
-        PyArray_SimpleNew(1, &dn, NPY_INT32), PyArray_SimpleNew(1, &dp, NPY_INT64),
-        PyArray_SimpleNew(1, &dp, NPY_UINT64), PyArray_SimpleNew(1, &dp, NPY_INT64)};
-    for (int i = 0; i < 8; i++) if (!a[i]) goto done;
-    out_t o = {PyArray_DATA((PyArrayObject *)a[0]), PyArray_DATA((PyArrayObject *)a[1]),
-               PyArray_DATA((PyArrayObject *)a[5]), PyArray_DATA((PyArrayObject *)a[7]),
-               PyArray_DATA((PyArrayObject *)a[2]), PyArray_DATA((PyArrayObject *)a[6]),
-               PyArray_DATA((PyArrayObject *)a[3]), PyArray_DATA((PyArrayObject *)a[4])};
+    if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
+    npy_intp dn = c.r, dp = buf.len / ps;
+    int kinds[8] = {NPY_INT64, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT64};
+    for (int i = 0; i < 8; i++) if (!(a[i] = PyArray_SimpleNew(1, i < 5 ? &dn : &dp, kinds[i]))) goto done;
+#define D(i) PyArray_DATA((PyArrayObject *)a[i])
+    c.r = 0; c.off = D(0); c.len = D(1); c.ts = D(2); c.type = D(3); c.pid = D(4); c.nrec = D(5); c.pts = D(6); c.lost = D(7);
+#undef D
     Py_BEGIN_ALLOW_THREADS
-    nrec = walk_all(b, n, ps, coff, csz, doff, big, toff, tsz, poff, &o, &err, &at);
+    rc = walk_pages(buf.buf, buf.len, ps, coff, csz, doff, big, need, walk_rec, walk_page, &c, &e);
     Py_END_ALLOW_THREADS
-    if (nrec < 0) { PyErr_Format(PyExc_ValueError, "%s @%zd", err, at); goto done; }
+    if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
     res = PyTuple_New(8);
     for (int i = 0; i < 8; i++) { PyTuple_SET_ITEM(res, i, a[i]); a[i] = NULL; }
 done:
     for (int i = 0; i < 8; i++) Py_XDECREF(a[i]);
+    PyBuffer_Release(&buf);
+    return res;
+}
+
+/* index(..., carry) -> (keys = running-max ts, type, page_nrec, page_first, page_last, page_lost, carry):
+   pass 1 of the reader, nothing per record but what the merge needs. */
+static int index_rec(void *cv, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uint64_t ts, const uint8_t *pl)
+{
+    wctx_t *c = cv;
+    Py_ssize_t r = c->r++;
+    int64_t k = (int64_t)ts;
+    if (k > c->carry) c->carry = k;
+    c->keys[r] = c->carry;
+    c->type[r] = (int32_t)rdn(pl + c->toff, c->tsz, c->big);
+    return 0;
+}
+
+static void index_page(void *cv, Py_ssize_t pg, uint64_t pts, int64_t lost, Py_ssize_t nrec, uint64_t f, uint64_t l)
+{
+    wctx_t *c = cv;
+    c->nrec[pg] = nrec; c->pfirst[pg] = f; c->plast[pg] = l; c->lost[pg] = lost;
+}
+
+static PyObject *py_index(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t ps;
+    int coff, csz, doff, big, toff, tsz, poff, rc;
+    long long carry;
+    if (parse_walk_args(args, &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff, &carry)) return NULL;
+    werr_t e = {NULL, 0};
+    wctx_t c = {0};
+    c.big = big; c.toff = toff; c.tsz = tsz; c.poff = poff;
+    int need = need_of(toff, tsz, poff);
+    PyObject *res = NULL, *a[6] = {0};
+    /* one pass: size the record arrays for the densest possible block (8-byte records), shrink after */
+    npy_intp dn = buf.len / 8 + 1, dp = buf.len / ps;
+    int kinds[6] = {NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_UINT64, NPY_INT64};
+    for (int i = 0; i < 6; i++) if (!(a[i] = PyArray_SimpleNew(1, i < 2 ? &dn : &dp, kinds[i]))) goto done;
+#define D(i) PyArray_DATA((PyArrayObject *)a[i])
+    c.r = 0; c.keys = D(0); c.type = D(1); c.nrec = D(2); c.pfirst = D(3); c.plast = D(4); c.lost = D(5);
+#undef D
+    c.carry = carry;
+    Py_BEGIN_ALLOW_THREADS
+    rc = walk_pages(buf.buf, buf.len, ps, coff, csz, doff, big, need, index_rec, index_page, &c, &e);
+    Py_END_ALLOW_THREADS
+    if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
+    for (int i = 0; i < 2; i++) {
+        npy_intp nn = c.r;
+        PyArray_Dims d = {&nn, 1};
+        PyObject *r = PyArray_Resize((PyArrayObject *)a[i], &d, 0, NPY_CORDER);
+        if (!r) goto done;
+        Py_DECREF(r);
+    }
+    res = Py_BuildValue("(NNNNNNL)", a[0], a[1], a[2], a[3], a[4], a[5], (long long)c.carry);
+    for (int i = 0; i < 6; i++) a[i] = NULL;
+done:
+    for (int i = 0; i < 6; i++) Py_XDECREF(a[i]);
+    PyBuffer_Release(&buf);
+    return res;
+}
+
+/* fill(...): pass 2.  Every record goes straight into its event table at the row pass 1
+   assigned: seq, ts, cpu, pid and every fixed-size numeric field.  Records of event types
+   that also have string/array fields are reported back (offset, length, row, type) so
+   Python can decode those few fields. */
+#define MAXF 64
+typedef struct {
+    int64_t *seq, *ts; int32_t *cpu, *pid, *stream; int64_t nrows; int need, flagged, nf;
+    int foff[MAXF], fsz[MAXF]; uint8_t *fout[MAXF];
+} group_t;
+
+typedef struct {
+    Py_ssize_t r; int big, poff, toff, tsz; int64_t tsoff; int32_t cpu, stream;
+    const int64_t *pos, *seqv; Py_ssize_t nin; const int32_t *slot; group_t *g; int ng;
+    int64_t *fo, *fl, *fr, *ft; Py_ssize_t fn, fcap;
+    werr_t *e;
+} fctx_t;
+
+static int fill_rec(void *cv, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uint64_t ts, const uint8_t *pl)
+{
+    fctx_t *c = cv;
+    Py_ssize_t r = c->r++;
+    if (r >= c->nin) { c->e->err = "more records than pass 1 saw"; return -1; }
+    uint32_t t = (uint32_t)rdn(pl + c->toff, c->tsz, c->big);
+    int gi = t < 65536 ? c->slot[t] : -1;
+    if (gi < 0 || gi >= c->ng) { c->e->err = "record of an event type without a table"; return -1; }
+    group_t *g = &c->g[gi];
+    int64_t row = c->pos[r];
+    if (row < 0 || row >= g->nrows) { c->e->err = "row out of range"; return -1; }
+    if (len < g->need) { c->e->err = "record is shorter than its format"; return -1; }
+    g->seq[row] = c->seqv[r];
+    g->ts[row] = (int64_t)ts + c->tsoff;
+    g->cpu[row] = c->cpu;
+    g->pid[row] = (int32_t)rd32(pl + c->poff, c->big);
+    if (g->stream) g->stream[row] = c->stream;
+    for (int i = 0; i < g->nf; i++) {
+        const uint8_t *s = pl + g->foff[i];
+        uint8_t *d = g->fout[i] + row * g->fsz[i];
+        switch (g->fsz[i]) {
+        case 1: *d = *s; break;
+        case 2: { uint16_t v; memcpy(&v, s, 2); if (c->big) v = __builtin_bswap16(v); memcpy(d, &v, 2); break; }
+        case 4: { uint32_t v; memcpy(&v, s, 4); if (c->big) v = __builtin_bswap32(v); memcpy(d, &v, 4); break; }
+        default: { uint64_t v; memcpy(&v, s, 8); if (c->big) v = __builtin_bswap64(v); memcpy(d, &v, 8); }
+        }
+    }
+    if (g->flagged) {
+        if (c->fn == c->fcap) {
+            Py_ssize_t cap = c->fcap ? 2 * c->fcap : 1024;
+            int64_t *n[4] = {PyMem_RawRealloc(c->fo, cap * 8), NULL, NULL, NULL};
+            if (!n[0]) { c->e->err = "out of memory"; return -1; }
+            c->fo = n[0];
+            if (!(n[1] = PyMem_RawRealloc(c->fl, cap * 8))) { c->e->err = "out of memory"; return -1; }
+            c->fl = n[1];
+            if (!(n[2] = PyMem_RawRealloc(c->fr, cap * 8))) { c->e->err = "out of memory"; return -1; }
+            c->fr = n[2];
+            if (!(n[3] = PyMem_RawRealloc(c->ft, cap * 8))) { c->e->err = "out of memory"; return -1; }
+            c->ft = n[3];
+            c->fcap = cap;
+        }
+        c->fo[c->fn] = off; c->fl[c->fn] = len; c->fr[c->fn] = row; c->ft[c->fn] = t; c->fn++;
+    }
+    return 0;
+}
+
+static int arr_ok(PyObject *o, int type, npy_intp n, int allow_none)
+{
+    if (o == Py_None) return allow_none;
+    return PyArray_Check(o) && PyArray_TYPE((PyArrayObject *)o) == type && PyArray_IS_C_CONTIGUOUS((PyArrayObject *)o)
+           && PyArray_ISWRITEABLE((PyArrayObject *)o) && (n < 0 || PyArray_SIZE((PyArrayObject *)o) == n);
+}
+
+static PyObject *py_fill(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t ps;
+    int coff, csz, doff, big, toff, tsz, poff, cpu, stream, rc = -1;
+    long long tsoff;
+    PyArrayObject *pos, *seqv, *slot;
+    PyObject *groups, *res = NULL;
+    if (!PyArg_ParseTuple(args, "y*niiiiiiiLiiO!O!O!O!", &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff,
+                          &tsoff, &cpu, &stream, &PyArray_Type, &pos, &PyArray_Type, &seqv, &PyArray_Type, &slot,
+                          &PyList_Type, &groups))
+        return NULL;
+    fctx_t c = {0};
+    werr_t e = {NULL, 0};
+    c.e = &e;
+    group_t *g = NULL;
+    Py_ssize_t ng = PyList_GET_SIZE(groups);
+    if (ps < 64 || (csz != 4 && csz != 8) || coff + csz > doff || doff > ps || buf.len % ps
+        || (tsz != 1 && tsz != 2 && tsz != 4) || toff < 0 || poff < 0
+        || !arr_ok((PyObject *)pos, NPY_INT64, -1, 0) || !arr_ok((PyObject *)seqv, NPY_INT64, PyArray_SIZE(pos), 0)
+        || !arr_ok((PyObject *)slot, NPY_INT32, 65536, 0)) {
+        PyErr_SetString(PyExc_ValueError, "bad fill parameters @0");
+        goto done;
+    }
+    g = PyMem_Calloc(ng + 1, sizeof(group_t));
+    if (!g) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < ng; i++) {
+        PyObject *seq_o, *ts_o, *cpu_o, *pid_o, *st_o, *fields;
+        int need, flagged;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(groups, i), "OOOOOiiO!", &seq_o, &ts_o, &cpu_o, &pid_o, &st_o, &need,
+                              &flagged, &PyList_Type, &fields))
+            goto done;
+        npy_intp n = arr_ok(seq_o, NPY_INT64, -1, 0) ? PyArray_SIZE((PyArrayObject *)seq_o) : -1;
+        if (n < 0 || !arr_ok(ts_o, NPY_INT64, n, 0) || !arr_ok(cpu_o, NPY_INT32, n, 0) || !arr_ok(pid_o, NPY_INT32, n, 0)
+            || !arr_ok(st_o, NPY_INT32, n, 1) || PyList_GET_SIZE(fields) > MAXF) {
+            PyErr_SetString(PyExc_ValueError, "bad fill group @0");
+            goto done;
+        }
+        g[i].seq = PyArray_DATA((PyArrayObject *)seq_o); g[i].ts = PyArray_DATA((PyArrayObject *)ts_o);
+        g[i].cpu = PyArray_DATA((PyArrayObject *)cpu_o); g[i].pid = PyArray_DATA((PyArrayObject *)pid_o);
+        g[i].stream = st_o == Py_None ? NULL : PyArray_DATA((PyArrayObject *)st_o);
+        g[i].nrows = n; g[i].need = need; g[i].flagged = flagged; g[i].nf = (int)PyList_GET_SIZE(fields);
+        for (int k = 0; k < g[i].nf; k++) {
+            PyObject *out;
+            int fo, fs;
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, k), "iiO", &fo, &fs, &out)) goto done;
+            if (!PyArray_Check(out) || !arr_ok(out, PyArray_TYPE((PyArrayObject *)out), n, 0)
+                || PyArray_ITEMSIZE((PyArrayObject *)out) != fs || (fs != 1 && fs != 2 && fs != 4 && fs != 8)
+                || fo < 0 || fo + fs > need) {
+                PyErr_SetString(PyExc_ValueError, "bad fill field @0");
+                goto done;
+            }
+            g[i].foff[k] = fo; g[i].fsz[k] = fs; g[i].fout[k] = PyArray_DATA((PyArrayObject *)out);
+        }
+    }
+    c.big = big; c.poff = poff; c.toff = toff; c.tsz = tsz; c.tsoff = tsoff; c.cpu = cpu; c.stream = stream;
+    c.pos = PyArray_DATA(pos); c.seqv = PyArray_DATA(seqv); c.nin = PyArray_SIZE(pos);
+    c.slot = PyArray_DATA(slot); c.g = g; c.ng = (int)ng;
+    Py_BEGIN_ALLOW_THREADS
+    rc = walk_pages(buf.buf, buf.len, ps, coff, csz, doff, big, need_of(toff, tsz, poff), fill_rec, NULL, &c, &e);
+    Py_END_ALLOW_THREADS
+    if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
+    npy_intp fn = c.fn;
+    PyObject *a[4];
+    int64_t *src[4] = {c.fo, c.fl, c.fr, c.ft};
+    for (int i = 0; i < 4; i++) {
+        a[i] = PyArray_SimpleNew(1, &fn, NPY_INT64);
+        if (!a[i]) { for (int k = 0; k < i; k++) Py_DECREF(a[k]); goto done; }
+        if (fn) memcpy(PyArray_DATA((PyArrayObject *)a[i]), src[i], fn * 8);
+    }
+    res = Py_BuildValue("(NNNNn)", a[0], a[1], a[2], a[3], c.r);
+done:
+    PyMem_RawFree(c.fo); PyMem_RawFree(c.fl); PyMem_RawFree(c.fr); PyMem_RawFree(c.ft);
+    PyMem_Free(g);
     PyBuffer_Release(&buf);
     return res;
 }
@@ -300,6 +531,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk ring-buffer pages of a block"},
+    {"index", py_index, METH_VARARGS, "pass 1: merge keys, types, per-page info"},
+    {"fill", py_fill, METH_VARARGS, "pass 2: records into preallocated event columns"},
     {"merge", py_merge, METH_VARARGS, "k-way merge of per-stream keys -> (seq, per-type position)"},
     {"scatter", py_scatter, METH_VARARGS, "copy a fixed-size field of records into rows of an array"},
     {NULL, NULL, 0, NULL}};

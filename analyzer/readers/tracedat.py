@@ -30,7 +30,7 @@ from ..errors import TraceFormatError, UnknownEventError
 from .base import COMMON_SCHEMA, LOST_SCHEMA, EventFormat, Trace, TraceMeta
 from . import tracedat_fields as tf
 from . import tracedat_pages as tp
-from .tracedat_header import Decompressor, Header
+from .tracedat_header import BufferInfo, Decompressor, Header
 from .tracedat_sections import parse
 
 
@@ -159,38 +159,36 @@ class TraceDat(Trace):
                     yield s, block, off, w, where
                     s.nrec += len(w.rec_off)
 
-    def _lost_rows(self, s: _Stream, w: tp.Walk, last_ts: int | None, rows: list) -> int | None:
-        """Lost-event rows of one block; returns the last record ts of the stream so far."""
-        if not len(w.page_lost):
-            return last_ts
-        ts = w.ts.astype(np.int64) + self.h.ts_offset
-        first = np.concatenate([[0], np.cumsum(w.page_nrec)[:-1]]).astype(np.int64)
-        for p in np.flatnonzero(w.page_lost).tolist():
-            page_ts = int(w.page_ts[p]) + self.h.ts_offset
-            before = int(ts[first[p] - 1]) if first[p] > 0 else last_ts
-            after = int(ts[first[p]]) if w.page_nrec[p] else page_ts
-            rows.append((s.cpu, page_ts if before is None else before, after, int(w.page_lost[p])))
-        return int(ts[-1]) if len(ts) else last_ts
+    def _blocks(self) -> Iterator[tuple[_Stream, BufferInfo, np.ndarray, int, str]]:
+        """Every block of pages of every stream, in (buffer, cpu) order."""
+        it = iter(self._streams)
+        for b in self.h.buffers:
+            for cd in b.cpus:
+                s = next(it)
+                where = f"buffer {b.name!r} cpu {cd.cpu}"
+                for block, off in tp.iter_blocks(self.path, self._mm, b, cd, self._dec, self.h.endian):
+                    yield s, b, block, off, where
 
     def _index(self) -> None:
         """Pass 1: walk everything once for merge keys, types, counts and lost events."""
         if self._seq is not None:
             return
+        cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
         keys = [[] for _ in self._streams]
         types = [[] for _ in self._streams]
         lost_rows: list = []
-        last: dict[int, int | None] = {}
-        for s, block, off, w, where in self._stream_blocks():
-            if len(w.ts):
-                keys[s.index].append(w.ts.astype(np.int64))
-                types[s.index].append(w.type)
-            last[s.index] = self._lost_rows(s, w, last.get(s.index), lost_rows)
-        kk, tt = [], []
-        for k, t in zip(keys, types):
-            k = np.concatenate(k) if k else np.zeros(0, np.int64)
-            np.maximum.accumulate(k, out=k) if len(k) else None
-            kk.append(k)
-            tt.append(np.concatenate(t) if t else np.zeros(0, np.int32))
+        carry = {s.index: -(1 << 63) for s in self._streams}
+        last_ts: dict[int, int | None] = {}
+        for s, b, block, off, where in self._blocks():
+            k, ty, nrec, pfirst, plast, plost, carry[s.index] = tp.index(
+                block, b.page_size, self.h.page_header, cm, self._big, self.path, where, off, carry[s.index],
+                compiled=self._compiled)
+            if len(k):
+                keys[s.index].append(k)
+                types[s.index].append(ty)
+            last_ts[s.index] = self._lost_rows(s, nrec, pfirst, plast, plost, last_ts.get(s.index), lost_rows)
+        kk = [np.concatenate(k) if k else np.zeros(0, np.int64) for k in keys]
+        tt = [np.concatenate(t) if t else np.zeros(0, np.int32) for t in types]
         del keys, types
         counts = np.zeros(1 << 16, np.int64)
         for t in tt:
@@ -203,12 +201,25 @@ class TraceDat(Trace):
                 raise TraceFormatError(self.path, "event data", None,
                                        f"{int(counts[tid])} records of event type {tid}, which has no format in the file")
         self._seq, self._pos = tp.merge(kk, tt, compiled=self._compiled)
-        del kk
-        self._types = tt
-        self._counts = {self.h.by_id[t].full_name: int(counts[t]) for t in np.flatnonzero(counts).tolist()}
-        self._counts = dict(sorted(self._counts.items()))
+        del kk, tt
+        self._counts = dict(sorted((self.h.by_id[t].full_name, int(counts[t])) for t in np.flatnonzero(counts).tolist()))
         self._lost = pa.table([pa.array([r[i] for r in lost_rows], LOST_SCHEMA.field(i).type) for i in range(4)],
                               schema=LOST_SCHEMA)
+
+    def _lost_rows(self, s: _Stream, nrec, pfirst, plast, plost, last_ts: int | None, rows: list) -> int | None:
+        """Lost-event rows of one block; returns the stream's last record ts so far."""
+        off = self.h.ts_offset
+        lost_pages = np.flatnonzero(plost)
+        if len(lost_pages):
+            idx = np.where(nrec > 0, np.arange(len(nrec)), -1)
+            prev = np.maximum.accumulate(idx)                  # last non-empty page at or before p
+            for p in lost_pages.tolist():
+                q = int(prev[p - 1]) if p > 0 else -1
+                before = int(plast[q]) + off if q >= 0 else last_ts
+                after = int(pfirst[p]) + off
+                rows.append((s.cpu, after if before is None else before, after, int(plost[p])))
+        nz = np.flatnonzero(nrec)
+        return int(plast[nz[-1]]) + off if len(nz) else last_ts
 
     def _fill(self, cols: _Columns, s: _Stream, block: np.ndarray, off: int, w: tp.Walk, where: str,
               sel: np.ndarray, P: np.ndarray, seq: np.ndarray) -> None:
@@ -243,17 +254,54 @@ class TraceDat(Trace):
             out[ev.id] = c = _Columns(ev, n)
             if multi:
                 c.stream = np.empty(n, np.int32)
-        for s, block, off, w, where in self._stream_blocks():
-            if not len(w.rec_off):
-                continue
-            lo = s.nrec
-            seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
-            pos_b = self._pos[s.index][lo:lo + len(w.rec_off)]
-            for t in np.unique(w.type).tolist():
-                sel = np.flatnonzero(w.type == t)
-                self._fill(out[t], s, block, off, w, where, sel, pos_b[sel], seq_b[sel])
+        if self._compiled:
+            self._fill_compiled(out)
+        else:
+            for s, block, off, w, where in self._stream_blocks():
+                if not len(w.rec_off):
+                    continue
+                lo = s.nrec
+                seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
+                pos_b = self._pos[s.index][lo:lo + len(w.rec_off)]
+                for t in np.flatnonzero(np.bincount(w.type)).tolist():
+                    sel = np.flatnonzero(w.type == t)
+                    self._fill(out[t], s, block, off, w, where, sel, pos_b[sel], seq_b[sel])
         self._seq = self._pos = None          # the tables own everything now
         self._tables = {c.ev.full_name: self._table_of(c) for c in out.values()}
+
+    def _fill_compiled(self, out: dict[int, "_Columns"]) -> None:
+        """Pass 2 in C: each block's records land in their table rows in one call."""
+        cm = self._common()
+        slot = np.full(1 << 16, -1, np.int32)
+        groups = []
+        for tid, c in out.items():
+            slot[tid] = len(groups)
+            fields = [(f.offset, f.size, c.num[f.name]) for f in c.ev.fields if f.name in c.num]
+            groups.append((c.seq, c.ts, c.cpu, c.pid, c.stream, c.need, int(bool(c.other)), fields))
+        ph = self.h.page_header
+        done = {s.index: 0 for s in self._streams}
+        for s, b, block, off, where in self._blocks():
+            lo = done[s.index]
+            n = len(self._seq[s.index])
+            try:
+                fo, fl, fr, ft, used = tp._cwalk.fill(
+                    block, b.page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(self._big),
+                    cm.type_off, cm.type_size, cm.pid_off, self.h.ts_offset, s.cpu, s.index,
+                    self._pos[s.index][lo:n], self._seq[s.index][lo:n], slot, groups)
+            except ValueError as e:
+                raise tp._cerr(e, self.path, where, off) from None
+            done[s.index] = lo + used
+            if len(fo):
+                for t in np.unique(ft).tolist():
+                    c = out[int(t)]
+                    sel = ft == t
+                    for f in c.ev.fields:
+                        if f.name in c.other:
+                            c.other[f.name].append(
+                                (fr[sel], tf.column(block, fo[sel], fl[sel], f, self._big, self.path, where, off)))
+        for s in self._streams:
+            if done[s.index] != len(self._seq[s.index]):
+                raise TraceFormatError(self.path, f"cpu {s.cpu}", None, "record count changed between passes")
 
     def _comm(self, pids: np.ndarray) -> pa.Array:
         if not len(pids):

@@ -138,6 +138,36 @@ def walk(block: np.ndarray, page_size: int, ph: PageHeader, cm: Common, big: boo
     return w
 
 
+def index(block: np.ndarray, page_size: int, ph: PageHeader, cm: Common, big: bool, path: str, where: str,
+          file_off: int, carry: int, compiled: bool | None = None):
+    """Pass 1 of a block: (keys, types, page_nrec, page_first_ts, page_last_ts, page_lost, carry).
+
+    keys are the running maximum of the raw timestamps, continued from `carry` (the stream's
+    maximum so far); page_first/last are raw record timestamps (page ts for empty pages).
+    """
+    if compiled is None:
+        compiled = _cwalk is not None
+    if compiled:
+        try:
+            return _cwalk.index(block, page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(big),
+                                cm.type_off, cm.type_size, cm.pid_off, carry)
+        except ValueError as e:
+            raise _cerr(e, path, where, file_off) from None
+    w = walk(block, page_size, ph, cm, big, path, where, file_off, compiled=False)
+    keys = w.ts.astype(np.int64)
+    if len(keys):
+        keys[0] = max(int(keys[0]), carry)
+        np.maximum.accumulate(keys, out=keys)
+        carry = int(keys[-1])
+    first = np.concatenate([[0], np.cumsum(w.page_nrec)[:-1]]).astype(np.int64)
+    has = w.page_nrec > 0
+    pfirst = w.page_ts.copy()
+    plast = w.page_ts.copy()
+    pfirst[has] = w.ts[first[has]]
+    plast[has] = w.ts[first[has] + w.page_nrec[has] - 1]
+    return keys, w.type, w.page_nrec, pfirst, plast, w.page_lost, carry
+
+
 def merge(keys: list[np.ndarray], types: list[np.ndarray], compiled: bool | None = None):
     """Greedy k-way merge of streams (smallest key first, ties to the lower stream).
 

@@ -13,7 +13,7 @@ from .tracedat_header import (
     MAGIC, OPT_BUFFER, OPT_BUFFER_TEXT, OPT_CMDLINES, OPT_CPUCOUNT, OPT_DATE, OPT_DONE,
     OPT_EVENT_FORMATS, OPT_FTRACE_EVENTS, OPT_HEADER_INFO, OPT_OFFSET, OPT_TRACECLOCK,
     OPT_TSC2NSEC, OPT_UNAME, OPT_VERSION, SECTION_COMPRESSED, BufferInfo, CpuData, Cursor,
-    Decompressor, Header, parse_cmdlines, parse_format, parse_header_page,
+    Decompressor, Header, LazyEventFormat, parse_cmdlines, parse_header_page,
 )
 
 SUPPORTED_VERSIONS = (6, 7)
@@ -82,11 +82,11 @@ def _event_formats(h: Header, c: Cursor) -> None:
 def _add_format(h: Header, c: Cursor, system: str) -> bytes:
     n = c.u64()
     raw = c.bytes(n)
-    ev, common = parse_format(raw.decode("utf-8", "replace"), system)
+    ev = LazyEventFormat(system, raw.decode("utf-8", "replace"))
     if ev.name:
         h.formats[ev.full_name] = ev
-        if common and not h.common:
-            h.common = {f.name: f for f in common}
+        if not h.common and ev.common_fields:
+            h.common = {f.name: f for f in ev.common_fields}
     return raw
 
 

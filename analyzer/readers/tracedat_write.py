@@ -334,3 +334,32 @@ def _write_v7(w: _W, h: Header, lay: Layout, blocks: dict, opts: list, buffers: 
     w.align(8)
     at = section(0, opt_body, False)
     w.patch(first_opt, "Q", at)
+
+
+def records_from(t) -> list[tuple[str, list[Records]]]:
+    """Per buffer, per CPU: the records (raw ts + payload bytes) of a parsed TraceDat."""
+    from . import tracedat_pages as tp
+    cm = t._common()
+    out = []
+    for b in t.h.buffers:
+        recs = []
+        for cd in b.cpus:
+            ts, data, lens = [], [], []
+            for block, off in tp.iter_blocks(t.path, t._mm, b, cd, t._dec, t.h.endian):
+                w = tp.walk(block, b.page_size, t.h.page_header, cm, t._big, t.path, "copy", off)
+                if not len(w.rec_off):
+                    continue
+                ts.append(w.ts)
+                lens.append(w.rec_len)
+                flat = np.empty(int(w.rec_len.sum()), np.uint8)
+                dst = np.concatenate([[0], np.cumsum(w.rec_len)[:-1]])
+                for L in np.unique(w.rec_len).tolist():
+                    sel = np.flatnonzero(w.rec_len == L)
+                    flat[dst[sel][:, None] + np.arange(L)] = block[w.rec_off[sel][:, None] + np.arange(L)]
+                data.append(flat)
+            ln = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+            off = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64) if len(ln) else ln
+            recs.append(Records(np.concatenate(ts) if ts else np.zeros(0, np.uint64),
+                                np.concatenate(data) if data else np.zeros(0, np.uint8), off, ln))
+        out.append((b.name, recs))
+    return out
