@@ -240,3 +240,20 @@ def test_narrative_window_keeps_the_finding():
     assert w[0] == "… 247 earlier lines omitted" and w[-1] == "… 173 later lines omitted"
     assert len(w) == 82
     assert rhtml._window(lines[:10], 80) == lines[:10]
+
+
+def test_report_survives_sparse_capture():
+    """A bare trace: no zones, no CMA, no pagetypeinfo, no findings; then no history at all."""
+    from types import SimpleNamespace
+    a = synthetic_analysis(nblocks=8, nintervals=30, nfindings=0)
+    a.meta = SimpleNamespace(kernel_release=None, arch=None, pageblock_order=9, zones=[], cma_areas=[],
+                             pagetypeinfo_start=None, pagetypeinfo_end=None, unknowns=[], cmdline=None)
+    a.isolation = a.isolation.iloc[0:0]
+    text = rhtml.render_report(a, opts=_small_opts())
+    c = _parse(text)
+    assert all(s in c.ids for s in SECTIONS) and len(c.srcs) == 2
+    assert "No findings." in text and "unknown kernel" in text
+    a.blocks = a.blocks.iloc[0:0]
+    text = rhtml.render_report(a, opts=_small_opts())
+    assert all(s in _parse(text).ids for s in SECTIONS)
+    assert "No pageblock history was reconstructed" in text and not _parse(text).srcs

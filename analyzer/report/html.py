@@ -345,7 +345,10 @@ def section_consistency(analysis: Any, p: str = "") -> str:
             "end-of-capture pagetypeinfo.</p>" + status + frame_table(c) + "</section>")
 
 
-def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[bytes, bytes]:
+def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[bytes, bytes] | None:
+    """(timeline PNG, counts PNG), or None when there is no pageblock history to draw."""
+    if len(analysis.blocks) == 0:
+        return None
     view = plots.make_view(analysis)
     tl = plots.figure_png(plots.timeline_figure(analysis, view, opts))
     ct = plots.figure_png(plots.counts_figure(analysis, view, plots.PlotOptions(
@@ -354,7 +357,12 @@ def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[
 
 
 def section_plots(analysis: Any, pngs: tuple[bytes, bytes] | None = None, p: str = "") -> str:
-    tl, ct = pngs or render_plots(analysis)
+    pngs = pngs or render_plots(analysis)
+    if pngs is None:
+        none = '<p class="muted">No pageblock history was reconstructed: nothing to draw.</p>'
+        return (f'<section id="{p}timeline"><h2>Pageblock timeline</h2>{none}</section>'
+                f'<section id="{p}counts"><h2>Blocks per migratetype over time</h2>{none}</section>')
+    tl, ct = pngs
     return (f'<section id="{p}timeline"><h2>Pageblock timeline</h2>'
             '<p class="muted">Rows are pageblocks (low pfn at the bottom), columns time; colour = migratetype '
             "holding most block-time in the pixel, hatching = isolation window, white markers = findings "
