@@ -34,9 +34,13 @@ def detect(model, kernel):
     pfn = col(a, "pfn", np.uint64)
     order = col(a, "order", np.int64)
     ok = (pfn != 0) & (pfn != np.uint64(0xFFFFFFFFFFFFFFFF))   # failed allocations print pfn 0
+    checked = int(ok.sum())
+    # Only allocations inside some isolation interval in time can hit an isolated block:
+    # ask the model about those alone (isolation is rare, allocations are not).
+    ok &= _in_isolation_time(model, col(a, "ts", np.int64))
     rows = np.flatnonzero(ok)
     if not len(rows):
-        return with_stats(empty_findings(), checked=0, skipped_unknown=0)
+        return with_stats(empty_findings(), checked=checked, skipped_unknown=0)
     seq = col(a, "seq", np.int64)[rows]
     p = pfn[rows]
     last = p + (np.left_shift(np.uint64(1), order[rows].astype(np.uint64)) - np.uint64(1))
@@ -58,7 +62,7 @@ def detect(model, kernel):
     sel = hit_first | hit_last
     idx = np.flatnonzero(sel)
     if not len(idx):
-        return with_stats(empty_findings(), checked=len(rows), skipped_unknown=skipped)
+        return with_stats(empty_findings(), checked=checked, skipped_unknown=skipped)
     use_last = hit_last[idx]
     blk = np.where(use_last, np.asarray(st2.block)[idx], np.asarray(st1.block)[idx])
     bmt = np.where(use_last, np.asarray(st2.mt)[idx], np.asarray(st1.mt)[idx]).astype(np.int16)
@@ -75,7 +79,32 @@ def detect(model, kernel):
     out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
                         cpu=cpu, pfn=pfn[j], block=blk, event="mm_page_alloc", printed_mt=req,
                         block_mt=bmt, explanation=expl)
-    return with_stats(out, checked=len(rows), skipped_unknown=skipped)
+    return with_stats(out, checked=checked, skipped_unknown=skipped)
+
+
+def _in_isolation_time(model, ts: np.ndarray) -> np.ndarray:
+    """True where ts falls in an isolation window or an ISOLATE interval of the block history."""
+    starts, ends = [], []
+    iso = getattr(model, "isolation", None)
+    if iso is not None and len(iso):
+        starts.append(col(iso, "start_ts", np.int64))
+        ends.append(col(iso, "end_ts", np.int64))
+    bl = getattr(model, "blocks", None)
+    if bl is not None and len(bl):
+        m = col(bl, "migratetype", np.int16, -1) == MT_ISOLATE
+        if "guess_mt" in bl.columns:
+            m |= col(bl, "guess_mt", np.int16, -1) == MT_ISOLATE
+        starts.append(col(bl, "start_ts", np.int64)[m])
+        ends.append(col(bl, "end_ts", np.int64)[m])
+    if not starts:
+        return np.zeros(len(ts), bool)
+    st, en = np.concatenate(starts), np.concatenate(ends)
+    if not len(st):
+        return np.zeros(len(ts), bool)
+    o = np.argsort(st, kind="stable")
+    st, reach = st[o], np.maximum.accumulate(en[o])
+    i = np.searchsorted(st, ts, side="right") - 1
+    return (i >= 0) & (reach[np.maximum(i, 0)] >= ts)
 
 
 class _State:
