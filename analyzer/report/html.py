@@ -35,6 +35,7 @@ h3{font-size:15px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #d5dbe1;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 td:first-child{white-space:nowrap}
+table.kv td+td{word-break:break-all}
 th{background:#f0f3f6}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 tr.na td{color:#888}
@@ -61,7 +62,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return ""
-        return f"{v:.4g}"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (list, tuple)):
@@ -86,8 +87,9 @@ def _cell(col: str, v: Any) -> str:
     return f"<td>{text}</td>"
 
 
-def table(rows: Iterable[Sequence[Any]], header: Sequence[str], row_class: Callable[[Sequence[Any]], str] | None = None) -> str:
-    out = ["<table><thead><tr>", *(f"<th>{e(str(h))}</th>" for h in header), "</tr></thead><tbody>"]
+def table(rows: Iterable[Sequence[Any]], header: Sequence[str],
+          row_class: Callable[[Sequence[Any]], str] | None = None, cls: str = "") -> str:
+    out = [f'<table class="{cls}"><thead><tr>' if cls else "<table><thead><tr>", *(f"<th>{e(str(h))}</th>" for h in header), "</tr></thead><tbody>"]
     for r in rows:
         cls = row_class(r) if row_class else ""
         out.append(f'<tr class="{cls}">' if cls else "<tr>")
@@ -210,7 +212,7 @@ def section_metadata(analysis: Any, p: str = "") -> str:
     assumed = list(getattr(kernel, "assumed", None) or [])
     if assumed:
         rows.append(("assumptions", "; ".join(map(str, assumed))))
-    out = [f'<section id="{p}metadata"><h2>Capture</h2>', table(rows, ["what", "value"])]
+    out = [f'<section id="{p}metadata"><h2>Capture</h2>', table(rows, ["what", "value"], cls="kv")]
     zones = getattr(meta, "zones", None) or []
     out.append("<h3>Zones</h3>")
     out.append(table([(z[0], f"{int(z[1]):#x}", f"{int(z[2]):#x}", (int(z[2]) - int(z[1])) >> int(order or 0))
