@@ -66,7 +66,7 @@ def test_report_has_every_section(synth_html):
         assert s in c.ids, s
     assert len(c.ids) == len(set(c.ids))                          # ids unique
     for h in ("Summary", "Capture", "Pageblock timeline", "Blocks per migratetype over time",
-              "Top findings", "Histories", "Consistency with /proc/pagetypeinfo", "Zones", "CMA areas"):
+              "Top findings", "Most affected pageblocks", "Histories", "Consistency with /proc/pagetypeinfo", "Zones", "CMA areas"):
         assert h in synth_html, h
     # detector table with kernel applicability, severity badges
     assert "&lt; 6.10" in synth_html and 'class="na"' in synth_html and 'class="sev"' in synth_html

@@ -56,6 +56,11 @@ class SynthAnalysis:
                             warnings=["synthetic model warning <w>"])
     kernel = SimpleNamespace(assumed=[], describe=lambda: "6.1.0-synthetic (upstream 6.1.0)")
 
+    def top_blocks(self, n: int = 10) -> list[dict]:
+        vc = self.findings["block"].value_counts().head(n)
+        return [{"block": int(b), "start_pfn": hex(int(b) << 9), "findings": int(c), "by_detector": {"S1a": int(c)},
+                 "zone": "DMA"} for b, c in vc.items()]
+
     def lost_summary(self) -> dict:
         return {"windows": [], "total": 0, "manifest": {"0": 0, "1": 0}, "findings_after_first_loss": 0}
 

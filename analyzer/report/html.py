@@ -309,7 +309,15 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
                      ["detector", "severity", "t [s]", "seq", "cpu", "pfn", "block", "event",
                       "printed type", "block type", "explanation"]))
     out.append(f'<p class="muted">{len(t)} of {len(f)} findings (highest severity first, one per detector and '
-               "block).</p><h3>Histories</h3>")
+               "block).</p>")
+    tb = getattr(analysis, "top_blocks", None)
+    blocks = tb() if callable(tb) and not compact else []
+    if blocks:
+        out.append("<h3>Most affected pageblocks</h3>")
+        out.append(table([(b.get("block"), b.get("start_pfn"), b.get("zone"), b.get("findings"),
+                           b.get("by_detector")) for b in blocks],
+                         ["block", "first pfn", "zone", "kernel findings", "by detector"]))
+    out.append("<h3>Histories</h3>")
     narr = getattr(analysis, "narrative", None)
     for i, r in enumerate(t.head(narratives).itertuples(index=False)):
         pfn = int(r.pfn)
