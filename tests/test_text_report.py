@@ -222,3 +222,15 @@ def test_cpu_beyond_header_is_an_error(tmp_path):
     p = _write(tmp_path, ["cpus=1", report_line("init", 1, 3, 10, "mm_page_free", "pfn=0x1 order=0")])
     with pytest.raises(TraceFormatError, match="line 2: .*cpus=1"):
         ReportText(p)
+
+
+def test_non_utf8_comm_and_crlf(tmp_path):
+    """Comms are raw kernel bytes; a file may also have CRLF line ends (copied via Windows)."""
+    good = report_line("init", 1, 0, 10, "mm_page_free", "pfn=0x1 order=0").encode()
+    odd = report_line("ab?c", 2, 1, 20, "mm_page_free", "pfn=0x2 order=1").encode().replace(b"?", b"\xff")
+    p = tmp_path / "r.txt"
+    p.write_bytes(b"cpus=2\r\n" + good + b"\r\n" + odd + b"\r\n")
+    t = ReportText(str(p))
+    rows = t.table("mm_page_free").to_pylist()
+    assert [r["comm"] for r in rows] == ["init", "ab\ufffdc"]
+    assert [r["order"] for r in rows] == [0, 1] and t.meta.cpus == 2

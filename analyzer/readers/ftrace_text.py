@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import known_events as ke
-from .text_common import Marker, TextTrace, _map_strings
+from .text_common import LINE_END, Marker, TextTrace, _map_strings
 
 LINE_RE = (
     r"^(?P<comm>.*)-(?P<pid>\d+)\s+"
@@ -25,7 +25,7 @@ LINE_RE = (
     r"\[(?P<cpu>\d+)\]\s+"
     r"(?:(?P<flags>[^\s\d]\S*)\s+)?"
     r"(?P<ts_s>\d+)(?:\.(?P<ts_f>\d+))?:"
-    r"\s(?P<event>[^\s:]+):(?P<body>.*)$"
+    r"\s(?P<event>[^\s:]+):" + LINE_END
 )
 
 FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)-", r"^(?P<comm>.{16})-", 1)

@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import known_events as ke
-from .text_common import Marker, TextTrace, _map_strings
+from .text_common import LINE_END, Marker, TextTrace, _map_strings
 
 LINE_RE = (
     r"^(?P<comm>.*)\s(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+"
     r"\[(?P<cpu>\d+)\]\s+"
     r"(?P<ts_s>\d+)(?:\.(?P<ts_f>\d+))?:"
-    r"\s+(?P<event>[^\s:]+:[^\s:]+):(?P<body>.*)$"
+    r"\s+(?P<event>[^\s:]+:[^\s:]+):" + LINE_END
 )
 
 FAST_RE = LINE_RE.replace(r"^(?P<comm>.*)\s", r"^(?P<comm>.{16})\s", 1)

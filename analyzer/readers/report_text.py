@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from .base import TraceMeta  # noqa: F401  (re-exported type of .meta)
-from .text_common import Marker, TextTrace
+from .text_common import LINE_END, Marker, TextTrace
 
 LINE_RE = (
     r"^(?:\s*(?P<inst>[^\s:]+): )?"
@@ -25,7 +25,7 @@ LINE_RE = (
     r"(?:-0x(?P<rflags>[0-9a-fA-F]+))?"
     r"(?:\s+(?P<flags>[^\s\d]\S*))?"
     r"\s+(?P<ts_s>\d+)(?:\.(?P<ts_f>\d+))?:"
-    r"\s+(?P<event>[^\s:]+):(?P<body>.*)$"
+    r"\s+(?P<event>[^\s:]+):" + LINE_END
 )
 
 # comm is at most 15 bytes (TASK_COMM_LEN) printed %16s, so without an instance

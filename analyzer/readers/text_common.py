@@ -160,11 +160,26 @@ def read_lines(path: str) -> pa.Array:
         raise TraceFormatError(path, "file", 0, "empty file")
     if b"\0" in data[:65536]:
         raise TraceFormatError(path, "line 1", None, "binary data (NUL bytes) in a text trace")
-    text = data.decode("utf-8", errors="replace")     # comms are raw kernel bytes
-    if text.endswith("\n"):
-        text = text[:-1]
-    arr = pa.array(text.split("\n"), type=pa.large_string())
-    return pc.utf8_rtrim(arr, characters="\r")
+    # Zero-copy: an Arrow string array over the file bytes, one entry per line with
+    # its newline kept (the line patterns end in `\r?\n?$`); the C++ UTF-8 check
+    # replaces a Python decode of hundreds of MB.
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    ends = nl + 1
+    if len(data) and data[-1:] != b"\n":
+        ends = np.append(ends, len(data))
+    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+    offsets[1:] = ends
+    arr = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:                      # comms are raw kernel bytes: replace bad ones
+        text = data.decode("utf-8", errors="replace")
+        return pa.array([x + "\n" for x in text.split("\n")][: len(ends)], type=pa.large_string())
+    return arr
+
+
+LINE_END = r"(?P<body>[^\r\n]*)\r?\n?$"
 
 
 def re2_escape(s: str) -> str:
@@ -287,13 +302,16 @@ def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool) -> tuple[lis
         body = pc.replace_substring_regex(body, r"^\[FAILED TO PARSE\]\s*", "")
     body = pc.utf8_trim_whitespace(body)
     known = ke.lookup(event)
-    keys = discover_keys(body)
+    # A known event only needs keys printed in *every* row (new kernel fields), so
+    # the first rows are enough; unknown events need every key of every row.
+    keys = discover_keys(body.slice(0, 64) if known is not None else body)
     unparsed: dict = {}
     cols: list[tuple[str, pa.Array]] = []
     if known is not None:
         n = len(body)
         names = [f.name for f in known.fields]
-        extra = [k for k, c in keys.items() if c == n and k not in names and k not in known.print_only]
+        extra = [k for k, c in keys.items() if c == min(n, 64) and k not in names and k not in known.print_only]
+        extra = [k for k in extra if _extract(body, k, [k], "token").null_count == 0]
         alts = names + sorted(known.print_only) + extra
         pos = pc.extract_regex(body, known.positional) if known.positional else None
         last_str = [f.name for f in known.fields if pa.types.is_string(f.type)][-1:]
@@ -328,7 +346,8 @@ class TextTrace(Trace):
     """A text trace parsed columnar at open; event bodies are parsed per event on demand."""
 
     FORMAT = "text"
-    LINE_RE = ""                  # RE2 with groups comm, pid, cpu, ts_s, ts_f, event, body
+    LINE_RE = ""                  # RE2 with groups comm, pid, cpu, ts_s, ts_f, event, body;
+                                  # lines keep their newline: end patterns with LINE_END
     FAST_RE = ""                  # same groups; cheaper pattern tried first (comm <= 16 chars)
     HASHED_POINTERS = False       # kernel text output hashes %p values
 
@@ -391,7 +410,7 @@ class TextTrace(Trace):
         m = self._match(lines)
         is_ev = m.is_valid().to_numpy(zero_copy_only=False)
         for i in np.nonzero(~is_ev)[0]:
-            mk = self.other_line(lines[int(i)].as_py(), int(i) + 1)
+            mk = self.other_line(lines[int(i)].as_py().rstrip("\r\n"), int(i) + 1)
             if mk is not None:
                 self.markers.append(mk)
         if not is_ev.any():
@@ -410,7 +429,7 @@ class TextTrace(Trace):
         sec, ok3, _, _ = parse_ints(g["ts_s"])
         if not (ok.all() and ok2.all() and ok3.all()):
             bad = int(np.nonzero(~(ok & ok2 & ok3))[0][0])
-            raise self.bad_line(int(self._line_no[bad]), lines[int(self._line_no[bad]) - 1].as_py(),
+            raise self.bad_line(int(self._line_no[bad]), lines[int(self._line_no[bad]) - 1].as_py().rstrip("\r\n"),
                                 "number out of range in pid, cpu or time")
         self._pid = pid.astype(np.int32)
         self._cpu = cpu.astype(np.int32)
