@@ -149,11 +149,13 @@ def _block_rows(model, block: int):
         name = iso["name"].astype(str).to_numpy() if "name" in iso.columns else np.array([""] * len(iso))
         rmt = col(iso, "restore_mt", np.int16, -1)
         s_ts, e_ts = col(iso, "start_ts", np.int64), col(iso, "end_ts", np.int64)
+        s_sq = col(iso, "start_seq", np.int64, -1) if "start_seq" in iso.columns else np.full(len(iso), -1)
+        e_sq = col(iso, "end_seq", np.int64, -1) if "end_seq" in iso.columns else np.full(len(iso), -1)
         for i in np.flatnonzero((s_b <= block) & (e_b >= block)):
             who = _WHO.get(kind[i], kind[i]) + (f"({name[i]})" if name[i] else "")
-            rows.append((-1, int(s_ts[i]), -1, "isolation", f"block isolated by {who}"))
-            rows.append((-1, int(e_ts[i]), -1, "isolation",
-                         f"{who} done: block restored to {mt_name(rmt[i])}"))
+            rows.append((int(s_sq[i]), int(s_ts[i]), -1, "isolation", f"block isolated by {who}"))
+            rows.append((int(e_sq[i]), int(e_ts[i]), -1, "isolation",
+                         f"isolation by {who} ends: block restored to {mt_name(rmt[i])}"))
     return rows
 
 
@@ -208,6 +210,30 @@ def _describe(model, name: str, df: pd.DataFrame):
             t = (f"fallback on cpu{cpu[i]}: a {mt_name(am[i])} request took {fmt_pfn(pfn[i])} from the "
                  f"{mt_name(fm[i])} freelist" + (f", claiming the block for {mt_name(am[i])}" if co[i] else ""))
             out.append((seq[i], ts[i], cpu[i], name, t))
+    elif name in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release"):
+        nm = df["name"].astype(str).to_numpy() if "name" in df.columns else [""] * len(df)
+        cnt = col(df, "count", np.int64)
+        err = col(df, "errorno", np.int64) if "errorno" in df.columns else np.zeros(len(df), np.int64)
+        for i in range(len(df)):
+            what = {"cma_alloc_finish": f"cma_alloc({nm[i]}) done at {fmt_pfn(pfn[i])} (+{cnt[i]} pages)"
+                    + (f", error {err[i]}" if err[i] else ""),
+                    "cma_alloc_busy_retry": f"cma_alloc({nm[i]}) found {fmt_pfn(pfn[i])} busy, retrying",
+                    "cma_release": f"cma_release({nm[i]}) of {cnt[i]} pages at {fmt_pfn(pfn[i])}"}[name]
+            out.append((seq[i], ts[i], cpu[i], name, what))
+    elif name == "mm_alloc_contig_migrate_range_info":
+        s0, e0 = col(df, "start", np.uint64), col(df, "end", np.uint64)
+        mig, rec = col(df, "nr_migrated", np.int64), col(df, "nr_reclaimed", np.int64)
+        for i in range(len(df)):
+            out.append((seq[i], ts[i], cpu[i], name,
+                        f"alloc_contig_range migrated {mig[i]} and reclaimed {rec[i]} pages in "
+                        f"[{fmt_pfn(s0[i])}, {fmt_pfn(e0[i])})"))
+    elif name == "test_pages_isolated":
+        s0, e0 = col(df, "start_pfn", np.uint64), col(df, "end_pfn", np.uint64)
+        fin = col(df, "fin_pfn", np.uint64)
+        for i in range(len(df)):
+            ok = "success" if e0[i] <= fin[i] else f"fail at {fmt_pfn(fin[i])}"
+            out.append((seq[i], ts[i], cpu[i], name,
+                        f"test_pages_isolated [{fmt_pfn(s0[i])}, {fmt_pfn(e0[i])}): {ok}"))
     elif "flags" in df.columns and "mask" in df.columns:
         fl = col(df, "flags", np.int64)
         out += [(seq[i], ts[i], cpu[i], name, f"kprobe: block set to {mt_name(fl[i])}") for i in range(len(df))]

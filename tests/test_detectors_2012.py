@@ -81,7 +81,7 @@ def test_2012_narrative_tells_the_thread_story():
     story = narrative(m, p, findings=findings)
     expected = ["freed to pcp cpu1 as CMA", "block isolated by cma_alloc(reserved)",
                 "drained from pcp cpu1 to the CMA freelist while block Isolate", "!! S1a",
-                "cma_alloc(reserved) done: block restored to CMA",
+                "isolation by cma_alloc(reserved) ends: block restored to CMA",
                 "refilled into pcp cpu0 as Movable while block CMA",
                 "drained from pcp cpu0 to the Movable freelist while block CMA", "!! S1b",
                 "fallback on cpu0: a Unmovable request took 0x80c from the Movable freelist, "
