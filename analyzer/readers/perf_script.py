@@ -10,7 +10,6 @@ right against ` [cpu] time: sys:event:`.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import known_events as ke
 from .text_common import LINE_END, Marker, TextTrace, _map_strings

@@ -16,7 +16,6 @@ import re
 
 import numpy as np
 
-from .base import TraceMeta  # noqa: F401  (re-exported type of .meta)
 from .text_common import LINE_END, Marker, TextTrace
 
 LINE_RE = (
