@@ -98,3 +98,17 @@ def test_pfn_seq_order_matches_lexsort():
         o = pfn_seq_order(pfn, seq)
         r = np.lexsort((seq, pfn))
         assert (pfn[o] == pfn[r]).all() and (seq[o] == seq[r]).all()
+
+
+def test_sorted_rows_merge_matches_a_full_sort():
+    from analyzer.model.timeline import SET, TOUCH, Rows, SortedRows, _lexsorted
+    rng = np.random.default_rng(3)
+    n, m = 2000, 300
+    base = Rows.make(rng.integers(0, 50, n), rng.integers(-1, 500, n), rng.integers(0, 9, n),
+                     rng.choice([SET, TOUCH], n), rng.integers(0, 6, n), 0, 1, sub=rng.integers(0, 3, n))
+    extra = Rows.make(rng.integers(0, 60, m), rng.integers(0, 600, m), 0, SET, 1, 6, 2, sub=3)
+    got = SortedRows(base).with_extra(extra)
+    want = _lexsorted(Rows.concat([base, extra]))
+    for f in ("block", "seq", "sub"):
+        assert (getattr(got, f) == getattr(want, f)).all()
+    assert len(got) == n + m

@@ -33,7 +33,7 @@ import numpy as np
 from ..kernels import CMA, GFP_HIGH, ISOLATE, MOVABLE, KernelBehavior
 from .events import Table
 from .isolation import Windows, active_count, window_blocks
-from .timeline import CAND, INFERRED, KNOWN, LOST, SET, SRC, TOUCH, UNKNOWN, Rows, Timeline, resolve
+from .timeline import CAND, INFERRED, KNOWN, LOST, SET, SRC, TOUCH, UNKNOWN, Rows, SortedRows, Timeline, resolve
 
 MAX_PAGE_ORDER = 10   # MAX_ORDER-1 (6.1) / MAX_PAGE_ORDER (6.12) on 4K-page arm64 and x86_64 Debian
 
@@ -205,7 +205,7 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
 
 
 def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrade: np.ndarray,
-                              ctx: Context, max_iter: int = 6,
+                              ctx: Context, max_iter: int = 12,
                               initial: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
     """Add observations that disagree with (or, where `upgrade`, are surer than) the state.
 
@@ -213,11 +213,13 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
     """
     accepted = np.zeros(len(obs.block), dtype=bool) if initial is None else initial.copy()
 
+    base = SortedRows(rows)
+
     def with_obs() -> Rows:
         a = np.flatnonzero(accepted)
         orow = Rows.make(obs.block[a], obs.seq[a], obs.ts[a], SET, obs.mt[a], obs.src[a], obs_conf[a], sub=3)
-        return Rows.concat([rows, orow])
-    tl = resolve(with_obs(), ctx.blocks)
+        return base.with_extra(orow)
+    tl = resolve(with_obs(), ctx.blocks, presorted=True)
     check = np.arange(len(obs.block))          # which observations to (re)check
     for _ in range(max_iter):
         if not len(check):
@@ -228,8 +230,14 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
         new = check[want & ~accepted[check]]
         if not len(new):
             break
+        # of a run of same-type observations in a block only the first can matter: once it is
+        # in, the rest agree unless some row lies between them (the next pass re-checks those)
+        o = new[np.lexsort((obs.seq[new], obs.block[new]))]
+        keep = np.ones(len(o), dtype=bool)
+        keep[1:] = (obs.block[o][1:] != obs.block[o][:-1]) | (obs.mt[o][1:] != obs.mt[o][:-1])
+        new = o[keep]
         accepted[new] = True
-        tl = resolve(with_obs(), ctx.blocks)
+        tl = resolve(with_obs(), ctx.blocks, presorted=True)
         # only blocks that just gained a SET can have observations that now disagree
         check = np.flatnonzero(np.isin(obs.block, np.unique(obs.block[new])) & ~accepted)
     return tl, accepted

@@ -163,10 +163,73 @@ class Timeline:
         return nxt
 
 
-def resolve(rows: Rows, universe: np.ndarray) -> Timeline:
+def sort_key(rows: Rows) -> np.ndarray | None:
+    """One int64 key ordering rows by (block, seq, sub), or None if it could overflow."""
+    if not len(rows):
+        return np.zeros(0, np.int64)
+    b0, b1 = int(rows.block.min()), int(rows.block.max())
+    s0, s1 = int(rows.seq.min()), int(rows.seq.max())
+    span = (s1 - s0 + 1) * 8
+    if (b1 - b0 + 1) * span >= (1 << 62):
+        return None
+    return ((rows.block - b0) * (s1 - s0 + 1) + (rows.seq - s0)) * 8 + rows.sub.astype(np.int64)
+
+
+class SortedRows:
+    """Base rows sorted once; `with_extra()` merges a few more rows in linear time.
+
+    The observation fixed point re-resolves the same base rows many times with a growing
+    set of accepted observations, so the base is never sorted again.
+    """
+
+    def __init__(self, rows: Rows):
+        self.rows = rows
+        allk = sort_key(rows)
+        if allk is not None and len(rows):
+            o = np.argsort(allk, kind="stable")
+            self.sorted = rows.take(o)
+            self.skey = allk[o]
+
+    def with_extra(self, extra: Rows) -> Rows:
+        """(base + extra) sorted by (block, seq, sub); extra rows sort after base rows on ties."""
+        if not len(extra):
+            return self.sorted if hasattr(self, "sorted") else _lexsorted(self.rows)
+        if not hasattr(self, "sorted"):
+            return _lexsorted(Rows.concat([self.rows, extra]))
+        # keys must share one origin: the combined range of base and extra
+        b0 = min(int(self.sorted.block[0]), int(extra.block.min()))
+        b1 = max(int(self.sorted.block[-1]), int(extra.block.max()))
+        s0 = min(int(self.rows.seq.min()), int(extra.seq.min()))
+        s1 = max(int(self.rows.seq.max()), int(extra.seq.max()))
+        if (b1 - b0 + 1) * (s1 - s0 + 1) * 8 >= (1 << 62):
+            return _lexsorted(Rows.concat([self.rows, extra]))
+        def k(r: Rows) -> np.ndarray:
+            return ((r.block - b0) * (s1 - s0 + 1) + (r.seq - s0)) * 8 + r.sub.astype(np.int64)
+        bk = k(self.sorted)
+        ek = k(extra)
+        eo = np.argsort(ek, kind="stable")
+        ek = ek[eo]
+        pos = np.searchsorted(bk, ek, side="right") + np.arange(len(ek))
+        n = len(bk) + len(ek)
+        is_extra = np.zeros(n, dtype=bool)
+        is_extra[pos] = True
+        out = {}
+        for f in Rows.__dataclass_fields__:
+            a, e = getattr(self.sorted, f), getattr(extra, f)[eo]
+            m = np.empty(n, dtype=a.dtype)
+            m[pos] = e
+            m[~is_extra] = a
+            out[f] = m
+        return Rows(**out)
+
+
+def _lexsorted(rows: Rows) -> Rows:
+    return rows.take(np.lexsort((rows.sub, rows.seq, rows.block)))
+
+
+def resolve(rows: Rows, universe: np.ndarray, presorted: bool = False) -> Timeline:
     """Turn assertion rows into intervals (one per change of type/confidence/source)."""
-    order = np.lexsort((rows.sub, rows.seq, rows.block))
-    r = rows.take(order)
+    r = rows if presorted else _lexsorted(rows)
     n = len(r)
     idx = np.arange(n)
     is_set = r.kind == SET
