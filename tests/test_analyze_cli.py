@@ -104,3 +104,17 @@ def test_history_of_a_page_tells_its_story(json61):
     assert "story: " in stdout and " -> " in stdout
     rc, stdout, err = mtaudit("history", CAP61, "--block", str(r["block"]), "--limit", "5")
     assert rc == 0 and f"pageblock {r['block']}" in stdout and "more steps" in stdout
+
+
+def test_analyze_accepts_a_tar_zst_bundle(tmp_path):
+    import tarfile
+
+    import zstandard
+    bundle = tmp_path / "cap.tar.zst"
+    with open(bundle, "wb") as f, zstandard.ZstdCompressor(level=1).stream_writer(f) as zw, \
+            tarfile.open(fileobj=zw, mode="w|") as tf:
+        tf.add(CAP612, arcname="debian-6.12-arm64-cma-churn")
+    rc, stdout, err = mtaudit("analyze", str(bundle), "--json", "-", "-q")
+    assert rc == 0, err
+    js = json.loads(stdout)
+    assert js["capture"]["kind"] == "archive" and js["consistency"]["passed"] is True
