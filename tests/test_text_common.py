@@ -78,6 +78,14 @@ def test_known_events_match_real_format_files(path):
         assert real == ours, (path, ev)
         seen += 1
     assert seen >= 3
+    # the name -> system table for other events agrees with the formats in the file
+    mapped = 0
+    for full, fmt in t.formats().items():
+        guess = ke.full_name(fmt.name)
+        if not guess.startswith(ke.UNKNOWN_SYSTEM + ":") and ke.lookup(fmt.name) is None:
+            assert guess == full, (path, full, guess)
+            mapped += 1
+    assert mapped >= 10
 
 
 def test_sniff_by_content_not_name(tmp_path):
@@ -117,6 +125,8 @@ def test_known_table_is_one_place():
     assert len(ke.KNOWN) == len({e.full_name for e in ke.KNOWN.values()})
     assert ke.full_name("mm_page_alloc") == "kmem:mm_page_alloc"
     assert ke.full_name("no_such_event") == "unknown:no_such_event"
+    assert ke.full_name("sched_switch") == "sched:sched_switch"
+    assert ke.full_name("mm_compaction_isolate_migratepages") == "compaction:mm_compaction_isolate_migratepages"
     assert ke.lookup("kmem:setmt") is None and ke.lookup("pb:setmt") is ke.KNOWN["setmt"]
     assert np.dtype("uint64") == ke.KNOWN["mm_page_alloc"].field("pfn").type.to_pandas_dtype()
 

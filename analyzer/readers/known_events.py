@@ -122,6 +122,18 @@ PRINT_ALIASES = frozenset({"tracing_mark_write"})
 
 UNKNOWN_SYSTEM = "unknown"
 
+# Systems of other common tracepoints, so text traces name them as trace.dat does
+# (text prints only the bare name).  Exact names first, then name prefixes; all
+# from include/trace/events/{sched,irq,compaction,vmscan,migrate,kmem,power}.h.
+SYSTEM_OF = {
+    "kmalloc": "kmem", "kfree": "kmem", "kmem_cache_alloc": "kmem", "kmem_cache_free": "kmem",
+    "rss_stat": "kmem", "mm_migrate_pages": "migrate", "mm_migrate_pages_start": "migrate",
+    "cpu_idle": "power", "cpu_frequency": "power",
+    "irq_handler_entry": "irq", "irq_handler_exit": "irq",
+    "softirq_entry": "irq", "softirq_exit": "irq", "softirq_raise": "irq",
+}
+SYSTEM_PREFIXES = (("sched_", "sched"), ("mm_compaction_", "compaction"), ("mm_vmscan_", "vmscan"))
+
 
 def lookup(name: str) -> KnownEvent | None:
     """Known layout for "system:name" or a bare "name" (text formats often omit the system)."""
@@ -135,4 +147,11 @@ def lookup(name: str) -> KnownEvent | None:
 def full_name(bare: str) -> str:
     """"system:name" for a bare event name as trace-cmd/ftrace text print it."""
     ev = KNOWN.get(bare)
-    return ev.full_name if ev else f"{UNKNOWN_SYSTEM}:{bare}"
+    if ev:
+        return ev.full_name
+    if bare in SYSTEM_OF:
+        return f"{SYSTEM_OF[bare]}:{bare}"
+    for prefix, system in SYSTEM_PREFIXES:
+        if bare.startswith(prefix):
+            return f"{system}:{bare}"
+    return f"{UNKNOWN_SYSTEM}:{bare}"
