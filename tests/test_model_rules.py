@@ -284,3 +284,29 @@ def test_intervals_are_contiguous_and_cover_the_trace():
         s, e = g["start_ts"].to_numpy(), g["end_ts"].to_numpy()
         assert (s[1:] == e[:-1]).all() and e[-1] == m.trace_end_ts
     assert str(m.blocks["migratetype"].dtype) == "int8[pyarrow]"
+
+
+def test_kprobe_with_mt_field_name_and_progress_callback():
+    """The notes' recipe names the new type `mt`; any event with pfn + mask + a type field is truth."""
+    from analyzer.model import synthetic
+    synthetic.SCHEMAS["setmt2"] = ("pb", [("pfn", synthetic.U64), ("mt", synthetic.U64), ("mask", synthetic.U64)])
+    try:
+        tr = SyntheticTrace()
+        _with_kprobe(tr)
+        w = tr.add("setmt2", pfn=Z0 + 3 * PB, mt=RECLAIMABLE, mask=7)
+        steps = []
+        m = build_model(tr, meta(), K61, progress=steps.append)
+        assert m.ground_truth and state(m, Z0 + 3 * PB, w + 1)[:3] == (RECLAIMABLE, 2, "kprobe")
+        assert steps[0] == "reading events" and steps[-1] == "done"
+    finally:
+        del synthetic.SCHEMAS["setmt2"]
+
+
+def test_bare_trace_without_zones_uses_the_blocks_it_sees():
+    tr = SyntheticTrace()
+    s = tr.add("mm_page_free", pfn=0x123456, order=0)
+    tr.add("mm_page_pcpu_drain", pfn=0x123456, order=0, migratetype=UNMOVABLE)
+    m = build_model(tr, synthetic_meta(zones=[], cma=[]), K612)
+    assert list(m.blocks["zone"].unique()) == ["?"] and set(m.blocks["block"]) == {0x123456 >> 9}
+    assert state(m, 0x123456, s)[:3] == (UNMOVABLE, 1, "backfill")
+    assert m.consistency()["zone"].tolist()[0] == "?"

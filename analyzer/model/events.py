@@ -30,6 +30,7 @@ MODEL_EVENTS = {
     "print": "ftrace:print",
 }
 KPROBE_MARKER = "pb/setmt kprobe active"
+KPROBE_TYPE_FIELDS = ("flags", "mt", "migratetype")
 
 
 @dataclass
@@ -93,7 +94,8 @@ def read_events(trace: Trace, ground_truth_events: list[str] | None = None) -> d
         fields = {f.name for f in fmt.fields}
         explicit = bool(ground_truth_events) and (full in ground_truth_events or fmt.name in ground_truth_events
                                                   or fmt.system in ground_truth_events)
-        if explicit or {"pfn", "flags", "mask"} <= fields:
+        # the corpus probe names the new type "flags"; the notes' recipe calls it "mt"
+        if explicit or ({"pfn", "mask"} <= fields and fields & set(KPROBE_TYPE_FIELDS)):
             if full in names:
                 out["kprobe:" + full] = Table(full, _sorted(trace.table(full)))
     return out

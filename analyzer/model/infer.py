@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import CMA, GFP_HIGH, ISOLATE, MOVABLE, KernelBehavior
-from .events import Table
+from .events import KPROBE_TYPE_FIELDS, Table
 from .isolation import Windows, active_count, window_blocks
 from .timeline import CAND, INFERRED, KNOWN, LOST, SET, SRC, TOUCH, UNKNOWN, Rows, SortedRows, Timeline, resolve
 
@@ -132,7 +132,10 @@ def kprobe_rows(kp: list[Table], ctx: Context) -> Rows:
         if not len(t):
             continue
         sel = np.flatnonzero(t["mask"] == 7) if t.has("mask") else np.arange(len(t))
-        mt = (t["flags"][sel] & 7).astype(np.int8)
+        field = next((f for f in KPROBE_TYPE_FIELDS if t.has(f)), None)
+        if field is None or not t.has("pfn"):
+            continue
+        mt = (t[field][sel] & 7).astype(np.int8)
         parts.append(Rows.make(t["pfn"][sel] >> ctx.pbo, t["seq"][sel], t["ts"][sel], SET, mt,
                                SRC["kprobe"], KNOWN))
     return Rows.concat(parts) if parts else Rows.make([], 0, 0, SET)
