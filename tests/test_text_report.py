@@ -234,3 +234,11 @@ def test_non_utf8_comm_and_crlf(tmp_path):
     rows = t.table("mm_page_free").to_pylist()
     assert [r["comm"] for r in rows] == ["init", "ab\ufffdc"]
     assert [r["order"] for r in rows] == [0, 1] and t.meta.cpus == 2
+
+
+def test_missing_known_field_is_reported(tmp_path):
+    lines = ["cpus=1", report_line("init", 1, 0, 10, "mm_page_pcpu_drain", "pfn=0x1 order=0 migratetype=1"),
+             report_line("init", 1, 0, 20, "mm_page_pcpu_drain", "pfn=0x2 order=0")]
+    t = ReportText(_write(tmp_path, lines))
+    assert t.table("mm_page_pcpu_drain")["migratetype"].to_pylist() == [1, None]
+    assert t.notes()["kmem:mm_page_pcpu_drain"]["unparsed_fields"]["migratetype"]["count"] == 1

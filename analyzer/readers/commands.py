@@ -152,8 +152,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             console.print(f"note: {ev}: {note['failed_to_parse_lines']:,} lines marked [FAILED TO PARSE] "
                           "(raw fields after the marker were read)")
         for fld, info in sorted((note.get("unparsed_fields") or {}).items()):
-            console.print(f"note: {ev}.{fld}: {info['count']:,} values not read ({info['why']}; "
-                          f"e.g. {info['example']!r}) -> null")
+            eg = f"; e.g. {info['example']!r}" if info.get("example") is not None else ""
+            console.print(f"note: {ev}.{fld}: {info['count']:,} values not read ({info['why']}{eg}) -> null")
     return 0
 
 

@@ -211,6 +211,9 @@ def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool) -> tuple[lis
                 raw = pc.if_else(pos.is_valid(), pv, raw)
             if f.optional and not pc.any(raw.is_valid()).as_py():
                 continue
+            if raw.null_count:
+                unparsed[f.name] = {"count": raw.null_count, "example": None,
+                                    "why": f"`{f.name}=` not printed on these lines"}
             if is_str:
                 cols.append((f.name, pc.utf8_trim_whitespace(raw).cast(pa.string())))
             else:
