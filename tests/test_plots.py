@@ -414,9 +414,17 @@ if __name__ == "__main__":
 # CLI
 # ---------------------------------------------------------------------------
 def _cli(*argv: str):
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "analyzer.cli", *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    """Run `mtaudit ARGV` in this process (no interpreter start-up per call)."""
+    import contextlib
+
+    from analyzer.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as ex:      # argparse usage errors
+            rc = ex.code
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.mark.parametrize("flag,value", [("--pfn-range", "5"), ("--pfn-range", "0x20-0x10"),
