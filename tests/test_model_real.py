@@ -183,3 +183,23 @@ def test_x86_capture_without_kprobe():
     assert rec[CMA] == 32 and sum(rec.values()) == 512
     # 6.1 drains inside the CMA isolation window print MIGRATE_ISOLATE: the live type
     assert int((m.blocks["source"] == "drain-observed").sum()) == 2
+
+
+def test_same_model_from_trace_dat_and_its_text_rendering():
+    """fixtures/text/host-6.18-x86_64: the same buffer as trace.dat and as `cat trace` text."""
+    d = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text", "host-6.18-x86_64")
+    out = []
+    for f in ("trace.dat", "trace-noirq.txt", "trace-tgid-irqinfo.txt"):
+        trace, meta = load_capture(os.path.join(d, f))
+        m = build_model(trace, meta, behavior_for("6.18.0"))
+        out.append((m.blocks[["block", "migratetype", "source"]].to_numpy().tolist(),
+                    m.residency[["pfn", "enter_seq", "leave_kind"]].to_numpy().tolist()))
+    assert out[0] == out[1] == out[2]
+    assert len(out[0][1]) > 100
+
+
+def test_gfp_high_from_numeric_and_symbolic_flags():
+    from analyzer.model.infer import gfp_high
+    assert gfp_high(np.array([0x20, 0xcc0, 0x820])).tolist() == [True, False, True]
+    assert gfp_high(np.array(["GFP_ATOMIC|__GFP_COMP", "GFP_HIGHUSER_MOVABLE|__GFP_HIGHMEM", "__GFP_HIGH",
+                              "0x820", None], dtype=object)).tolist() == [True, False, True, True, False]

@@ -100,11 +100,25 @@ def window_rows(w: Windows, ctx: Context) -> Rows:
     return Rows.concat([iso, rst])
 
 
+def gfp_high(gfp: np.ndarray) -> np.ndarray:
+    """__GFP_HIGH set?  Numeric flags (trace.dat) or the symbolic text of text traces."""
+    if gfp.dtype.kind in "iu":
+        return (gfp & GFP_HIGH) != 0
+    out = np.zeros(len(gfp), dtype=bool)
+    for i, v in enumerate(gfp):          # text traces only: a few thousand rows at most
+        if v is None:
+            continue
+        toks = str(v).split("|")
+        out[i] = any(t in ("__GFP_HIGH", "GFP_ATOMIC") or (t.startswith("0x") and int(t, 16) & GFP_HIGH)
+                     for t in toks)
+    return out
+
+
 def hazard_rows(ev: dict[str, Table], ctx: Context) -> Rows:
     parts = []
     al = ev["mm_page_alloc"]
     if len(al) and al.has("gfp_flags"):
-        sel = np.flatnonzero((al["order"] > 0) & ((al["gfp_flags"] & GFP_HIGH) != 0) & (al["pfn"] >= 0))
+        sel = np.flatnonzero((al["order"] > 0) & gfp_high(al["gfp_flags"]) & (al["pfn"] >= 0))
         parts.append(Rows.make(al["pfn"][sel] >> ctx.pbo, al["seq"][sel], al["ts"][sel], CAND))
     fr = ev["mm_page_free"]
     grp = MAX_PAGE_ORDER - ctx.pbo
