@@ -270,3 +270,63 @@ def test_unconfirmed_boot_seed_is_not_evidence_for_kernel_findings():
     f = s2_freelist.detect(s.build(), K61)
     assert [int(b) for b in f["block"]] == [4]
     assert f.attrs["skipped_unverified_mismatch"] == 1
+
+
+def test_s2_claim_path_extfrag_after_zone_locked_excuses():
+    # 6.12 claim of a partial block: zone_locked from the start type's list, then extfrag
+    s = Story()
+    s.alloc(s.pfn(0, 0), MOV, cpu=0)
+    p = s.pfn(5, 0)
+    s.zone_locked(p, UNMOV, cpu=0, refill=False)
+    s.extfrag(p, UNMOV, MOV, 1, cpu=0)
+    s.alloc(p, UNMOV, cpu=0)
+    f = s2_freelist.detect(s.build(), K612)
+    assert len(f) == 0 and f.attrs["excused_by_fallback"] == 1
+
+
+# -- robustness: random stories -----------------------------------------------------------
+from hypothesis import given, settings, strategies as hst  # noqa: E402
+
+_op = hst.tuples(hst.sampled_from(["free", "alloc", "zl", "drain", "ext", "retype", "iso"]),
+                 hst.integers(0, 7), hst.integers(0, 3), hst.integers(0, 5), hst.integers(0, 1),
+                 hst.sampled_from([0, 1, 9]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.lists(_op, max_size=40), hst.sampled_from(["K61", "K612", "K61_MAINLINE"]))
+def test_random_stories_keep_the_findings_contract(ops, kname):
+    import _synth_model
+    kernel = getattr(_synth_model, kname)
+    s = Story(cma_blocks=(6, 7))
+    open_iso = False
+    for kind, blk, off, mt, cpu, order in ops:
+        p = s.pfn(blk, off * 8)
+        if kind == "free":
+            s.free(p, cpu=cpu, order=order)
+        elif kind == "alloc":
+            s.alloc(p, mt % 3, cpu=cpu, order=order)
+        elif kind == "zl":
+            s.zone_locked(p, mt % 5, cpu=cpu, order=min(order, 3))
+        elif kind == "drain":
+            s.drain(p, mt % 5, cpu=cpu, order=min(order, 3))
+        elif kind == "ext":
+            s.extfrag(p, mt % 3, (mt + 1) % 3, cpu, cpu=cpu)
+        elif kind == "retype":
+            s.retype(blk, mt)
+        elif kind == "iso":
+            if open_iso:
+                s.unisolate()
+            else:
+                s.isolate(blk, blk)
+            open_iso = not open_iso
+    m = s.build()
+    findings, table = run_all(m, kernel)
+    assert list(findings.columns) == FINDING_COLUMNS
+    assert list(findings["seq"]) == sorted(findings["seq"])
+    assert set(findings["detector"].astype(str)) <= {"S1a", "S1b", "S2", "S3", "S4", "S5", "MW"}
+    assert all(isinstance(e, str) and e for e in findings["explanation"])
+    kf = findings[findings["detector"].astype(str) != "MW"]
+    assert (kf["block_mt"].astype(int) >= 0).all()
+    if kernel.drain_prints == "live":
+        assert not {"S1a", "S1b"} & set(findings["detector"].astype(str))
+    assert int(table["count"].sum()) == len(kf) + int((findings["detector"] == "MW").sum())
