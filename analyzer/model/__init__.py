@@ -275,11 +275,13 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     lost_ts, lost_seq = _lost(trace, base_ev)
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
-    rows = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
-                        infer.window_rows(w, ctx), infer.hazard_rows(base_ev, ctx),
-                        infer.lost_rows(lost_ts, lost_seq, ctx)])
+    sets = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
+                        infer.window_rows(w, ctx)])
     stays = _pair(base_ev, kernel, pbo)
     obs = infer.observations(base_ev, ctx, w, stays)
+    hz = Rows.concat([infer.hazard_rows(base_ev, ctx), infer.lost_rows(lost_ts, lost_seq, ctx)])
+    thin = infer.thin_hazards(hz, sets, obs)
+    rows = Rows.concat([sets, thin])
     obs_conf = infer.conf_by_type(obs.mt)
     no_up = np.zeros(len(obs.mt), bool)
     inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx)
@@ -290,7 +292,8 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
         first[bf_obs] = True
         inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first)
     stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum()),
-                             "backfilled_blocks": int(len(bf))}
+                             "backfilled_blocks": int(len(bf)), "hazard_rows": int(len(hz)),
+                             "hazard_rows_kept": int(len(thin))}
     ground = bool(kp) and any(len(t) for t in kp)
     tl, agree, live_seq, live_ts = inf_tl, None, None, None
     if ground:

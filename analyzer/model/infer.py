@@ -133,6 +133,32 @@ def hazard_rows(ev: dict[str, Table], ctx: Context) -> Rows:
     return r.take(np.flatnonzero(keep))
 
 
+def thin_hazards(hazards: Rows, sets: Rows, obs: "Obs") -> Rows:
+    """Drop hazard rows that cannot matter: between two consecutive points where a block's
+    type may be set (a SET row or any observation of that block), only its first hazard of
+    each kind lowers the confidence; the rest repeat it."""
+    if len(hazards) < 2:
+        return hazards
+    pb = np.concatenate([sets.block, obs.block])
+    ps = np.concatenate([sets.seq, obs.seq])
+    b0 = int(min(pb.min(initial=0), hazards.block.min()))
+    s0 = int(min(ps.min(initial=0), hazards.seq.min()))
+    s1 = int(max(ps.max(initial=0), hazards.seq.max())) + 1
+    nb = int(max(pb.max(initial=0), hazards.block.max())) - b0 + 1
+    if nb * (s1 - s0 + 1) * 4 >= (1 << 62):
+        return hazards
+    span = s1 - s0 + 1
+    pk = np.sort((pb - b0) * span + (ps - s0))
+    hk = (hazards.block - b0) * span + (hazards.seq - s0)
+    # a hazard at the same seq as a SET sorts after it (sub order): count points with key <= hk
+    gap = np.searchsorted(pk, hk, side="right")
+    o = np.lexsort((hk, hazards.kind, gap, hazards.block))
+    keep = np.ones(len(o), dtype=bool)
+    keep[1:] = ((hazards.block[o][1:] != hazards.block[o][:-1]) | (gap[o][1:] != gap[o][:-1])
+                | (hazards.kind[o][1:] != hazards.kind[o][:-1]))
+    return hazards.take(np.sort(o[keep]))
+
+
 def lost_rows(lost_ts: np.ndarray, lost_seq: np.ndarray, ctx: Context) -> Rows:
     if not len(lost_seq):
         return Rows.make([], 0, 0, LOST)
