@@ -257,6 +257,32 @@ def parse_dmesg_zones(text: str, page_size: int) -> list[tuple[str, int, int]]:
     return zones
 
 
+_STATS_HEAD = re.compile(r"^==\s*\S*?cpu(\d+)\s*$")
+
+
+def parse_stats(text: str, path: str) -> dict[str, int]:
+    """Per-CPU events the ring buffer lost (overrun + commit overrun + dropped) from per_cpu/cpu*/stats."""
+    out: dict[str, int] = {}
+    cpu = None
+    for ln, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s:
+            continue
+        if m := _STATS_HEAD.match(s):
+            cpu = m[1]
+            out.setdefault(cpu, 0)
+            continue
+        key, _, val = s.partition(":")
+        if key in ("overrun", "commit overrun", "dropped events"):
+            if cpu is None:
+                raise CaptureError(f"{path}: line {ln}: '{key}' before any '== .../cpuN' header")
+            try:
+                out[cpu] += int(val.strip())
+            except ValueError:
+                raise CaptureError(f"{path}: line {ln}: bad count {val.strip()!r}") from None
+    return out
+
+
 def parse_cma_override(spec: str) -> tuple[str, int, int]:
     """--cma NAME:BASEPFN:COUNT (numbers decimal or 0x hex)."""
     parts = spec.split(":")
@@ -404,6 +430,9 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         for a in ("arm64", "amd64", "x86_64", "riscv64", "ppc64el", "s390x"):
             if meta.kernel_release.endswith(a):
                 meta.arch = "x86_64" if a == "amd64" else a
+    if "stats-end.txt" in texts and not meta.lost_events:
+        meta.lost_events = parse_stats(texts["stats-end.txt"], meta.files["stats-end.txt"])
+        meta.provenance["lost_events"] = "stats-end.txt"
     if "cmdline.txt" in texts and not meta.cmdline:
         meta.cmdline = texts["cmdline.txt"].strip()
     # -- pagetypeinfo / pageblock order ----------------------------------------------

@@ -156,3 +156,13 @@ def test_parsers_on_fixture_text():
     assert p.pageblock_order == 9 and p.pages_per_block == 512
     assert p.type_names == ["Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate"]
     assert sum(p.zone_blocks("DMA").values()) == 1536
+
+
+def test_stats_end_lost_counts(tmp_path):
+    _, m = load_capture(D61)
+    assert m.lost_events == {"0": 0, "1": 0} and m.provenance["lost_events"] == "stats-end.txt"
+    from analyzer.capture import parse_stats
+    assert parse_stats("== /sys/kernel/tracing/per_cpu/cpu1\noverrun: 5\ncommit overrun: 1\ndropped events: 2\n",
+                       "s") == {"1": 8}
+    with pytest.raises(CaptureError, match="stats-end.txt"):
+        parse_stats("overrun: 3\n", "x/stats-end.txt")

@@ -310,3 +310,12 @@ def test_bare_trace_without_zones_uses_the_blocks_it_sees():
     assert list(m.blocks["zone"].unique()) == ["?"] and set(m.blocks["block"]) == {0x123456 >> 9}
     assert state(m, 0x123456, s)[:3] == (UNMOVABLE, 1, "backfill")
     assert m.consistency()["zone"].tolist()[0] == "?"
+
+
+def test_lost_counts_without_positions_warn():
+    tr = SyntheticTrace()
+    tr.add("mm_page_free", pfn=Z0, order=0)
+    md = meta()
+    md.lost_events = {"0": 0, "1": 17}
+    m = build_model(tr, md, K61)
+    assert any("cpu1: 17" in w for w in m.warnings)

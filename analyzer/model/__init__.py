@@ -275,6 +275,10 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     lost_ts, lost_seq = _lost(trace, base_ev)
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
+    elif any(v for v in meta.lost_events.values()):
+        lost_txt = ", ".join(f"cpu{c}: {n}" for c, n in sorted(meta.lost_events.items()) if n)
+        warnings.append(f"the capture reports lost events ({lost_txt}) but the trace does not say where: "
+                        "retypes may be missing anywhere")
     sets = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
                         infer.window_rows(w, ctx)])
     stays = _pair(base_ev, kernel, pbo)
