@@ -1,6 +1,13 @@
-"""`mtaudit events` and `mtaudit convert` through the real command line (subprocess)."""
+"""`mtaudit events` and `mtaudit convert` through the command line.
+
+Most cases call analyzer.cli.main in-process (no interpreter start-up per case);
+test_real_subprocess_* run the real `python -m analyzer.cli` once for events and
+once for bad input, to prove the exit code / one-line stderr end to end.
+"""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -21,8 +28,30 @@ needs_binary = pytest.mark.skipif(not have_tracedat_reader(),
 
 
 def mtaudit(*args: str) -> subprocess.CompletedProcess:
+    from analyzer.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as e:          # argparse usage errors
+            rc = int(e.code or 0)
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def real_mtaudit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analyzer.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
+
+
+def test_real_subprocess_events_and_bad_input(tmp_path):
+    r = real_mtaudit("events", HOST_TEXT)
+    assert r.returncode == 0 and "kmem:mm_page_alloc" in r.stdout and "format: ftrace-text" in r.stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("cpus=1\n            init-1     [000]     1.000000: mm_page_free: pfn=0x1\nnot a line\n")
+    for cmd in (["events", str(bad)], ["convert", str(bad), str(tmp_path / "out")]):
+        r = real_mtaudit(*cmd)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [f"mtaudit: {bad}: line 3: not a trace-cmd report line: 'not a line'"]
 
 
 @needs_binary
