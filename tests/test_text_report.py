@@ -90,20 +90,20 @@ def test_counts_match_capture_event_counts(reports):
 
 
 @needs_tracecmd
-def test_generator_matches_real_trace_cmd_lines(reports):
-    """The 3.1 line generator reproduces trace-cmd 3.1.6 byte for byte (before the body)."""
-    path = reports("custom-6.1-x86_64-cmadebugfs", "tR")
-    t = ReportText(path)
+@needs_binary
+@pytest.mark.parametrize("variant", ["tR", "R"])
+def test_generator_matches_real_trace_cmd_lines(reports, variant):
+    """report_line() rebuilds trace-cmd 3.1.6's lines from the binary reader's values, byte for byte
+    up to the body (so the synthetic 3.3 layouts below only add what 3.3 adds)."""
+    path = reports("custom-6.1-x86_64-cmadebugfs", variant)
+    b = binary("custom-6.1-x86_64-cmadebugfs")
     with open(path) as f:
-        real = f.read().splitlines()[1:200]
-    rows = sorted((r for ev in t.events() for r in t.table(ev).to_pylist()), key=lambda r: r["seq"])[:199]
-    for line, r in zip(real, rows):
-        name = "?"
-        for ev in t.events():
-            if r in t.table(ev).to_pylist()[:300]:
-                name = ev.split(":")[1]
-                break
-        gen = report_line(r["comm"], r["pid"], r["cpu"], r["ts"], name, "", ns=True, raw=True)
+        real = f.read().splitlines()[1:]
+    rows = sorted(((r, ev.split(":")[1]) for ev in b.events() for r in b.table(ev).to_pylist()),
+                  key=lambda x: x[0]["seq"])
+    assert len(rows) == len(real)
+    for line, (r, name) in zip(real, rows):
+        gen = report_line(r["comm"], r["pid"], r["cpu"], r["ts"], name, "", ns=variant == "tR", raw=True)
         assert line.startswith(gen.rstrip()), (line, gen)
 
 
