@@ -119,6 +119,14 @@ class Stays:
     leave_printed_mt: np.ndarray
 
 
+def _gather(mask: np.ndarray):
+    """Row selection that skips the copy when every row is kept."""
+    if mask.all():
+        return lambda a: a
+    idx = np.flatnonzero(mask)
+    return lambda a: a[idx]
+
+
 def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     """Match pcp entries (free / refill) with the next event of the same pfn."""
     fr, zl = ev["mm_page_free"], ev["mm_page_alloc_zone_locked"]
@@ -126,17 +134,20 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     parts = []
     if len(fr):
         o = fr["order"]
-        idx = np.flatnonzero((fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order)))
-        parts.append((fr["pfn"][idx], o[idx], fr["cpu"][idx], fr["seq"][idx], fr["ts"][idx],
-                      np.zeros(len(idx), np.int8), np.full(len(idx), -1, np.int8)))
+        ok = (fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order))
+        g = _gather(ok)
+        parts.append((g(fr["pfn"]), g(o), g(fr["cpu"]), g(fr["seq"]), g(fr["ts"]),
+                      np.zeros(int(ok.sum()), np.int8), np.full(int(ok.sum()), -1, np.int8)))
     if len(zl):
         idx = np.flatnonzero(refill_mask(ev) & (zl["pfn"] >= 0))
         parts.append((zl["pfn"][idx], zl["order"][idx], zl["cpu"][idx], zl["seq"][idx], zl["ts"][idx],
                       np.ones(len(idx), np.int8), zl["migratetype"][idx].astype(np.int8)))
     if len(al):   # exits: kind 2 alloc, 3 drain (the printed mt rides in the mt column)
-        idx = np.flatnonzero(al["pfn"] >= 0)
-        parts.append((al["pfn"][idx], al["order"][idx], al["cpu"][idx], al["seq"][idx], al["ts"][idx],
-                      np.full(len(idx), 2, np.int8), np.full(len(idx), -1, np.int8)))
+        ok = al["pfn"] >= 0
+        g = _gather(ok)
+        k = int(ok.sum())
+        parts.append((g(al["pfn"]), g(al["order"]), g(al["cpu"]), g(al["seq"]), g(al["ts"]),
+                      np.full(k, 2, np.int8), np.full(k, -1, np.int8)))
     if len(dr):
         parts.append((dr["pfn"], dr["order"], dr["cpu"], dr["seq"], dr["ts"], np.full(len(dr), 3, np.int8),
                       dr["migratetype"].astype(np.int8)))
@@ -144,21 +155,31 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
         z = np.zeros(0, np.int64)
         return Stays(z, z, z, z, z, z.astype(np.int8), z.astype(np.int8), z, z, z.astype(np.int8), z.astype(np.int8))
     pfn, order, cpu, seq, ts, kind, mt = (np.concatenate([p[i] for p in parts]) for i in range(7))
+    n = len(pfn)
     o = pfn_seq_order(pfn, seq)
     spfn, skind = pfn[o], kind[o]
     ent_s = np.flatnonzero(skind <= 1)                 # positions in sorted order
-    nx_s = np.minimum(ent_s + 1, len(o) - 1)
-    same = (ent_s + 1 < len(o)) & (spfn[nx_s] == spfn[ent_s])
+    nx_s = np.minimum(ent_s + 1, n - 1)
+    same = (ent_s + 1 < n) & (spfn[nx_s] == spfn[ent_s])
     e, x = o[ent_s], o[nx_s]                           # original indices of entry and next event
-    is_exit = same & (kind[x] >= 2) & (order[x] == order[e])
-    leave_kind = np.where(is_exit, kind[x] - 2, np.where(same, 3, 2)).astype(np.int8)
-    leave_seq = np.where(same, seq[x], -1)
-    leave_ts = np.where(same, ts[x], -1)
-    leave_pmt = np.where(is_exit & (kind[x] == 3), mt[x], -1).astype(np.int8)
-    r = np.argsort(seq[e], kind="stable")
-    e = e[r]
+    # scatter each entry's successor to its own index, then walk entries in concatenation order
+    # (frees then refills, each already seq-sorted): no sort of the entries by seq needed
+    succ = np.full(n, -1, dtype=np.int64)
+    succ[e] = np.where(same, x, -1)
+    is_ent = np.zeros(n, dtype=bool)
+    is_ent[e] = True
+    e = np.flatnonzero(is_ent)
+    e = e[np.argsort(seq[e], kind="stable")]           # merge of two sorted runs
+    x = succ[e]
+    has = x >= 0
+    xx = np.maximum(x, 0)
+    is_exit = has & (kind[xx] >= 2) & (order[xx] == order[e])
+    leave_kind = np.where(is_exit, kind[xx] - 2, np.where(has, 3, 2)).astype(np.int8)
+    leave_seq = np.where(has, seq[xx], -1)
+    leave_ts = np.where(has, ts[xx], -1)
+    leave_pmt = np.where(is_exit & (kind[xx] == 3), mt[xx], -1).astype(np.int8)
     return Stays(pfn[e], order[e], cpu[e], seq[e], ts[e], kind[e], np.where(kind[e] == 1, mt[e], -1).astype(np.int8),
-                 leave_seq[r], leave_ts[r], leave_kind[r], leave_pmt[r])
+                 leave_seq, leave_ts, leave_kind, leave_pmt)
 
 
 def pfn_seq_order(pfn: np.ndarray, seq: np.ndarray) -> np.ndarray:
