@@ -74,7 +74,9 @@ def test_generator_matches_real_kernel_lines():
             line = real[seq]
             if not kw:
                 flags = line.split("] ", 1)[1].split(" ", 1)[0]
-                gen = kernel_line(r["comm"], r["pid"], r["cpu"], r["ts"], name, "", flags=flags, tgid=r["pid"])
+                tg = line.split("(", 1)[1].split(")", 1)[0].strip()     # TGID is not in trace.dat
+                gen = kernel_line(r["comm"], r["pid"], r["cpu"], r["ts"], name, "", flags=flags,
+                                  tgid=None if tg.startswith("-") else int(tg))
             else:
                 gen = kernel_line(r["comm"], r["pid"], r["cpu"], r["ts"], name, "", **kw)
             assert line.startswith(gen.rstrip()), (line, gen)
