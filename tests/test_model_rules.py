@@ -319,3 +319,18 @@ def test_lost_counts_without_positions_warn():
     md.lost_events = {"0": 0, "1": 17}
     m = build_model(tr, md, K61)
     assert any("cpu1: 17" in w for w in m.warnings)
+
+
+def test_observation_never_overrides_kprobe_truth_but_fills_unknown():
+    tr = SyntheticTrace()
+    _with_kprobe(tr)
+    w = tr.add("setmt", page=0, flags=UNMOVABLE, pfn=Z0 + 5 * PB, mask=7)
+    d = tr.add("mm_page_pcpu_drain", pfn=Z0 + 5 * PB, order=0, migratetype=MOVABLE)      # contradicts
+    d2 = tr.add("mm_page_pcpu_drain", pfn=Z0 + 6 * PB, order=0, migratetype=RECLAIMABLE)  # fills in
+    m = build_model(tr, meta(), K612)
+    assert state(m, Z0 + 5 * PB, d + 1)[:3] == (UNMOVABLE, 2, "kprobe")
+    assert m.stats["observations_contradicting_truth"] == 1
+    assert any("contradict the kprobe" in x for x in m.warnings)
+    # after the marker nothing can change a block untraced: the live type is known from here on
+    assert state(m, Z0 + 6 * PB, d2 + 1)[:3] == (RECLAIMABLE, 2, "drain-observed")
+    assert w < d

@@ -21,13 +21,13 @@ import pandas as pd
 import pyarrow as pa
 
 from ..capture import CaptureMeta
-from ..kernels import CMA, ISOLATE, MIGRATETYPE_NAMES, KernelBehavior
+from ..kernels import ISOLATE, MIGRATETYPE_NAMES, KernelBehavior
 from ..readers.base import Trace
 from . import infer
 from .events import Table, kprobe_marker_seq, read_events
 from .isolation import Windows, find_windows
 from .pcp import pair as _pair, residency as _residency
-from .timeline import CONF_NAMES, KNOWN, SOURCES, SRC, Rows, Timeline, agreement
+from .timeline import KNOWN, SOURCES, Rows, Timeline, agreement
 
 __all__ = ["build_model", "Model", "BlockState", "SOURCES", "consistency"]
 
@@ -325,9 +325,10 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
             iiz = np.maximum(ii, 0)
             contra = after & (tl.conf[iiz] == KNOWN) & (tl.guess[iiz] != obs.mt)
             stats["observations_contradicting_truth"] = int(contra.sum())
+            if contra.any():
+                warnings.append(f"{int(contra.sum())} live-type observations contradict the kprobe ground truth "
+                                "(kept the kprobe's type)")
     elif kernel.live_drain and inf_acc.any():
-        i = inf_tl.at(obs.block[inf_acc], obs.seq[inf_acc])
-        prev_known = int(np.sum((i >= 0) & (inf_tl.conf[np.maximum(i, 0)] >= 1)))
         stats["observations_revealing"] = int(inf_acc.sum())
     step("blocks")
     blocks_df = _blocks_frame(tl, ctx, t1, s1)

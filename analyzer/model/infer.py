@@ -252,6 +252,9 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
                               initial: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
     """Add observations that disagree with (or, where `upgrade`, are surer than) the state.
 
+    `upgrade` marks observations made while ground truth is live: those only refine states
+    the truth does not know (they never override a kprobe write).
+
     Accepting one observation can make later ones disagree, so iterate to a fixed point.
     """
     accepted = np.zeros(len(obs.block), dtype=bool) if initial is None else initial.copy()
@@ -269,7 +272,11 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
             break
         i = tl.at(obs.block[check], obs.seq[check])
         ii = np.maximum(i, 0)
-        want = (i >= 0) & ((obs.mt[check] != tl.mt[ii]) | (upgrade[check] & (tl.conf[ii] < obs_conf[check])))
+        up = upgrade[check]
+        differs = obs.mt[check] != tl.mt[ii]
+        # with ground truth live (`upgrade`), an observation may only fill in what the truth
+        # does not know yet; it never overrides a known (kprobe) state
+        want = (i >= 0) & np.where(up, (tl.conf[ii] < KNOWN) & (differs | (tl.conf[ii] < obs_conf[check])), differs)
         new = check[want & ~accepted[check]]
         if not len(new):
             break
