@@ -14,9 +14,12 @@ Entering a pcp list:
   events of that CPU in between; a single zone_locked event immediately followed on its
   CPU by an `mm_page_alloc` of the same pfn is a direct allocation, not a pcp stay.
   Cached type = the zone_locked migratetype (6.1 `set_pcppage_migratetype()`).
-Leaving: `mm_page_alloc` (same pfn and order) or `mm_page_pcpu_drain`.  A page that
-enters again without a traced exit left untraced (alloc_pages_bulk() hands pages out
-without mm_page_alloc; the pcp-bypass free path): leave_kind "untraced".
+Leaving: `mm_page_alloc` (same pfn and order) or `mm_page_pcpu_drain`.  A page whose next
+event is another entry gets leave_kind "untraced": either it never was on a pcp list
+(mm_page_free looks the same for frees that go straight to the buddy: boot-time
+__free_pages_core, freed init memory, pcp lock contention, non-pcp hugetlb frees) or it
+left without an event (alloc_pages_bulk() hands pages out without mm_page_alloc).  On
+the 6.1 corpus capture that is 1% of the stays; every drain closes a stay.
 """
 from __future__ import annotations
 
