@@ -34,15 +34,23 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="rebuild pageblock types and run the S1-S5 detectors",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "analyze", help="rebuild pageblock types and run the S1-S5 detectors",
+        description="Rebuild every pageblock's migratetype history from a capture and run the S1-S5 "
+                    "detectors (stale pcp drains, polluted freelists, CMA escapes, THP pcp mixing, "
+                    "isolation leaks) plus the /proc/pagetypeinfo consistency check.",
+        epilog="exit status: 0 no kernel findings, 1 kernel findings (model warnings alone do not "
+               "count), 2 bad input or usage")
     _capture_args(p)
     p.add_argument("--json", metavar="FILE|-", help="write summary, findings and block history as JSON")
     p.add_argument("--parquet", metavar="DIR", help="write findings/blocks/... as Parquet files into DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
     p.set_defaults(func=cmd_analyze)
 
-    h = subparsers.add_parser("history", help="the story of one page or pageblock, in words")
+    h = subparsers.add_parser("history", help="the story of one page or pageblock, in words",
+                              description="Print, in time order and in words, everything the capture "
+                                          "shows about one page (--pfn) or pageblock (--block): pcp "
+                                          "stays, drains, refills, retypes, isolation, findings.")
     _capture_args(h)
     g = h.add_mutually_exclusive_group(required=True)
     g.add_argument("--pfn", type=_pfn, help="page frame number (0x... hex or decimal)")
