@@ -129,6 +129,13 @@ class Trace(abc.ABC):
             for batch in self._table(name, None).to_batches(max_chunksize=max_rows):
                 yield name, batch
 
+    def notes(self) -> dict[str, dict]:
+        """Per event: what could not be read (text readers: unparsed lines, null fields).
+
+        A binary trace.dat has raw values for every field, so the default is empty.
+        """
+        return {}
+
     # -- shared conveniences ----------------------------------------------------------
     def resolve(self, event: str) -> str:
         """Accept "system:name", "system/name" or a bare unique "name"."""
