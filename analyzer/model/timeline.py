@@ -324,5 +324,10 @@ def agreement(truth: Timeline, guess: Timeline, t0: int, t1: int) -> dict:
         "window_start_ts": int(t0), "window_end_ts": int(t1),
     }
     bad = claimed & ~agree
-    res["disagreeing_blocks"] = sorted({int(x) for x in pb[bad]})[:50]
+    ub, inv = np.unique(pb[bad], return_inverse=True)
+    per = np.bincount(inv, weights=dur[bad]) if len(ub) else np.zeros(0)
+    top = np.argsort(-per, kind="stable")[:50]
+    res["disagreeing_blocks"] = [int(ub[i]) for i in top]            # worst first
+    res["disagreeing_block_seconds"] = [float(per[i]) / 1e9 for i in top]
+    res["n_disagreeing_blocks"] = int(len(ub))
     return res
