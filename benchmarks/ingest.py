@@ -55,10 +55,13 @@ def build(events: int, workdir: str) -> list[str]:
     from analyzer.readers.tracedat import TraceDat
     from analyzer.readers.tracedat_write import Records, Layout, records_from, write
 
+    from rich.console import Console
+    con = Console(stderr=True)
     os.makedirs(workdir, exist_ok=True)
     v6 = os.path.join(workdir, f"ingest-{events}-v6.dat")
     v7 = os.path.join(workdir, f"ingest-{events}-v7zstd.dat")
     if not os.path.exists(v6):
+        con.print(f"[dim]building {v6} from the records of {os.path.relpath(SOURCE, ROOT)}...[/]")
         src = TraceDat(SOURCE)
         (name, recs), = records_from(src)[:1]
         n_src = sum(len(r.ts) for r in recs)
@@ -75,6 +78,7 @@ def build(events: int, workdir: str) -> list[str]:
         write(tmp, src.h, [("", big)], version=6, lay=Layout(page_size=src.h.page_size))
         os.replace(tmp, v6)
     if not os.path.exists(v7):
+        con.print(f"[dim]converting to v7+zstd with trace-cmd convert: {v7}[/]")
         tmp = v7 + ".tmp"
         subprocess.run(["trace-cmd", "convert", "-i", v6, "-o", tmp, "--file-version", "7", "--compression", "zstd"],
                        check=True, capture_output=True)
@@ -99,8 +103,12 @@ def bench(files: list[str], runs: int, walkers: list[str], out=print) -> list[di
     results = []
     for path in files:
         size = os.path.getsize(path)
-        ours = {w: [run_ours(path, w) for _ in range(runs)] for w in walkers}
-        tc = [run_tracecmd(path) for _ in range(runs)]
+        ours: dict[str, list[dict]] = {w: [] for w in walkers}
+        tc = []
+        for _ in range(runs):          # interleaved, so both tools see the same machine load
+            for w in walkers:
+                ours[w].append(run_ours(path, w))
+            tc.append(run_tracecmd(path))
         n = ours[walkers[0]][0]["events"]
         tc_best = min(tc)
         out(f"\n{path}  ({size / 1e6:.1f} MB, {n:,} events, best of {runs} runs)")

@@ -9,9 +9,10 @@
  *   walk(block, page_size, commit_off, commit_size, data_off, big, type_off, type_size, pid_off)
  *       -> (rec_off i64, rec_len i64, ts u64, type i32, pid i32, page_nrec i64, page_ts u64, page_lost i64)
  *   index(<walk args>, carry) -> (keys i64, type i32, page_nrec, page_first u64, page_last u64, page_lost, carry)
- *   fill(<walk args>, ts_offset, cpu, stream, pos, seq, slot[65536], groups)
+ *   fill(<walk args>, ts_offset, cpu, stream, pos, slot[65536], groups)
  *       -> (flagged off, len, row, type, records consumed)
- *   merge(keys: list[i64 array], types: list[i32 array]) -> (seq list[i64], pos list[i64])
+ *   merge(keys: list[i64 array], types: list[i32 array], [(type, seq column)]) -> pos list[i64]
+ *       (writes each record's global seq into its type's seq column at its row)
  *   scatter(block, rec_off, field_off, size, big, positions, out) -> None
  *
  * Errors are ValueError("message @<byte offset in block>").
@@ -258,13 +259,13 @@ done:
    Python can decode those few fields. */
 #define MAXF 64
 typedef struct {
-    int64_t *seq, *ts; int32_t *cpu, *pid, *stream; int64_t nrows; int need, flagged, nf;
+    int64_t *ts; int32_t *cpu, *pid, *stream; int64_t nrows; int need, flagged, nf;
     int foff[MAXF], fsz[MAXF]; uint8_t *fout[MAXF];
 } group_t;
 
 typedef struct {
     Py_ssize_t r; int big, poff, toff, tsz; int64_t tsoff; int32_t cpu, stream;
-    const int64_t *pos, *seqv; Py_ssize_t nin; const int32_t *slot; group_t *g; int ng;
+    const int64_t *pos; Py_ssize_t nin; const int32_t *slot; group_t *g; int ng;
     int64_t *fo, *fl, *fr, *ft; Py_ssize_t fn, fcap;
     werr_t *e;
 } fctx_t;
@@ -281,7 +282,6 @@ static int fill_rec(void *cv, Py_ssize_t pg, Py_ssize_t off, Py_ssize_t len, uin
     int64_t row = c->pos[r];
     if (row < 0 || row >= g->nrows) { c->e->err = "row out of range"; return -1; }
     if (len < g->need) { c->e->err = "record is shorter than its format"; return -1; }
-    g->seq[row] = c->seqv[r];
     g->ts[row] = (int64_t)ts + c->tsoff;
     g->cpu[row] = c->cpu;
     g->pid[row] = (int32_t)rd32(pl + c->poff, c->big);
@@ -328,11 +328,10 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     Py_ssize_t ps;
     int coff, csz, doff, big, toff, tsz, poff, cpu, stream, rc = -1;
     long long tsoff;
-    PyArrayObject *pos, *seqv, *slot;
+    PyArrayObject *pos, *slot;
     PyObject *groups, *res = NULL;
-    if (!PyArg_ParseTuple(args, "y*niiiiiiiLiiO!O!O!O!", &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff,
-                          &tsoff, &cpu, &stream, &PyArray_Type, &pos, &PyArray_Type, &seqv, &PyArray_Type, &slot,
-                          &PyList_Type, &groups))
+    if (!PyArg_ParseTuple(args, "y*niiiiiiiLiiO!O!O!", &buf, &ps, &coff, &csz, &doff, &big, &toff, &tsz, &poff,
+                          &tsoff, &cpu, &stream, &PyArray_Type, &pos, &PyArray_Type, &slot, &PyList_Type, &groups))
         return NULL;
     fctx_t c = {0};
     werr_t e = {NULL, 0};
@@ -341,7 +340,7 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     Py_ssize_t ng = PyList_GET_SIZE(groups);
     if (ps < 64 || (csz != 4 && csz != 8) || coff + csz > doff || doff > ps || buf.len % ps
         || (tsz != 1 && tsz != 2 && tsz != 4) || toff < 0 || poff < 0
-        || !arr_ok((PyObject *)pos, NPY_INT64, -1, 0) || !arr_ok((PyObject *)seqv, NPY_INT64, PyArray_SIZE(pos), 0)
+        || !PyArray_Check(pos) || PyArray_TYPE(pos) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(pos)
         || !arr_ok((PyObject *)slot, NPY_INT32, 65536, 0)) {
         PyErr_SetString(PyExc_ValueError, "bad fill parameters @0");
         goto done;
@@ -349,18 +348,18 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     g = PyMem_Calloc(ng + 1, sizeof(group_t));
     if (!g) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < ng; i++) {
-        PyObject *seq_o, *ts_o, *cpu_o, *pid_o, *st_o, *fields;
+        PyObject *ts_o, *cpu_o, *pid_o, *st_o, *fields;
         int need, flagged;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(groups, i), "OOOOOiiO!", &seq_o, &ts_o, &cpu_o, &pid_o, &st_o, &need,
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(groups, i), "OOOOiiO!", &ts_o, &cpu_o, &pid_o, &st_o, &need,
                               &flagged, &PyList_Type, &fields))
             goto done;
-        npy_intp n = arr_ok(seq_o, NPY_INT64, -1, 0) ? PyArray_SIZE((PyArrayObject *)seq_o) : -1;
-        if (n < 0 || !arr_ok(ts_o, NPY_INT64, n, 0) || !arr_ok(cpu_o, NPY_INT32, n, 0) || !arr_ok(pid_o, NPY_INT32, n, 0)
+        npy_intp n = arr_ok(ts_o, NPY_INT64, -1, 0) ? PyArray_SIZE((PyArrayObject *)ts_o) : -1;
+        if (n < 0 || !arr_ok(cpu_o, NPY_INT32, n, 0) || !arr_ok(pid_o, NPY_INT32, n, 0)
             || !arr_ok(st_o, NPY_INT32, n, 1) || PyList_GET_SIZE(fields) > MAXF) {
             PyErr_SetString(PyExc_ValueError, "bad fill group @0");
             goto done;
         }
-        g[i].seq = PyArray_DATA((PyArrayObject *)seq_o); g[i].ts = PyArray_DATA((PyArrayObject *)ts_o);
+        g[i].ts = PyArray_DATA((PyArrayObject *)ts_o);
         g[i].cpu = PyArray_DATA((PyArrayObject *)cpu_o); g[i].pid = PyArray_DATA((PyArrayObject *)pid_o);
         g[i].stream = st_o == Py_None ? NULL : PyArray_DATA((PyArrayObject *)st_o);
         g[i].nrows = n; g[i].need = need; g[i].flagged = flagged; g[i].nf = (int)PyList_GET_SIZE(fields);
@@ -378,7 +377,7 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         }
     }
     c.big = big; c.poff = poff; c.toff = toff; c.tsz = tsz; c.tsoff = tsoff; c.cpu = cpu; c.stream = stream;
-    c.pos = PyArray_DATA(pos); c.seqv = PyArray_DATA(seqv); c.nin = PyArray_SIZE(pos);
+    c.pos = PyArray_DATA(pos); c.nin = PyArray_SIZE(pos);
     c.slot = PyArray_DATA(slot); c.g = g; c.ng = (int)ng;
     Py_BEGIN_ALLOW_THREADS
     rc = walk_pages(buf.buf, buf.len, ps, coff, csz, doff, big, need_of(toff, tsz, poff), fill_rec, NULL, &c, &e);
@@ -420,18 +419,31 @@ static void sift_down(head_t *h, Py_ssize_t n, Py_ssize_t i) {
 
 static PyObject *py_merge(PyObject *self, PyObject *args)
 {
-    PyObject *keys, *types;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyList_Type, &types)) return NULL;
+    PyObject *keys, *types, *seqcols;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &keys, &PyList_Type, &types, &PyList_Type, &seqcols))
+        return NULL;
     Py_ssize_t k = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(types) != k) { PyErr_SetString(PyExc_ValueError, "keys/types length @0"); return NULL; }
-    PyObject *seqs = PyList_New(k), *poss = PyList_New(k);
+    PyObject *poss = PyList_New(k);
+    int64_t **scol = PyMem_Calloc(65536, sizeof(int64_t *)), *slen = PyMem_Calloc(65536, sizeof(int64_t));
     const int64_t **kp = PyMem_Calloc(k + 1, sizeof(*kp));
     const int32_t **tp = PyMem_Calloc(k + 1, sizeof(*tp));
-    int64_t **sp = PyMem_Calloc(k + 1, sizeof(*sp)), **pp = PyMem_Calloc(k + 1, sizeof(*pp));
+    int64_t **pp = PyMem_Calloc(k + 1, sizeof(*pp));
     Py_ssize_t *len = PyMem_Calloc(k + 1, sizeof(*len)), *idx = PyMem_Calloc(k + 1, sizeof(*idx));
     head_t *heap = PyMem_Calloc(k + 1, sizeof(*heap));
     int64_t *count = PyMem_Calloc(65536, sizeof(int64_t));
-    if (!seqs || !poss || !kp || !tp || !sp || !pp || !len || !idx || !heap || !count) { PyErr_NoMemory(); goto fail; }
+    if (!poss || !scol || !slen || !kp || !tp || !pp || !len || !idx || !heap || !count) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seqcols); i++) {
+        int tid;
+        PyObject *col;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(seqcols, i), "iO", &tid, &col)) goto fail;
+        if (tid < 0 || tid > 65535 || !arr_ok(col, NPY_INT64, -1, 0)) {
+            PyErr_SetString(PyExc_ValueError, "bad seq column @0");
+            goto fail;
+        }
+        scol[tid] = PyArray_DATA((PyArrayObject *)col);
+        slen[tid] = PyArray_SIZE((PyArrayObject *)col);
+    }
     for (Py_ssize_t i = 0; i < k; i++) {
         PyArrayObject *ka = (PyArrayObject *)PyList_GET_ITEM(keys, i), *ta = (PyArrayObject *)PyList_GET_ITEM(types, i);
         if (!PyArray_Check(ka) || !PyArray_Check(ta) || PyArray_TYPE(ka) != NPY_INT64 || PyArray_TYPE(ta) != NPY_INT32
@@ -441,11 +453,12 @@ static PyObject *py_merge(PyObject *self, PyObject *args)
         }
         npy_intp d = PyArray_SIZE(ka);
         len[i] = d; kp[i] = PyArray_DATA(ka); tp[i] = PyArray_DATA(ta);
-        PyObject *s = PyArray_SimpleNew(1, &d, NPY_INT64), *p = PyArray_SimpleNew(1, &d, NPY_INT64);
-        if (!s || !p) { Py_XDECREF(s); Py_XDECREF(p); goto fail; }
-        PyList_SET_ITEM(seqs, i, s); PyList_SET_ITEM(poss, i, p);
-        sp[i] = PyArray_DATA((PyArrayObject *)s); pp[i] = PyArray_DATA((PyArrayObject *)p);
+        PyObject *p = PyArray_SimpleNew(1, &d, NPY_INT64);
+        if (!p) goto fail;
+        PyList_SET_ITEM(poss, i, p);
+        pp[i] = PyArray_DATA((PyArrayObject *)p);
     }
+    int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t hn = 0;
     for (Py_ssize_t i = 0; i < k; i++) if (len[i]) { heap[hn].key = kp[i][0]; heap[hn].s = i; hn++; }
@@ -462,23 +475,27 @@ static PyObject *py_merge(PyObject *self, PyObject *args)
         }
         do {
             uint16_t t = (uint16_t)tp[s][j];
-            sp[s][j] = seq++;
-            pp[s][j] = count[t]++;
+            int64_t row = count[t]++;
+            if (row >= slen[t]) { bad = 1; break; }
+            scol[t][row] = seq++;
+            pp[s][j] = row;
             j++;
         } while (j < len[s] && (kp[s][j] < lim_key || (kp[s][j] == lim_key && s < lim_s)));
+        if (bad) break;
         idx[s] = j;
         if (j < len[s]) heap[0].key = kp[s][j];
         else heap[0] = heap[--hn];
         sift_down(heap, hn, 0);
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(kp); PyMem_Free(tp); PyMem_Free(sp); PyMem_Free(pp); PyMem_Free(len); PyMem_Free(idx);
-    PyMem_Free(heap); PyMem_Free(count);
-    return Py_BuildValue("(NN)", seqs, poss);
+    if (bad) { PyErr_SetString(PyExc_ValueError, "more records of a type than its seq column holds @0"); goto fail; }
+    PyMem_Free(kp); PyMem_Free(tp); PyMem_Free(pp); PyMem_Free(len); PyMem_Free(idx);
+    PyMem_Free(heap); PyMem_Free(count); PyMem_Free(scol); PyMem_Free(slen);
+    return poss;
 fail:
-    Py_XDECREF(seqs); Py_XDECREF(poss);
-    PyMem_Free(kp); PyMem_Free(tp); PyMem_Free(sp); PyMem_Free(pp); PyMem_Free(len); PyMem_Free(idx);
-    PyMem_Free(heap); PyMem_Free(count);
+    Py_XDECREF(poss);
+    PyMem_Free(kp); PyMem_Free(tp); PyMem_Free(pp); PyMem_Free(len); PyMem_Free(idx);
+    PyMem_Free(heap); PyMem_Free(count); PyMem_Free(scol); PyMem_Free(slen);
     return NULL;
 }
 
@@ -533,7 +550,7 @@ static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk ring-buffer pages of a block"},
     {"index", py_index, METH_VARARGS, "pass 1: merge keys, types, per-page info"},
     {"fill", py_fill, METH_VARARGS, "pass 2: records into preallocated event columns"},
-    {"merge", py_merge, METH_VARARGS, "k-way merge of per-stream keys -> (seq, per-type position)"},
+    {"merge", py_merge, METH_VARARGS, "k-way merge of per-stream keys -> per-type rows; fills seq columns"},
     {"scatter", py_scatter, METH_VARARGS, "copy a fixed-size field of records into rows of an array"},
     {NULL, NULL, 0, NULL}};
 

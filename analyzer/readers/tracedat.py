@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (Array.take imports it lazily; keep that out of the timed path)
 
 from ..errors import TraceFormatError, UnknownEventError
 from .base import COMMON_SCHEMA, LOST_SCHEMA, EventFormat, Trace, TraceMeta
 from . import tracedat_fields as tf
 from . import tracedat_pages as tp
-from .tracedat_header import BufferInfo, Decompressor, Header
+from .tracedat_header import BufferInfo, CpuData, Decompressor, Header
 from .tracedat_sections import parse
 
 
@@ -41,27 +43,38 @@ class _Stream:
     index: int
     buffer: str
     cpu: int
+    buf: BufferInfo | None = None
+    cd: CpuData | None = None
     nrec: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"buffer {self.buffer!r} cpu {self.cpu}"
 
 
 class _Columns:
     """Output columns of one event type: numeric ones preallocated and filled by row position."""
 
-    def __init__(self, ev: EventFormat, n: int):
-        self.ev, self.n = ev, n
-        self.seq = np.empty(n, np.int64)
+    def __init__(self, ev: EventFormat, n: int, multi: bool):
+        self.ev, self.n, self.multi = ev, n, multi
+        self.seq = np.empty(n, np.int64)   # filled by the merge, before the other columns exist
+        self.ts = self.cpu = self.pid = self.stream = None
+        self.num: dict[str, np.ndarray] = {}
+        self.other: dict[str, list] = {}   # name -> list of (rows, arrow array)
+        self.need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
+
+    def alloc(self) -> "_Columns":
+        n = self.n
         self.ts = np.empty(n, np.int64)
         self.cpu = np.empty(n, np.int32)
         self.pid = np.empty(n, np.int32)
-        self.stream = None               # int32 stream index, only when several buffers
-        self.num = {}
-        self.other = {}                  # name -> list of (positions, arrow array)
-        for f in ev.fields:
+        self.stream = np.empty(n, np.int32) if self.multi else None
+        for f in self.ev.fields:
             if tf.field_kind(f) == "int":
                 self.num[f.name] = np.empty(n, np.dtype(f"{'i' if f.signed else 'u'}{f.size}"))
             else:
                 self.other[f.name] = []
-        self.need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
+        return self
 
 
 class TraceDat(Trace):
@@ -97,12 +110,13 @@ class TraceDat(Trace):
                "walker": "c" if self._compiled else "numpy"},
         )
         self._streams = [
-            _Stream(i, b.name, cd.cpu) for i, (b, cd) in enumerate((b, cd) for b in h.buffers for cd in b.cpus)
+            _Stream(i, b.name, cd.cpu, b, cd) for i, (b, cd) in enumerate((b, cd) for b in h.buffers for cd in b.cpus)
         ]
         self._tables: dict[str, pa.Table] | None = None
         self._lost: pa.Table | None = None
         self._counts: dict[str, int] | None = None
-        self._seq = self._pos = self._types = None
+        self._pos: list[np.ndarray] | None = None
+        self._cols: dict[int, _Columns] | None = None
 
     # -- contract ---------------------------------------------------------------------------
     def formats(self) -> dict[str, EventFormat]:
@@ -144,65 +158,59 @@ class TraceDat(Trace):
             raise TraceFormatError(self.path, "event formats", None, "no usable common_type/common_pid fields")
         return tp.Common(ct.offset, ct.size, cp.offset)
 
-    def _stream_blocks(self) -> Iterator[tuple[_Stream, np.ndarray, int, tp.Walk, str]]:
-        """Walk every block of every stream, in (buffer, cpu) order."""
-        cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
-        it = iter(self._streams)
-        for b in self.h.buffers:
-            for cd in b.cpus:
-                s = next(it)
-                s.nrec = 0
-                where = f"buffer {b.name!r} cpu {cd.cpu}"
-                for block, off in tp.iter_blocks(self.path, self._mm, b, cd, self._dec, self.h.endian):
-                    w = tp.walk(block, b.page_size, self.h.page_header, cm, self._big, self.path, where, off,
-                                compiled=self._compiled)
-                    yield s, block, off, w, where
-                    s.nrec += len(w.rec_off)
+    # -- passes ---------------------------------------------------------------------------------
+    def _stream_blocks(self, s: _Stream) -> Iterator[tuple[np.ndarray, int]]:
+        return tp.iter_blocks(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian)
 
-    def _blocks(self) -> Iterator[tuple[_Stream, BufferInfo, np.ndarray, int, str]]:
-        """Every block of pages of every stream, in (buffer, cpu) order."""
-        it = iter(self._streams)
-        for b in self.h.buffers:
-            for cd in b.cpus:
-                s = next(it)
-                where = f"buffer {b.name!r} cpu {cd.cpu}"
-                for block, off in tp.iter_blocks(self.path, self._mm, b, cd, self._dec, self.h.endian):
-                    yield s, b, block, off, where
+    def _map_streams(self, fn) -> list:
+        """fn over all streams; in threads when the C code (which drops the GIL) does the work."""
+        if self._compiled and len(self._streams) > 1 and (os.cpu_count() or 1) > 1:
+            with ThreadPoolExecutor(min(len(self._streams), os.cpu_count() or 1)) as ex:
+                return list(ex.map(fn, self._streams))
+        return [fn(s) for s in self._streams]
 
-    def _index(self) -> None:
-        """Pass 1: walk everything once for merge keys, types, counts and lost events."""
-        if self._seq is not None:
-            return
-        cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
-        keys = [[] for _ in self._streams]
-        types = [[] for _ in self._streams]
-        lost_rows: list = []
-        carry = {s.index: -(1 << 63) for s in self._streams}
-        last_ts: dict[int, int | None] = {}
-        for s, b, block, off, where in self._blocks():
-            k, ty, nrec, pfirst, plast, plost, carry[s.index] = tp.index(
-                block, b.page_size, self.h.page_header, cm, self._big, self.path, where, off, carry[s.index],
+    def _index_stream(self, s: _Stream):
+        """Pass 1 of one stream: merge keys, types and its lost-event rows."""
+        cm = self._cm
+        keys, types, rows = [], [], []
+        carry, last_ts = -(1 << 63), None
+        for block, off in self._stream_blocks(s):
+            k, ty, nrec, pfirst, plast, plost, carry = tp.index(
+                block, s.buf.page_size, self.h.page_header, cm, self._big, self.path, s.where, off, carry,
                 compiled=self._compiled)
             if len(k):
-                keys[s.index].append(k)
-                types[s.index].append(ty)
-            last_ts[s.index] = self._lost_rows(s, nrec, pfirst, plast, plost, last_ts.get(s.index), lost_rows)
-        kk = [np.concatenate(k) if k else np.zeros(0, np.int64) for k in keys]
-        tt = [np.concatenate(t) if t else np.zeros(0, np.int32) for t in types]
-        del keys, types
+                keys.append(k)
+                types.append(ty)
+            last_ts = self._lost_rows(s, nrec, pfirst, plast, plost, last_ts, rows)
+        k = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        t = np.concatenate(types) if types else np.zeros(0, np.int32)
+        bad = (t < 0) | (t >= 1 << 16)
+        if bad.any():
+            raise TraceFormatError(self.path, s.where, None, f"event type id {int(t[bad][0])} out of range")
+        return k, t, rows
+
+    def _index(self) -> None:
+        """Pass 1: merge keys, types, counts and lost events; allocates each table's seq column."""
+        if self._counts is not None:
+            return
+        self._cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
+        res = self._map_streams(self._index_stream)
+        kk = [r[0] for r in res]
+        tt = [r[1] for r in res]
+        lost_rows = [row for r in res for row in r[2]]
+        del res
         counts = np.zeros(1 << 16, np.int64)
         for t in tt:
-            bad = (t < 0) | (t >= 1 << 16)
-            if bad.any():
-                raise TraceFormatError(self.path, "event data", None, f"event type id {int(t[bad][0])} out of range")
             counts += np.bincount(t, minlength=1 << 16)
         for tid in np.flatnonzero(counts).tolist():
             if tid not in self.h.by_id:
                 raise TraceFormatError(self.path, "event data", None,
                                        f"{int(counts[tid])} records of event type {tid}, which has no format in the file")
-        self._seq, self._pos = tp.merge(kk, tt, compiled=self._compiled)
+        multi = self._multi_buffer()
+        self._cols = {t: _Columns(self.h.by_id[t], int(counts[t]), multi) for t in np.flatnonzero(counts).tolist()}
+        self._pos = tp.merge(kk, tt, {t: c.seq for t, c in self._cols.items()}, compiled=self._compiled)
         del kk, tt
-        self._counts = dict(sorted((self.h.by_id[t].full_name, int(counts[t])) for t in np.flatnonzero(counts).tolist()))
+        self._counts = dict(sorted((c.ev.full_name, c.n) for c in self._cols.values()))
         self._lost = pa.table([pa.array([r[i] for r in lost_rows], LOST_SCHEMA.field(i).type) for i in range(4)],
                               schema=LOST_SCHEMA)
 
@@ -221,16 +229,15 @@ class TraceDat(Trace):
         nz = np.flatnonzero(nrec)
         return int(plast[nz[-1]]) + off if len(nz) else last_ts
 
-    def _fill(self, cols: _Columns, s: _Stream, block: np.ndarray, off: int, w: tp.Walk, where: str,
-              sel: np.ndarray, P: np.ndarray, seq: np.ndarray) -> None:
-        """Write records `sel` of this block (one event type) into rows `P` of `cols`."""
+    def _fill(self, cols: _Columns, s: _Stream, block: np.ndarray, off: int, w: tp.Walk,
+              sel: np.ndarray, P: np.ndarray) -> None:
+        """numpy pass 2: write records `sel` of this block (one event type) into rows `P`."""
         ro, rl = w.rec_off[sel], w.rec_len[sel]
         if cols.need and len(rl) and int(rl.min()) < cols.need:
             i = int(np.argmax(rl < cols.need))
-            raise TraceFormatError(self.path, where, off + int(ro[i]),
+            raise TraceFormatError(self.path, s.where, off + int(ro[i]),
                                    f"{cols.ev.full_name} record of {int(rl[i])} bytes is shorter than its format "
                                    f"({cols.need} bytes)")
-        cols.seq[P] = seq
         cols.ts[P] = w.ts[sel].astype(np.int64) + self.h.ts_offset
         cols.cpu[P] = s.cpu
         cols.pid[P] = w.pid[sel]
@@ -238,70 +245,66 @@ class TraceDat(Trace):
             cols.stream[P] = s.index
         for f in cols.ev.fields:
             if f.name in cols.num:
-                tp.scatter(block, ro, f.offset, f.size, f.signed, self._big, P, cols.num[f.name], self._compiled)
+                tp.scatter(block, ro, f.offset, f.size, f.signed, self._big, P, cols.num[f.name], compiled=False)
             else:
-                cols.other[f.name].append((P, tf.column(block, ro, rl, f, self._big, self.path, where, off)))
+                cols.other[f.name].append((P, tf.column(block, ro, rl, f, self._big, self.path, s.where, off)))
+
+    def _fill_stream_numpy(self, s: _Stream) -> None:
+        pos, lo = self._pos[s.index], 0
+        for block, off in self._stream_blocks(s):
+            w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where, off,
+                        compiled=False)
+            n = len(w.rec_off)
+            pos_b = pos[lo:lo + n]
+            for t in np.flatnonzero(np.bincount(w.type)).tolist() if n else []:
+                sel = np.flatnonzero(w.type == t)
+                self._fill(self._cols[t], s, block, off, w, sel, pos_b[sel])
+            lo += n
+
+    def _fill_stream_c(self, s: _Stream) -> None:
+        """C pass 2: each block's records land in their table rows in one call."""
+        cm, ph = self._cm, self.h.page_header
+        pos, lo = self._pos[s.index], 0
+        for block, off in self._stream_blocks(s):
+            try:
+                fo, fl, fr, ft, used = tp._cwalk.fill(
+                    block, s.buf.page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(self._big),
+                    cm.type_off, cm.type_size, cm.pid_off, self.h.ts_offset, s.cpu, s.index,
+                    pos[lo:], self._slot, self._groups)
+            except ValueError as e:
+                raise tp._cerr(e, self.path, s.where, off) from None
+            lo += used
+            for t in np.unique(ft).tolist() if len(fo) else []:
+                c, sel = self._cols[int(t)], ft == t
+                for f in c.ev.fields:
+                    if f.name in c.other:
+                        c.other[f.name].append(
+                            (fr[sel], tf.column(block, fo[sel], fl[sel], f, self._big, self.path, s.where, off)))
+        if lo != len(pos):
+            raise TraceFormatError(self.path, s.where, None, "record count changed between passes")
 
     def _decode_all(self) -> None:
         """Pass 2: fill every event table at the rows pass 1 assigned (no concatenation, no sort)."""
         if self._tables is not None:
             return
         self._index()
-        multi = self._multi_buffer()
-        out: dict[int, _Columns] = {}
-        for name, n in self._counts.items():
-            ev = self.h.formats[name]
-            out[ev.id] = c = _Columns(ev, n)
-            if multi:
-                c.stream = np.empty(n, np.int32)
+        for c in self._cols.values():
+            c.alloc()
         if self._compiled:
-            self._fill_compiled(out)
+            self._slot = np.full(1 << 16, -1, np.int32)
+            self._groups = []
+            for tid, c in self._cols.items():
+                self._slot[tid] = len(self._groups)
+                fields = [(f.offset, f.size, c.num[f.name]) for f in c.ev.fields if f.name in c.num]
+                self._groups.append((c.ts, c.cpu, c.pid, c.stream, c.need, int(bool(c.other)), fields))
+            self._map_streams(self._fill_stream_c)
+            self._slot = self._groups = None
         else:
-            for s, block, off, w, where in self._stream_blocks():
-                if not len(w.rec_off):
-                    continue
-                lo = s.nrec
-                seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
-                pos_b = self._pos[s.index][lo:lo + len(w.rec_off)]
-                for t in np.flatnonzero(np.bincount(w.type)).tolist():
-                    sel = np.flatnonzero(w.type == t)
-                    self._fill(out[t], s, block, off, w, where, sel, pos_b[sel], seq_b[sel])
-        self._seq = self._pos = None          # the tables own everything now
-        self._tables = {c.ev.full_name: self._table_of(c) for c in out.values()}
-
-    def _fill_compiled(self, out: dict[int, "_Columns"]) -> None:
-        """Pass 2 in C: each block's records land in their table rows in one call."""
-        cm = self._common()
-        slot = np.full(1 << 16, -1, np.int32)
-        groups = []
-        for tid, c in out.items():
-            slot[tid] = len(groups)
-            fields = [(f.offset, f.size, c.num[f.name]) for f in c.ev.fields if f.name in c.num]
-            groups.append((c.seq, c.ts, c.cpu, c.pid, c.stream, c.need, int(bool(c.other)), fields))
-        ph = self.h.page_header
-        done = {s.index: 0 for s in self._streams}
-        for s, b, block, off, where in self._blocks():
-            lo = done[s.index]
-            n = len(self._seq[s.index])
-            try:
-                fo, fl, fr, ft, used = tp._cwalk.fill(
-                    block, b.page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(self._big),
-                    cm.type_off, cm.type_size, cm.pid_off, self.h.ts_offset, s.cpu, s.index,
-                    self._pos[s.index][lo:n], self._seq[s.index][lo:n], slot, groups)
-            except ValueError as e:
-                raise tp._cerr(e, self.path, where, off) from None
-            done[s.index] = lo + used
-            if len(fo):
-                for t in np.unique(ft).tolist():
-                    c = out[int(t)]
-                    sel = ft == t
-                    for f in c.ev.fields:
-                        if f.name in c.other:
-                            c.other[f.name].append(
-                                (fr[sel], tf.column(block, fo[sel], fl[sel], f, self._big, self.path, where, off)))
-        for s in self._streams:
-            if done[s.index] != len(self._seq[s.index]):
-                raise TraceFormatError(self.path, f"cpu {s.cpu}", None, "record count changed between passes")
+            for s in self._streams:
+                self._fill_stream_numpy(s)
+        self._pos = None
+        self._tables = {c.ev.full_name: self._table_of(c) for c in self._cols.values()}
+        self._cols = None                     # the tables own the arrays now
 
     def _comm(self, pids: np.ndarray) -> pa.Array:
         if not len(pids):
@@ -347,29 +350,29 @@ class TraceDat(Trace):
                      max_rows: int = 1 << 20) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Stream (event, batch) per CPU and per block without materialising whole tables.
 
-        Pass 1 keeps only per-record merge data (key, type, seq, row: ~28 bytes per record) so
-        `seq` is exact; pass 2 decodes one block at a time.  Batches arrive in stream order
-        (buffer, cpu, file position), not globally sorted: sort by `seq` if needed.
+        Pass 1 keeps 16 bytes per record (each record's seq and its row) so `seq` is exact;
+        pass 2 decodes one block (16 MB of pages / one group of zstd chunks) at a time.
+        Batches arrive in stream order (buffer, cpu, file position), not globally sorted.
         """
         if self._tables is not None:
             yield from super().iter_batches(events, max_rows)
             return
         want = {self.resolve(e) for e in events} if events else None
         self._index()
-        multi = self._multi_buffer()
-        for s, block, off, w, where in self._stream_blocks():
-            if not len(w.rec_off):
-                continue
-            lo = s.nrec
-            seq_b = self._seq[s.index][lo:lo + len(w.rec_off)]
-            for t in np.unique(w.type).tolist():
-                ev = self.h.by_id[t]
-                if want is not None and ev.full_name not in want:
-                    continue
-                sel = np.flatnonzero(w.type == t)
-                c = _Columns(ev, len(sel))
-                if multi:
-                    c.stream = np.empty(len(sel), np.int32)
-                self._fill(c, s, block, off, w, where, sel, np.arange(len(sel)), seq_b[sel])
-                for b in self._table_of(c).to_batches(max_chunksize=max_rows):
-                    yield ev.full_name, b
+        for s in self._streams:
+            pos, lo = self._pos[s.index], 0
+            for block, off in self._stream_blocks(s):
+                w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
+                            off, compiled=self._compiled)
+                n = len(w.rec_off)
+                for t in np.flatnonzero(np.bincount(w.type)).tolist() if n else []:
+                    big = self._cols[t]
+                    if want is not None and big.ev.full_name not in want:
+                        continue
+                    sel = np.flatnonzero(w.type == t)
+                    c = _Columns(big.ev, len(sel), big.multi)
+                    c.seq = big.seq[pos[lo:lo + n][sel]]
+                    self._fill(c.alloc(), s, block, off, w, sel, np.arange(len(sel)))
+                    for b in self._table_of(c).to_batches(max_chunksize=max_rows):
+                        yield big.ev.full_name, b
+                lo += n

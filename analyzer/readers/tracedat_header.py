@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 
@@ -84,11 +85,36 @@ class Decompressor:
 
     def __init__(self, path: str, name: str):
         self.path, self.name = path, name
+        self._local = threading.local()     # a ZstdDecompressor must not be shared by threads
         if name == "zstd":
             import zstandard
-            self._z = zstandard.ZstdDecompressor()
+            self._zstd = zstandard
         elif name not in ("zlib", "none"):
             raise TraceFormatError(path, "header", None, f"unknown compression algorithm {name!r}")
+
+    def into(self, data, out: memoryview, section: str, offset: int) -> None:
+        """Decompress `data` exactly into `out` (no intermediate bytes object for zstd)."""
+        usize = len(out)
+        if self.name != "zstd":
+            out[:] = self(bytes(data), usize, section, offset)
+            return
+        z = getattr(self._local, "z", None)
+        if z is None:
+            z = self._local.z = self._zstd.ZstdDecompressor()
+        try:
+            got = 0
+            with z.stream_reader(data) as r:
+                while got < usize:
+                    k = r.readinto(out[got:])
+                    if not k:
+                        break
+                    got += k
+                extra = r.read(1) if got == usize else b""
+        except Exception as e:
+            raise TraceFormatError(self.path, section, offset, f"corrupt zstd data: {e}") from None
+        if got != usize or extra:
+            raise TraceFormatError(self.path, section, offset,
+                                   f"decompressed {'more than ' if extra else ''}{got} bytes, header says {usize}")
 
     def __call__(self, data: bytes, usize: int, section: str, offset: int) -> bytes:
         if usize > MAX_DECOMPRESSED:
@@ -96,7 +122,10 @@ class Decompressor:
         try:
             if self.name == "zstd":
                 # trace-cmd's frames carry no content size: the stored usize is the bound.
-                out = self._z.decompress(data, max_output_size=max(usize, 1))
+                z = getattr(self._local, "z", None)
+                if z is None:
+                    z = self._local.z = self._zstd.ZstdDecompressor()
+                out = z.decompress(data, max_output_size=max(usize, 1))
             elif self.name == "zlib":
                 out = zlib.decompress(data)
             else:

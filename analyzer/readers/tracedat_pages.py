@@ -9,6 +9,7 @@ both return identical `Walk` results (tests/test_tracedat_walk.py checks that).
 """
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -27,7 +28,7 @@ COMMIT_MASK = (1 << 27) - 1
 MISSED_EVENTS = 1 << 31
 MISSED_STORED = 1 << 30
 TS_MSB = 0xF8 << 56
-BLOCK_BYTES = 16 << 20          # pages walked per step: bounds memory, amortises numpy overhead
+BLOCK_BYTES = 8 << 20           # pages walked per step: bounds memory, amortises per-call overhead
 
 
 @dataclass
@@ -60,9 +61,31 @@ def use_compiled() -> bool:
 # ---------------------------------------------------------------------------------------------
 # page sources
 
+def _forget(data, start: int, n: int) -> None:
+    """Drop a walked block's file pages from our RSS (they stay in the page cache).
+
+    Without this a 10 GB uncompressed trace.dat would count fully towards the reader's
+    resident memory even though each block is needed only once per pass.
+    """
+    if not isinstance(data, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    pg = mmap.PAGESIZE
+    a = -(-start // pg) * pg
+    b = (start + n) // pg * pg
+    if b > a:
+        try:
+            data.madvise(mmap.MADV_DONTNEED, a, b - a)
+        except (OSError, ValueError):
+            pass
+
+
 def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor | None,
                 endian: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (uint8 array of whole pages, file offset of the block) for one CPU's data."""
+    """Yield (uint8 array of whole pages, file offset of the block) for one CPU's data.
+
+    A block is only valid until the next iteration (decompression reuses one buffer, and
+    mmap-ed blocks are dropped from RSS); consumers copy what they keep.
+    """
     ps = buf.page_size
     where = f"buffer {buf.name!r} cpu {cd.cpu}"
     if not cd.chunked:
@@ -73,6 +96,7 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
         for o in range(0, cd.size, step):
             n = min(step, cd.size - o)
             yield np.frombuffer(data, dtype=np.uint8, count=n, offset=cd.offset + o), cd.offset + o
+            _forget(data, cd.offset + o, n)
         return
     if dec is None or dec.name == "none":
         raise TraceFormatError(path, where, cd.offset, "compressed flyrecord data but file compression is 'none'")
@@ -82,27 +106,33 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
         raise TraceFormatError(path, where, pos, "truncated chunk table")
     (count,) = struct.unpack_from(e + "I", data, pos)
     pos += 4
-    pending: list[bytes] = []
-    pending_n, pending_at = 0, pos
-    for _ in range(count):
+    group: list[tuple[int, int, int]] = []          # (file offset, csize, usize)
+    total = 0
+    buf = np.empty(0, np.uint8)     # reused: a yielded block is valid until the next iteration
+    for i in range(count):
         if pos + 8 > len(data):
             raise TraceFormatError(path, where, pos, "truncated compressed chunk header")
         csize, usize = struct.unpack_from(e + "II", data, pos)
         if pos + 8 + csize > len(data):
             raise TraceFormatError(path, where, pos, f"compressed chunk of {csize} bytes runs past end of file")
-        if usize % ps or usize > (1 << 31):
+        if usize % ps or usize > (1 << 30):
             raise TraceFormatError(path, where, pos, f"chunk size {usize} is not a whole number of {ps}-byte pages")
-        out = dec(bytes(data[pos + 8:pos + 8 + csize]), usize, where + " chunk", pos)
-        if not pending:
-            pending_at = pos
-        pending.append(out)
-        pending_n += len(out)
+        group.append((pos, csize, usize))
+        total += usize
         pos += 8 + csize
-        if pending_n >= block_bytes:
-            yield np.frombuffer(b"".join(pending), dtype=np.uint8), pending_at
-            pending, pending_n = [], 0
-    if pending:
-        yield np.frombuffer(b"".join(pending), dtype=np.uint8), pending_at
+        if total >= block_bytes or i == count - 1:
+            # decompress the group straight into one block buffer
+            if len(buf) < total:
+                buf = np.empty(total, np.uint8)
+            block = buf[:total]
+            mv = memoryview(block)
+            at = 0
+            for cpos, cs, us in group:
+                dec.into(memoryview(data)[cpos + 8:cpos + 8 + cs], mv[at:at + us], where + " chunk", cpos)
+                at += us
+            mv.release()
+            yield block, group[0][0]
+            group, total = [], 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,18 +198,22 @@ def index(block: np.ndarray, page_size: int, ph: PageHeader, cm: Common, big: bo
     return keys, w.type, w.page_nrec, pfirst, plast, w.page_lost, carry
 
 
-def merge(keys: list[np.ndarray], types: list[np.ndarray], compiled: bool | None = None):
+def merge(keys: list[np.ndarray], types: list[np.ndarray], seqcols: dict[int, np.ndarray],
+          compiled: bool | None = None) -> list[np.ndarray]:
     """Greedy k-way merge of streams (smallest key first, ties to the lower stream).
 
     `keys` are per-stream running-max timestamps (non-decreasing), so the greedy merge equals
-    a stable sort by (key, stream, index).  Returns per stream: global seq, and the row of
-    each record inside its event type's table.
+    a stable sort by (key, stream, index).  Writes each record's global position into
+    `seqcols[type][row]` and returns per stream the row of each record in its type's table.
     """
     if compiled is None:
         compiled = _cwalk is not None
     if compiled:
-        return _cwalk.merge([np.ascontiguousarray(k, np.int64) for k in keys],
-                            [np.ascontiguousarray(t, np.int32) for t in types])
+        try:
+            return _cwalk.merge([np.ascontiguousarray(k, np.int64) for k in keys],
+                                [np.ascontiguousarray(t, np.int32) for t in types], list(seqcols.items()))
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
     seqs = []
     for i, k in enumerate(keys):
         seq = np.arange(len(k), dtype=np.int64)
@@ -188,13 +222,12 @@ def merge(keys: list[np.ndarray], types: list[np.ndarray], compiled: bool | None
                 seq += np.searchsorted(kj, k, side="right" if j < i else "left")
         seqs.append(seq)
     poss = [np.empty(len(k), np.int64) for k in keys]
-    alltypes = np.unique(np.concatenate(types)) if types else np.zeros(0, np.int32)
-    for t in alltypes.tolist():
+    for t, col in seqcols.items():
         masks = [ty == t for ty in types]
-        col = np.sort(np.concatenate([s[m] for s, m in zip(seqs, masks)]))
+        col[:] = np.sort(np.concatenate([s[m] for s, m in zip(seqs, masks)]))
         for s, m, p in zip(seqs, masks, poss):
             p[m] = np.searchsorted(col, s[m])
-    return seqs, poss
+    return poss
 
 
 def scatter(block: np.ndarray, rec_off: np.ndarray, foff: int, size: int, signed: bool, big: bool,
