@@ -105,6 +105,7 @@ def test_consistency_with_pagetypeinfo_end(real):
     # trace_event= is enabled) whose pages never reach a pcp drain, so nothing reveals them;
     # they are shown as (inferred) MOVABLE - see test_model_tracks_every_phase_snapshot.
     assert rec[MOVABLE] - ref[MOVABLE] == ref[0] - rec[0] + ref[2] - rec[2] - rec[-1]
+    assert any(w.startswith(f"{MOVABLE_GAP[name]} pageblock(s) the model shows as MOVABLE") for w in m.warnings)
 
 
 # /proc/pagetypeinfo was snapshotted at every workload phase (snap/); the model's MOVABLE count

@@ -341,6 +341,14 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     step("pcp residency")
 
     model.residency = _residency(stays, lambda pfn, seq: model.block_type_at(pfn, seq, zone_isolated=False).mt)
+    if meta.pagetypeinfo_end is not None:
+        c = consistency(model)
+        mov = c[c["migratetype"] == 1]
+        extra = int((mov["reconstructed"] - mov["pagetypeinfo"].fillna(mov["reconstructed"])).clip(lower=0).sum())
+        if extra:
+            warnings.append(f"{extra} pageblock(s) the model shows as MOVABLE (boot default, never revealed) are "
+                            "not MOVABLE per pagetypeinfo-end: retyped before tracing began (or untraced); "
+                            "which ones cannot be told from the trace")
     step("done")
     return model
 
