@@ -144,9 +144,10 @@ def behavior_for(release: str | None) -> KernelBehavior:
         cma_finish_has_errorno=v >= (6, 2, 0),
         has_contig_migrate_range_info=v >= (6, 9, 0),
         free_batched_may_be_high_order=hygiene,
-        # Observed: 6.1 frees 32 MiB pages as 8192 order-0 events, 6.12 as one order-13 event;
-        # the exact release in between is not pinned in the notes (folio-based hugetlb frees).
-        gigantic_free_single_event=v >= (6, 10, 0),
+        # Observed: 6.1 frees 32 MiB pages as 8192 order-0 events, 6.12 as one order-13 event.
+        # The change (gigantic hugetlb folios allocated with __GFP_COMP, so free_contig_range()
+        # puts the folio whole) is believed to be 6.12-rc1 - not verified, hence >= 6.12.
+        gigantic_free_single_event=v >= (6, 12, 0),
         merge_retypes_buddy=hygiene,
         merge_retypes_first_block_only=hygiene and not _stable_fixed(v, (6, 19), {(6, 12): 65}),
         extfrag_claim_steal_split=claim_split,
