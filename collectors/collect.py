@@ -83,9 +83,10 @@ def choose_accel(opt: str, k: kernels.Kernel, binary: str, profile: dict, initrd
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "/dev/kvm not usable"
     say("probing KVM (20 s max)")
-    if kvm_usable(binary, profile, k.image, initrd, profile["console"]):
-        return "kvm", "probe boot succeeded"
-    return "tcg", "KVM probe boot did not reach /init within 20 s"
+    ok, why = kvm_usable(binary, profile, k.image, initrd, profile["console"])
+    if not ok:
+        say(f"{why}; using TCG")
+    return ("kvm" if ok else "tcg"), why
 
 
 def kernel_cmdline(k: kernels.Kernel, profile: dict, sc: scenarios.Scenario, kprobe_at: str) -> str:

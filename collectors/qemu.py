@@ -235,16 +235,18 @@ def run_guest(argv: list[str], console_log: Path, phases: dict[str, float],
 
 
 def kvm_usable(binary: str, profile: dict, kernel_image: Path, initrd: Path, console: str,
-               timeout: float = 20.0) -> bool:
-    """Short probe boot under KVM: on these machines KVM guests hang, so fall back fast."""
+               timeout: float = 20.0) -> tuple[bool, str]:
+    """Short probe boot under KVM: on these machines KVM guests hang (or QEMU aborts on an MSR),
+    so give up fast and say why."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
+        return False, "/dev/kvm not usable"
     import tempfile
     with tempfile.TemporaryDirectory(prefix="mtaudit-kvmprobe-") as td:
         argv = build_argv(binary, profile, kernel_image, initrd,
                           f"console={console} panic=-1 loglevel=3 mtaudit.scenario=__probe", 512, 1,
                           "kvm", None)
         t0 = time.monotonic()
+        last = ""
         with VM(argv, Path(td) / "console.log") as vm:
             vm.start()
             while time.monotonic() - t0 < timeout:
@@ -253,10 +255,11 @@ def kvm_usable(binary: str, profile: dict, kernel_image: Path, initrd: Path, con
                 except queue.Empty:
                     continue
                 if line is None:
-                    return False
+                    return False, f"KVM probe: QEMU exited ({last.strip()[:160] or 'no output'})"
+                last = line or last
                 if line.startswith("MTAUDIT-BOOTED"):
-                    return True
-    return False
+                    return True, f"KVM probe boot reached /init in {time.monotonic() - t0:.1f}s"
+    return False, f"KVM probe: guest did not reach /init within {timeout:.0f}s"
 
 
 def wait_no_children(pids: list[int], timeout: float = 5.0) -> list[int]:

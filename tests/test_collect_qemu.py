@@ -185,3 +185,27 @@ def test_signal_kills_vm_and_leaves_failed_bundle(tmp_path, sig, when):
     assert not list(tmp_path.glob(".tmp-*"))
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["status"] == "failed" and m["failure"].startswith("interrupted")
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="needs qemu-system-x86_64")
+def test_x86_64_transport_and_kvm_fallback(tmp_path):
+    """Stock Debian amd64 has CMA off: refused by default, and with --skip-config-check the same
+    guest (q35, 9p over virtio-pci, x86 kprobe registers) still produces a bundle; /dev/kvm is
+    tried with a short probe and TCG used when it fails."""
+    r = cli("--kernel", "debian:6.1/amd64", "--scenario", "idle", "--out", str(tmp_path), "-q")
+    assert r.returncode == 2 and "CONFIG_CMA" in r.stderr and "arm64" in r.stderr
+    t0 = time.monotonic()
+    r = cli("--kernel", "debian:6.1/amd64", "--scenario", "idle", "--out", str(tmp_path), "--name", "x",
+            "--skip-config-check")
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = tmp_path / "x"
+    assert bundle.validate(b) == []
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["kernel"]["arch"] == "amd64" and m["kernel"]["config"]["CMA"] == "n"
+    assert "virtio-9p-pci,fsdev=out,mount_tag=out" in m["qemu"]["argv"] and "q35" in m["qemu"]["argv"]
+    if os.access("/dev/kvm", os.R_OK | os.W_OK) and m["qemu"]["accel"] == "tcg":
+        assert m["qemu"]["accel_reason"].startswith("KVM probe")
+    assert "%di" in (b / "kprobe_events.txt").read_text()
+    assert m["lost_events"] and set(m["lost_events"].values()) == {0}
+    assert qemu_pids(str(tmp_path)) == []
+    print(f"x86_64 idle: {time.monotonic() - t0:.1f}s, accel {m['qemu']['accel']} ({m['qemu']['accel_reason']})")
