@@ -20,7 +20,6 @@ def extract(t: TraceDat) -> list[tuple[str, list[Records]]]:
 
 def to_big_endian(t: TraceDat, bufs):
     """Byte-swap every numeric field (and __data_loc words) of every payload, per the formats."""
-    ct = t.h.common["common_type"]
     for _, recs in bufs:
         for r in recs:
             if not len(r.ts):

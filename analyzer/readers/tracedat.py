@@ -1,20 +1,28 @@
 """trace-cmd trace.dat reader (file versions 6 and 7) -> per-event Arrow tables.
 
 Why it is built this way:
-* The file is mmap-ed; per-CPU page data is walked in bounded blocks (16 MB of pages, or
-  the decompressed zstd/zlib chunks of v7) so memory is the decoded columns plus one block.
-* The record walk is the only sequential part.  A small C extension (`_walk.c`) does it when
-  built; otherwise a numpy "lockstep" walker advances all pages of a block together.
-* Fields are vectorised gathers at the offsets/sizes of the trace's own format files.
+* The file is mmap-ed; per-CPU page data is walked in bounded blocks (8 MB of pages, or a
+  group of decompressed zstd/zlib chunks of v7), and walked pages are dropped from RSS.
+* Two passes.  Pass 1 walks the records for merge keys and event types only; the merge then
+  gives every record its `seq` and its row in its event's table.  Pass 2 walks again and
+  writes each record straight into preallocated columns at that row: no concatenation, no
+  sort, peak memory = the tables plus 8 bytes per record.
 * `seq` is the order `trace-cmd report` prints: a k-way merge of the per-CPU streams picking
   the smallest timestamp, ties to the lower CPU (then buffer order).  A greedy merge of
-  streams equals a stable sort by each stream's running-maximum timestamp, so seq is computed
-  with `searchsorted` on those keys, no per-record merge loop.
+  streams equals a stable sort by each stream's running-maximum timestamp, which is what
+  the merge (C heap merge, or numpy searchsorted) uses.
+* The walks are C (`_walk.c`, optional, drops the GIL; streams run in threads) or numpy (a
+  "lockstep" walker advancing all pages of a block at once); tests check both agree.
+* Fields are read at the offsets/sizes of the trace's own format files, never constants.
 * Instances (BUFFER options) are read like the top buffer; when more than one buffer holds
   records, tables get an extra `buffer` string column (instance name, "" = top buffer) right
   after `comm`, and `meta.buffers` lists the names.  Streams are ordered (buffer, cpu).
+  A format field whose name equals a common column (e.g. `cpu`) becomes `cpu_`.
+* `lost`: one row per page whose commit word has RB_MISSED_EVENTS; count from the value
+  stored after the data (RB_MISSED_STORED) or -1; window = last record before the page on
+  that CPU (or the page's first record when there is none) .. first record of the page.
 * Timestamps are the ring-buffer clock plus the file's OFFSET option.  TSC2NSEC / TIME_SHIFT
-  (guest/host sync) are not applied; they are reported in meta.extra.
+  (guest/host sync) are not applied; TSC2NSEC is reported in meta.extra.
 """
 from __future__ import annotations
 
@@ -116,6 +124,7 @@ class TraceDat(Trace):
         self._lost: pa.Table | None = None
         self._counts: dict[str, int] | None = None
         self._pos: list[np.ndarray] | None = None
+        self._block_bytes = tp.BLOCK_BYTES
         self._cols: dict[int, _Columns] | None = None
 
     # -- contract ---------------------------------------------------------------------------
@@ -160,7 +169,7 @@ class TraceDat(Trace):
 
     # -- passes ---------------------------------------------------------------------------------
     def _stream_blocks(self, s: _Stream) -> Iterator[tuple[np.ndarray, int]]:
-        return tp.iter_blocks(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian)
+        return tp.iter_blocks(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian, self._block_bytes)
 
     def _map_streams(self, fn) -> list:
         """fn over all streams; in threads when the C code (which drops the GIL) does the work."""
@@ -348,31 +357,93 @@ class TraceDat(Trace):
     # -- streaming --------------------------------------------------------------------------
     def iter_batches(self, events: list[str] | None = None,
                      max_rows: int = 1 << 20) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Stream (event, batch) per CPU and per block without materialising whole tables.
+        """Stream (event, batch) pairs holding one block of pages per CPU stream, nothing per record.
 
-        Pass 1 keeps 16 bytes per record (each record's seq and its row) so `seq` is exact;
-        pass 2 decodes one block (16 MB of pages / one group of zstd chunks) at a time.
-        Batches arrive in stream order (buffer, cpu, file position), not globally sorted.
+        A streaming k-way merge: with one block loaded per stream, every record whose
+        (merge key, stream) is not after the smallest block-end (key, stream) precedes all
+        records not loaded yet, so those get their final `seq` now and are decoded and
+        yielded; then the stream that ran out loads its next block.  Memory is bounded by
+        streams x block size, so a trace.dat larger than RAM can be converted.  Batches come
+        out roughly in time order; sort by `seq` for the exact order.
         """
         if self._tables is not None:
             yield from super().iter_batches(events, max_rows)
             return
         want = {self.resolve(e) for e in events} if events else None
-        self._index()
+        self._cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
+        multi = self._multi_buffer()
+        live = []
         for s in self._streams:
-            pos, lo = self._pos[s.index], 0
-            for block, off in self._stream_blocks(s):
-                w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
-                            off, compiled=self._compiled)
-                n = len(w.rec_off)
-                for t in np.flatnonzero(np.bincount(w.type)).tolist() if n else []:
-                    big = self._cols[t]
-                    if want is not None and big.ev.full_name not in want:
-                        continue
-                    sel = np.flatnonzero(w.type == t)
-                    c = _Columns(big.ev, len(sel), big.multi)
-                    c.seq = big.seq[pos[lo:lo + n][sel]]
-                    self._fill(c.alloc(), s, block, off, w, sel, np.arange(len(sel)))
-                    for b in self._table_of(c).to_batches(max_chunksize=max_rows):
-                        yield big.ev.full_name, b
-                lo += n
+            cur = _Cursor(s, self._stream_blocks(s))
+            if self._advance(cur):
+                live.append(cur)
+        base = 0
+        while live:
+            f = min(live, key=lambda c: (int(c.keys[-1]), c.s.index))
+            K = int(f.keys[-1])
+            ends = {}
+            for c in live:
+                if c is f:
+                    e = len(c.keys)
+                else:
+                    e = int(np.searchsorted(c.keys, K, side="right" if c.s.index < f.s.index else "left"))
+                ends[c.s.index] = max(e, c.pos)
+            parts = [(c, c.keys[c.pos:ends[c.s.index]]) for c in live]
+            for c, k in parts:
+                seq = base + np.arange(len(k), dtype=np.int64)
+                for d, kd in parts:
+                    if d is not c and len(kd):
+                        seq += np.searchsorted(kd, k, side="right" if d.s.index < c.s.index else "left")
+                lo, hi = c.pos, ends[c.s.index]
+                yield from self._emit(c, lo, hi, seq, want, multi, max_rows)
+                c.pos = hi
+            base += sum(len(k) for _, k in parts)
+            live = [c for c in live if c.pos < len(c.keys) or self._advance(c)]
+
+    def _advance(self, c: "_Cursor") -> bool:
+        """Load the stream's next non-empty block; False at its end."""
+        for block, off in c.blocks:
+            w = tp.walk(block, c.s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, c.s.where,
+                        off, compiled=self._compiled)
+            if not len(w.rec_off):
+                continue
+            keys = w.ts.astype(np.int64)
+            keys[0] = max(int(keys[0]), c.carry)
+            np.maximum.accumulate(keys, out=keys)
+            c.carry = int(keys[-1])
+            c.block, c.off, c.w, c.keys, c.pos = block, off, w, keys, 0
+            return True
+        return False
+
+    def _emit(self, c: "_Cursor", lo: int, hi: int, seq: np.ndarray, want, multi: bool,
+              max_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        if hi <= lo:
+            return
+        ty = c.w.type[lo:hi]
+        for t in np.flatnonzero(np.bincount(ty)).tolist():
+            ev = self.h.by_id.get(t)
+            if ev is None:
+                raise TraceFormatError(self.path, c.s.where, c.off + int(c.w.rec_off[lo + int(np.argmax(ty == t))]),
+                                       f"record of event type {t}, which has no format in the file")
+            if want is not None and ev.full_name not in want:
+                continue
+            m = np.flatnonzero(ty == t)
+            cols = _Columns(ev, len(m), multi)
+            cols.seq = seq[m]
+            self._fill(cols.alloc(), c.s, c.block, c.off, c.w, lo + m, np.arange(len(m)))
+            for b in self._table_of(cols).to_batches(max_chunksize=max_rows):
+                yield ev.full_name, b
+
+
+@dataclass
+class _Cursor:
+    """Streaming position in one stream: its loaded block and merge keys."""
+
+    s: _Stream
+    blocks: Iterator
+    carry: int = -(1 << 63)
+    block: np.ndarray | None = None
+    off: int = 0
+    w: tp.Walk | None = None
+    keys: np.ndarray | None = None
+    pos: int = 0

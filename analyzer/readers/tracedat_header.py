@@ -7,7 +7,6 @@ never an IndexError/struct.error.
 """
 from __future__ import annotations
 
-import mmap
 import re
 import struct
 import threading
