@@ -137,6 +137,7 @@ class Timeline:
             key = self._key[1]
             qpos, ok = self._index(block)
             i = np.searchsorted(key, qpos * smax + (seq + 1), side="left") - 1
+            ok &= i >= 0
             i = np.maximum(i, 0)
             return np.where(ok & (self.block[i] == block), i, -1)
         return ffill_lookup(self.block, self.start_seq, block, seq, strict=True)
