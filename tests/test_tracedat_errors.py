@@ -26,8 +26,12 @@ SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
 SMALL_BYTES = open(SMALL, "rb").read()
 
 
-def read_everything(path: str, compiled: bool | None = None) -> None:
+def read_everything(path: str, compiled: bool | None = None, stream: bool = False) -> None:
     t = TraceDat(path, compiled=compiled)
+    if stream:
+        for _ in t.iter_batches():
+            pass
+        return
     for name in t.events():
         t.table(name)
     t.lost  # noqa: B018
@@ -162,8 +166,9 @@ def fuzz_sources(v6_bytes):
 
 
 @settings(max_examples=int(os.environ.get("MTAUDIT_FUZZ_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src=st.sampled_from(["v7zstd", "v6"]), ops=OPS, compiled=st.booleans(), hot=st.booleans())
-def test_fuzz_only_trace_format_error_escapes(tmp_path, fuzz_sources, src, ops, compiled, hot):
+@given(src=st.sampled_from(["v7zstd", "v6"]), ops=OPS, compiled=st.booleans(), hot=st.booleans(),
+       stream=st.booleans())
+def test_fuzz_only_trace_format_error_escapes(tmp_path, fuzz_sources, src, ops, compiled, hot, stream):
     data = fuzz_sources[src]
     if hot:
         # aim at the interesting part: the page data of the v6 file / the chunk stream of v7
@@ -173,7 +178,7 @@ def test_fuzz_only_trace_format_error_escapes(tmp_path, fuzz_sources, src, ops, 
     p = tmp_path / "fuzz.dat"
     p.write_bytes(bad)
     try:
-        read_everything(str(p), compiled and tp.use_compiled())
+        read_everything(str(p), compiled and tp.use_compiled(), stream)
     except TraceFormatError as e:
         assert e.path == str(p)
 

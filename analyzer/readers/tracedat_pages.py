@@ -214,19 +214,21 @@ def merge(keys: list[np.ndarray], types: list[np.ndarray], seqcols: dict[int, np
                                 [np.ascontiguousarray(t, np.int32) for t in types], list(seqcols.items()))
         except ValueError as e:
             raise RuntimeError(str(e)) from None
-    seqs = []
-    for i, k in enumerate(keys):
-        seq = np.arange(len(k), dtype=np.int64)
-        for j, kj in enumerate(keys):
-            if j != i and len(kj):
-                seq += np.searchsorted(kj, k, side="right" if j < i else "left")
-        seqs.append(seq)
-    poss = [np.empty(len(k), np.int64) for k in keys]
+    # streams concatenated in order + a stable sort = ties to the lower stream, then file order;
+    # timsort merges the already-sorted runs in linear time
+    order = np.argsort(np.concatenate(keys) if keys else np.zeros(0, np.int64), kind="stable")
+    ty_sorted = (np.concatenate(types) if types else np.zeros(0, np.int32))[order]
+    pos_all = np.empty(len(order), np.int64)
     for t, col in seqcols.items():
-        masks = [ty == t for ty in types]
-        col[:] = np.sort(np.concatenate([s[m] for s, m in zip(seqs, masks)]))
-        for s, m, p in zip(seqs, masks, poss):
-            p[m] = np.searchsorted(col, s[m])
+        at = np.flatnonzero(ty_sorted == t)
+        if len(at) != len(col):
+            raise RuntimeError(f"type {t}: {len(at)} records, seq column holds {len(col)}")
+        col[:] = at
+        pos_all[order[at]] = np.arange(len(at), dtype=np.int64)
+    poss, lo = [], 0
+    for k in keys:
+        poss.append(pos_all[lo:lo + len(k)])
+        lo += len(k)
     return poss
 
 
