@@ -9,6 +9,18 @@ histories are built from the same events:
 
 `Model.blocks` is the ground-truth history when there is one, else the inference;
 `Model.agreement` says how often the inference was right where it claimed anything.
+
+Modules: events.py (read once, numpy columns), isolation.py (windows from cma_* /
+test_pages_isolated / migrate_range_info), infer.py (assertion rows and the confidence
+policy), timeline.py (vectorised resolution into intervals, lookups, agreement), pcp.py
+(pcp stays), synthetic.py (an in-memory Trace for unit tests).
+
+Sources of a block's type (`SOURCES`): boot (MOVABLE default), cma-reserve, kprobe,
+extfrag (change_ownership=1), isolation / restore (windows), drain-observed /
+zone-locked-observed (a live type printed by >= 6.10, or a 6.1 drain printing ISOLATE),
+free-observed (6.1: a drained page freed to pcp prints its block's type at free time),
+backfill (the first revealed type carried back to the trace start when nothing traced
+changed the block before).
 """
 from __future__ import annotations
 
