@@ -131,58 +131,69 @@ def _gather(mask: np.ndarray):
 
 
 def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
-    """Match pcp entries (free / refill) with the next event of the same pfn."""
+    """Match pcp entries (free / refill) with the next event of the same pfn.
+
+    Rows are laid out as [frees | refills | allocs | drains], each block seq-sorted, so a
+    row's kind follows from its index and entries are exactly the first n_ent rows.
+    """
     fr, zl = ev["mm_page_free"], ev["mm_page_alloc_zone_locked"]
     al, dr = ev["mm_page_alloc"], ev["mm_page_pcpu_drain"]
-    parts = []
+    cols: dict[str, list[np.ndarray]] = {"pfn": [], "seq": [], "ts": [], "order": []}
+    ecpu: list[np.ndarray] = []
     if len(fr):
         o = fr["order"]
-        ok = (fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order))
-        g = _gather(ok)
-        parts.append((g(fr["pfn"]), g(o), g(fr["cpu"]), g(fr["seq"]), g(fr["ts"]),
-                      np.zeros(int(ok.sum()), np.int8), np.full(int(ok.sum()), -1, np.int8)))
+        g = _gather((fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order)))
+    else:
+        g = _gather(np.zeros(0, dtype=bool))
+    for c in cols:
+        cols[c].append(g(fr[c]) if len(fr) else np.zeros(0, np.int64))
+    ecpu.append(g(fr["cpu"]) if len(fr) else np.zeros(0, np.int64))
+    n_f = len(cols["pfn"][0])
     if len(zl):
-        idx = np.flatnonzero(refill_mask(ev) & (zl["pfn"] >= 0))
-        parts.append((zl["pfn"][idx], zl["order"][idx], zl["cpu"][idx], zl["seq"][idx], zl["ts"][idx],
-                      np.ones(len(idx), np.int8), zl["migratetype"][idx].astype(np.int8)))
-    if len(al):   # exits: kind 2 alloc, 3 drain (the printed mt rides in the mt column)
-        ok = al["pfn"] >= 0
-        g = _gather(ok)
-        k = int(ok.sum())
-        parts.append((g(al["pfn"]), g(al["order"]), g(al["cpu"]), g(al["seq"]), g(al["ts"]),
-                      np.full(k, 2, np.int8), np.full(k, -1, np.int8)))
+        g = _gather(refill_mask(ev) & (zl["pfn"] >= 0))
+        for c in cols:
+            cols[c].append(g(zl[c]))
+        ecpu.append(g(zl["cpu"]))
+        zl_mt = g(zl["migratetype"]).astype(np.int8)
+    else:
+        zl_mt = np.zeros(0, np.int8)
+    n_r = len(zl_mt)
+    if len(al):
+        g = _gather(al["pfn"] >= 0)
+        for c in cols:
+            cols[c].append(g(al[c]))
+    n_a = sum(len(x) for x in cols["pfn"]) - n_f - n_r
+    dr_mt = dr["migratetype"].astype(np.int8) if len(dr) else np.zeros(0, np.int8)
     if len(dr):
-        parts.append((dr["pfn"], dr["order"], dr["cpu"], dr["seq"], dr["ts"], np.full(len(dr), 3, np.int8),
-                      dr["migratetype"].astype(np.int8)))
-    if not parts:
+        for c in cols:
+            cols[c].append(dr[c])
+    pfn, seq, ts, order = (np.concatenate(cols[c]) for c in ("pfn", "seq", "ts", "order"))
+    n, n_ent, off_d = len(pfn), n_f + n_r, n_f + n_r + n_a
+    if n_ent == 0:
         z = np.zeros(0, np.int64)
         return Stays(z, z, z, z, z, z.astype(np.int8), z.astype(np.int8), z, z, z.astype(np.int8), z.astype(np.int8))
-    pfn, order, cpu, seq, ts, kind, mt = (np.concatenate([p[i] for p in parts]) for i in range(7))
-    n = len(pfn)
     o = pfn_seq_order(pfn, seq)
-    spfn, skind = pfn[o], kind[o]
-    ent_s = np.flatnonzero(skind <= 1)                 # positions in sorted order
+    ent_s = np.flatnonzero(o < n_ent)                  # positions (in sorted order) of entries
     nx_s = np.minimum(ent_s + 1, n - 1)
-    same = (ent_s + 1 < n) & (spfn[nx_s] == spfn[ent_s])
-    e, x = o[ent_s], o[nx_s]                           # original indices of entry and next event
-    # scatter each entry's successor to its own index, then walk entries in concatenation order
-    # (frees then refills, each already seq-sorted): no sort of the entries by seq needed
-    succ = np.full(n, -1, dtype=np.int64)
-    succ[e] = np.where(same, x, -1)
-    is_ent = np.zeros(n, dtype=bool)
-    is_ent[e] = True
-    e = np.flatnonzero(is_ent)
-    e = e[np.argsort(seq[e], kind="stable")]           # merge of two sorted runs
+    spfn = pfn[o[np.minimum(np.concatenate([ent_s, nx_s]), n - 1)]]
+    same = (ent_s + 1 < n) & (spfn[len(ent_s):] == spfn[:len(ent_s)])
+    succ = np.full(n_ent, -1, dtype=np.int64)
+    succ[o[ent_s]] = np.where(same, o[nx_s], -1)
+    e = np.argsort(seq[:n_ent], kind="stable")         # frees and refills: a merge of two sorted runs
     x = succ[e]
     has = x >= 0
     xx = np.maximum(x, 0)
-    is_exit = has & (kind[xx] >= 2) & (order[xx] == order[e])
-    leave_kind = np.where(is_exit, kind[xx] - 2, np.where(has, 3, 2)).astype(np.int8)
+    xkind = np.where(xx < n_ent, -1, np.where(xx < off_d, 0, 1))   # -1 entry, 0 alloc, 1 drain
+    is_exit = has & (xkind >= 0) & (order[xx] == order[e])
+    leave_kind = np.where(is_exit, xkind, np.where(has, 3, 2)).astype(np.int8)
     leave_seq = np.where(has, seq[xx], -1)
     leave_ts = np.where(has, ts[xx], -1)
-    leave_pmt = np.where(is_exit & (kind[xx] == 3), mt[xx], -1).astype(np.int8)
-    return Stays(pfn[e], order[e], cpu[e], seq[e], ts[e], kind[e], np.where(kind[e] == 1, mt[e], -1).astype(np.int8),
-                 leave_seq, leave_ts, leave_kind, leave_pmt)
+    dmt = dr_mt[np.clip(xx - off_d, 0, max(len(dr_mt) - 1, 0))] if len(dr_mt) else np.zeros(len(xx), np.int8)
+    leave_pmt = np.where(is_exit & (xkind == 1), dmt, -1).astype(np.int8)
+    ekind = (e >= n_f).astype(np.int8)
+    emt = np.where(ekind == 1, zl_mt[np.clip(e - n_f, 0, max(n_r - 1, 0))] if n_r else -1, -1).astype(np.int8)
+    cpu_e = np.concatenate(ecpu)[e]
+    return Stays(pfn[e], order[e], cpu_e, seq[e], ts[e], ekind, emt, leave_seq, leave_ts, leave_kind, leave_pmt)
 
 
 def pfn_seq_order(pfn: np.ndarray, seq: np.ndarray) -> np.ndarray:
