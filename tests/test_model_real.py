@@ -31,6 +31,7 @@ def real(request):
 # and it equalled the kprobe truth (the rest is sub-ms lag between a kprobe write and the
 # tracepoint that reveals it, and isolation window edges)
 AGREEMENT = {"debian-6.1-arm64-cma-churn": 0.999954, "debian-6.12-arm64-cma-churn": 0.999836}
+AGREEMENT_KPROBE_ONLY = {"debian-6.1-arm64-cma-churn": 0.999946, "debian-6.12-arm64-cma-churn": 0.999800}
 KPROBE_LIVE_TS = {"debian-6.1-arm64-cma-churn": 2159042000, "debian-6.12-arm64-cma-churn": 5682324352}
 # end-of-trace reconstruction vs pagetypeinfo-end.txt, per type 0..5 and unknown (-1)
 END_COUNTS = {"debian-6.1-arm64-cma-churn": ([31, 956, 4, 0, 544, 0, 1], [121, 866, 5, 0, 544, 0]),
@@ -44,6 +45,9 @@ def test_ground_truth_and_agreement(real):
     print(f"\n{name}: inference vs kprobe agreement {a['rate']:.6f} (coverage {a['coverage']:.6f}, "
           f"{a['truth_known_block_seconds']:.0f} block-s of known truth)")
     assert a["rate"] == pytest.approx(AGREEMENT[name], abs=2e-5)
+    # restricted to block-time whose truth is a kprobe write (not boot log / shared observation)
+    print(f"{name}: kprobe-only agreement {a['kprobe_only_rate']:.6f} over {a['kprobe_only_block_seconds']:.0f} block-s")
+    assert a["kprobe_only_rate"] == pytest.approx(AGREEMENT_KPROBE_ONLY[name], abs=2e-5)
     assert a["coverage"] > 0.9998
     assert a["known_rate"] > 0.99999          # where the inference said "known" it was right
 

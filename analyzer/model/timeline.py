@@ -331,4 +331,10 @@ def agreement(truth: Timeline, guess: Timeline, t0: int, t1: int) -> dict:
     res["disagreeing_blocks"] = [int(ub[i]) for i in top]            # worst first
     res["disagreeing_block_seconds"] = [float(per[i]) / 1e9 for i in top]
     res["n_disagreeing_blocks"] = int(len(ub))
+    # the same measure restricted to truth set by the probe itself (not by the boot log or by
+    # an observation the inference also saw): the strictest view
+    tsrc = np.where(vt, truth.src[np.maximum(it, 0)], -1)
+    bk = claimed & (tsrc == SRC["kprobe"])
+    res["kprobe_only_rate"] = (float(dur[bk & agree].sum()) / float(dur[bk].sum())) if dur[bk].sum() else None
+    res["kprobe_only_block_seconds"] = float(dur[bk].sum()) / 1e9
     return res
