@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated,
-                      empty_findings, event_frame, make_findings, match_leave, s_hex, s_int, s_mt, s_pick,
-                      source_table, typed, vjoin, with_stats)
+                      UNVERIFIED_SOURCES, empty_findings, event_frame, make_findings, match_leave, s_hex,
+                      s_int, s_mt, s_pick, source_table, typed, vjoin, with_stats)
 
 ID = "S1"
 MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
@@ -116,10 +116,13 @@ def _model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live):
     blk = np.asarray(st.block)[idx]
     why = ("this kernel's drain prints the live pageblock type" if live else
            "a block of the zone was isolated, so the kernel printed the live pageblock type")
+    src = s_pick(source_table(model), np.asarray(st.source)[idx])
+    cause = pc.if_else(pc.is_in(src, pa.array(list(UNVERIFIED_SOURCES))),
+                       ", so the model's unconfirmed guess is wrong (most likely the block was retyped before "
+                       "tracing began)",
+                       ", so the model missed a retype (untraced or outside the inferred isolation window)")
     expl = vjoin("drain of pfn ", s_hex(pfn[idx]), " printed ", s_mt(printed[idx]), " but the model has pageblock ",
-                 s_int(blk), " as ", s_mt(bmt[idx]), " (", s_pick(source_table(model), np.asarray(st.source)[idx]),
-                 "); ", why, ", so the model missed a retype (untraced or outside the inferred isolation window), "
-                 "not a kernel bug")
+                 s_int(blk), " as ", s_mt(bmt[idx]), " (", src, "); ", why, cause, "; not a kernel bug")
     return make_findings(detector="MW", severity=MW_SEVERITY, seq=seq[idx],
                          ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                          event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
