@@ -139,8 +139,11 @@ def thin_hazards(hazards: Rows, sets: Rows, obs: "Obs") -> Rows:
     each kind lowers the confidence; the rest repeat it."""
     if len(hazards) < 2:
         return hazards
-    pb = np.concatenate([sets.block, obs.block])
-    ps = np.concatenate([sets.seq, obs.seq])
+    hb = np.unique(hazards.block)
+    so = np.isin(sets.block, hb)          # only blocks that have hazards matter
+    oo = np.isin(obs.block, hb)
+    pb = np.concatenate([sets.block[so], obs.block[oo]])
+    ps = np.concatenate([sets.seq[so], obs.seq[oo]])
     b0 = int(min(pb.min(initial=0), hazards.block.min()))
     s0 = int(min(ps.min(initial=0), hazards.seq.min()))
     s1 = int(max(ps.max(initial=0), hazards.seq.max())) + 1
