@@ -334,3 +334,16 @@ def test_observation_never_overrides_kprobe_truth_but_fills_unknown():
     # after the marker nothing can change a block untraced: the live type is known from here on
     assert state(m, Z0 + 6 * PB, d2 + 1)[:3] == (RECLAIMABLE, 2, "drain-observed")
     assert w < d
+
+
+def test_two_nodes_same_zone_name_are_summed_in_consistency():
+    from analyzer.capture import PageTypeInfo
+    tr = SyntheticTrace()
+    tr.add("mm_page_free", pfn=Z0, order=0)
+    md = synthetic_meta(zones=[("Normal", Z0, Z0 + 4 * PB), ("Normal", 0x80000, 0x80000 + 2 * PB)], cma=[])
+    md.pagetypeinfo_end = PageTypeInfo("p", 9, 512, [], {(0, "Normal"): {1: 4}, (1, "Normal"): {1: 2}}, {})
+    m = build_model(tr, md, K61)
+    c = m.consistency()
+    assert list(c["zone"].unique()) == ["Normal"]
+    row = c[c["migratetype"] == MOVABLE].iloc[0]
+    assert (row["reconstructed"], row["pagetypeinfo"]) == (6, 6)

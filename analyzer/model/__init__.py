@@ -374,8 +374,8 @@ def consistency(model: Model) -> pd.DataFrame:
     mt = tl.mt[last]
     pti = model.meta.pagetypeinfo_end if model.meta else None
     rows = []
-    for zi, zname in enumerate(ctx.zone_names):
-        sel = z == zi
+    for zname in dict.fromkeys(ctx.zone_names):        # one row set per zone name (nodes summed,
+        sel = np.isin(z, [i for i, n in enumerate(ctx.zone_names) if n == zname])   # as pagetypeinfo)
         ref = pti.zone_blocks(zname) if pti else {}
         types = sorted(set(range(6)) | set(ref))
         for t in types:
