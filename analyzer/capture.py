@@ -298,6 +298,10 @@ def parse_cma_override(spec: str) -> tuple[str, int, int]:
 _TEXT_FILES = ("uname.txt", "cmdline.txt", "dmesg-start.txt", "dmesg-end.txt", "dmesg-cma.txt",
                "zoneinfo-start.txt", "zoneinfo-end.txt", "pagetypeinfo-start.txt",
                "pagetypeinfo-end.txt", "stats-end.txt", "manifest.json")
+# a user's own directory may hold single snapshots without -start/-end: read them as "end"
+# (taken after the trace, the usual habit); a boot log without suffix is a boot log
+_ALIASES = {"pagetypeinfo.txt": "pagetypeinfo-end.txt", "zoneinfo.txt": "zoneinfo-end.txt",
+            "dmesg.txt": "dmesg-start.txt", "dmesg.log": "dmesg-start.txt"}
 
 
 def _read_text(path: str) -> str:
@@ -369,6 +373,13 @@ def load_capture(path: str | os.PathLike, overrides: dict | None = None) -> tupl
             if os.path.isfile(p):
                 texts[name] = _read_text(p)
                 meta.files[name] = p
+        for alias, name in _ALIASES.items():
+            p = os.path.join(cdir, alias)
+            if name not in texts and os.path.isfile(p):
+                texts[name] = _read_text(p)
+                meta.files[name] = p
+                meta.provenance.setdefault("aliases", "")
+                meta.provenance["aliases"] += f"{alias} as {name}; "
     _fill_meta(meta, trace, texts, ov)
     return trace, meta
 

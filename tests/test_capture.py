@@ -166,3 +166,15 @@ def test_stats_end_lost_counts(tmp_path):
                        "s") == {"1": 8}
     with pytest.raises(CaptureError, match="stats-end.txt"):
         parse_stats("overrun: 3\n", "x/stats-end.txt")
+
+
+def test_plain_snapshot_names_in_a_users_directory(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    shutil.copy(os.path.join(X86, "trace.dat"), d / "trace.dat")
+    shutil.copy(os.path.join(X86, "pagetypeinfo-end.txt"), d / "pagetypeinfo.txt")
+    shutil.copy(os.path.join(X86, "dmesg-end.txt"), d / "dmesg.txt")
+    _, m = load_capture(str(d))
+    assert m.pagetypeinfo_end.zone_blocks("DMA32")[4] == 32
+    assert m.zones == [("DMA32", 1, 0x3ffe0)] and m.cma_areas == [("reserved", 0x3bc00, 16384)]
+    assert m.files["pagetypeinfo-end.txt"].endswith("pagetypeinfo.txt")
