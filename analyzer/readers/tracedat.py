@@ -171,45 +171,60 @@ class TraceDat(Trace):
     def _stream_blocks(self, s: _Stream) -> Iterator[tuple[np.ndarray, int]]:
         return tp.iter_blocks(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian, self._block_bytes)
 
-    def _map_streams(self, fn) -> list:
-        """fn over all streams; in threads when the C code (which drops the GIL) does the work."""
-        if self._compiled and len(self._streams) > 1 and (os.cpu_count() or 1) > 1:
-            with ThreadPoolExecutor(min(len(self._streams), os.cpu_count() or 1)) as ex:
-                return list(ex.map(fn, self._streams))
-        return [fn(s) for s in self._streams]
+    def _pmap(self, fn, items: list) -> list:
+        """fn over items, in threads when the C code (which drops the GIL) does the work."""
+        n = min(len(items), os.cpu_count() or 1)
+        if self._compiled and n > 1:
+            with ThreadPoolExecutor(n) as ex:
+                return list(ex.map(fn, items))
+        return [fn(x) for x in items]
 
-    def _index_stream(self, s: _Stream):
-        """Pass 1 of one stream: merge keys, types and its lost-event rows."""
-        cm = self._cm
-        keys, types, rows = [], [], []
-        carry, last_ts = -(1 << 63), None
-        for block, off in self._stream_blocks(s):
-            k, ty, nrec, pfirst, plast, plost, carry = tp.index(
-                block, s.buf.page_size, self.h.page_header, cm, self._big, self.path, s.where, off, carry,
-                compiled=self._compiled)
-            if len(k):
-                keys.append(k)
-                types.append(ty)
-            last_ts = self._lost_rows(s, nrec, pfirst, plast, plost, last_ts, rows)
-        k = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-        t = np.concatenate(types) if types else np.zeros(0, np.int32)
-        bad = (t < 0) | (t >= 1 << 16)
-        if bad.any():
-            raise TraceFormatError(self.path, s.where, None, f"event type id {int(t[bad][0])} out of range")
-        return k, t, rows
+    def _index_block(self, task: "_Task"):
+        """Pass 1 of one block (independent of the other blocks, so blocks run in parallel)."""
+        s, spec = task.s, task.spec
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        try:
+            return tp.index(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
+                            spec.offset, -(1 << 63), compiled=self._compiled)
+        finally:
+            tp.done_block(self._mm, spec)
 
     def _index(self) -> None:
         """Pass 1: merge keys, types, counts and lost events; allocates each table's seq column."""
         if self._counts is not None:
             return
         self._cm = self._common() if any(cd.size for b in self.h.buffers for cd in b.cpus) else tp.Common()
-        res = self._map_streams(self._index_stream)
-        kk = [r[0] for r in res]
-        tt = [r[1] for r in res]
-        lost_rows = [row for r in res for row in r[2]]
+        tasks = [_Task(s, spec) for s in self._streams
+                 for spec in tp.block_specs(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian,
+                                            self._block_bytes)]
+        res = self._pmap(self._index_block, tasks)
+        keys = [[] for _ in self._streams]
+        types = [[] for _ in self._streams]
+        carry = [-(1 << 63)] * len(self._streams)
+        last_ts: list[int | None] = [None] * len(self._streams)
+        done = [0] * len(self._streams)
+        lost_rows: list = []
+        for task, (k, ty, nrec, pfirst, plast, plost, _) in zip(tasks, res):
+            i = task.s.index
+            task.lo, task.n = done[i], len(k)
+            done[i] += len(k)
+            if len(k):
+                if carry[i] > k[0]:
+                    np.maximum(k, carry[i], out=k)     # continue the running max across blocks
+                carry[i] = int(k[-1])
+                keys[i].append(k)
+                types[i].append(ty)
+            last_ts[i] = self._lost_rows(task.s, nrec, pfirst, plast, plost, last_ts[i], lost_rows)
         del res
+        self._tasks = tasks
+        kk = [np.concatenate(k) if k else np.zeros(0, np.int64) for k in keys]
+        tt = [np.concatenate(t) if t else np.zeros(0, np.int32) for t in types]
+        del keys, types
         counts = np.zeros(1 << 16, np.int64)
-        for t in tt:
+        for s, t in zip(self._streams, tt):
+            bad = (t < 0) | (t >= 1 << 16)
+            if bad.any():
+                raise TraceFormatError(self.path, s.where, None, f"event type id {int(t[bad][0])} out of range")
             counts += np.bincount(t, minlength=1 << 16)
         for tid in np.flatnonzero(counts).tolist():
             if tid not in self.h.by_id:
@@ -258,39 +273,45 @@ class TraceDat(Trace):
             else:
                 cols.other[f.name].append((P, tf.column(block, ro, rl, f, self._big, self.path, s.where, off)))
 
-    def _fill_stream_numpy(self, s: _Stream) -> None:
-        pos, lo = self._pos[s.index], 0
-        for block, off in self._stream_blocks(s):
-            w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where, off,
-                        compiled=False)
+    def _fill_block_numpy(self, task: "_Task") -> None:
+        s, spec = task.s, task.spec
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        try:
+            w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
+                        spec.offset, compiled=False)
             n = len(w.rec_off)
-            pos_b = pos[lo:lo + n]
+            if n != task.n:
+                raise TraceFormatError(self.path, s.where, spec.offset, "record count changed between passes")
+            pos_b = self._pos[s.index][task.lo:task.lo + n]
             for t in np.flatnonzero(np.bincount(w.type)).tolist() if n else []:
                 sel = np.flatnonzero(w.type == t)
-                self._fill(self._cols[t], s, block, off, w, sel, pos_b[sel])
-            lo += n
+                self._fill(self._cols[t], s, block, spec.offset, w, sel, pos_b[sel])
+        finally:
+            tp.done_block(self._mm, spec)
 
-    def _fill_stream_c(self, s: _Stream) -> None:
-        """C pass 2: each block's records land in their table rows in one call."""
-        cm, ph = self._cm, self.h.page_header
-        pos, lo = self._pos[s.index], 0
-        for block, off in self._stream_blocks(s):
+    def _fill_block_c(self, task: "_Task") -> None:
+        """C pass 2 of one block: its records land in their table rows in one call."""
+        s, spec = task.s, task.spec
+        cm, ph, off = self._cm, self.h.page_header, spec.offset
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        try:
             try:
                 fo, fl, fr, ft, used = tp._cwalk.fill(
                     block, s.buf.page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(self._big),
                     cm.type_off, cm.type_size, cm.pid_off, self.h.ts_offset, s.cpu, s.index,
-                    pos[lo:], self._slot, self._groups)
+                    self._pos[s.index][task.lo:task.lo + task.n], self._slot, self._groups)
             except ValueError as e:
                 raise tp._cerr(e, self.path, s.where, off) from None
-            lo += used
+            if used != task.n:
+                raise TraceFormatError(self.path, s.where, off, "record count changed between passes")
             for t in np.unique(ft).tolist() if len(fo) else []:
                 c, sel = self._cols[int(t)], ft == t
                 for f in c.ev.fields:
                     if f.name in c.other:
                         c.other[f.name].append(
                             (fr[sel], tf.column(block, fo[sel], fl[sel], f, self._big, self.path, s.where, off)))
-        if lo != len(pos):
-            raise TraceFormatError(self.path, s.where, None, "record count changed between passes")
+        finally:
+            tp.done_block(self._mm, spec)
 
     def _decode_all(self) -> None:
         """Pass 2: fill every event table at the rows pass 1 assigned (no concatenation, no sort)."""
@@ -306,12 +327,12 @@ class TraceDat(Trace):
                 self._slot[tid] = len(self._groups)
                 fields = [(f.offset, f.size, c.num[f.name]) for f in c.ev.fields if f.name in c.num]
                 self._groups.append((c.ts, c.cpu, c.pid, c.stream, c.need, int(bool(c.other)), fields))
-            self._map_streams(self._fill_stream_c)
+            self._pmap(self._fill_block_c, self._tasks)
             self._slot = self._groups = None
         else:
-            for s in self._streams:
-                self._fill_stream_numpy(s)
-        self._pos = None
+            for task in self._tasks:
+                self._fill_block_numpy(task)
+        self._pos = self._tasks = None
         self._tables = {c.ev.full_name: self._table_of(c) for c in self._cols.values()}
         self._cols = None                     # the tables own the arrays now
 
@@ -433,6 +454,16 @@ class TraceDat(Trace):
             self._fill(cols.alloc(), c.s, c.block, c.off, c.w, lo + m, np.arange(len(m)))
             for b in self._table_of(cols).to_batches(max_chunksize=max_rows):
                 yield ev.full_name, b
+
+
+@dataclass
+class _Task:
+    """One block of one stream; lo/n = its records' range in the stream (set by pass 1)."""
+
+    s: _Stream
+    spec: tp.BlockSpec
+    lo: int = 0
+    n: int = 0
 
 
 @dataclass

@@ -79,13 +79,18 @@ def _forget(data, start: int, n: int) -> None:
             pass
 
 
-def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor | None,
-                endian: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (uint8 array of whole pages, file offset of the block) for one CPU's data.
+@dataclass
+class BlockSpec:
+    """One block of a CPU's pages: a raw file range, or a group of compressed chunks."""
 
-    A block is only valid until the next iteration (decompression reuses one buffer, and
-    mmap-ed blocks are dropped from RSS); consumers copy what they keep.
-    """
+    offset: int                                   # file offset (for error messages)
+    size: int                                     # bytes of pages once loaded
+    chunks: list[tuple[int, int, int]] | None = None   # (file offset, csize, usize)
+
+
+def block_specs(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor | None,
+                endian: str, block_bytes: int = BLOCK_BYTES) -> list[BlockSpec]:
+    """Cut one CPU's data into blocks of about `block_bytes` (validating the chunk table)."""
     ps = buf.page_size
     where = f"buffer {buf.name!r} cpu {cd.cpu}"
     if not cd.chunked:
@@ -93,11 +98,7 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
             raise TraceFormatError(path, where, cd.offset + cd.size - cd.size % ps,
                                    f"data size {cd.size} is not a whole number of {ps}-byte pages: truncated page")
         step = max(ps, block_bytes - block_bytes % ps)
-        for o in range(0, cd.size, step):
-            n = min(step, cd.size - o)
-            yield np.frombuffer(data, dtype=np.uint8, count=n, offset=cd.offset + o), cd.offset + o
-            _forget(data, cd.offset + o, n)
-        return
+        return [BlockSpec(cd.offset + o, min(step, cd.size - o)) for o in range(0, cd.size, step)]
     if dec is None or dec.name == "none":
         raise TraceFormatError(path, where, cd.offset, "compressed flyrecord data but file compression is 'none'")
     e = "<" if endian == "little" else ">"
@@ -106,9 +107,9 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
         raise TraceFormatError(path, where, pos, "truncated chunk table")
     (count,) = struct.unpack_from(e + "I", data, pos)
     pos += 4
-    group: list[tuple[int, int, int]] = []          # (file offset, csize, usize)
+    specs: list[BlockSpec] = []
+    group: list[tuple[int, int, int]] = []
     total = 0
-    buf = np.empty(0, np.uint8)     # reused: a yielded block is valid until the next iteration
     for i in range(count):
         if pos + 8 > len(data):
             raise TraceFormatError(path, where, pos, "truncated compressed chunk header")
@@ -121,18 +122,45 @@ def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor
         total += usize
         pos += 8 + csize
         if total >= block_bytes or i == count - 1:
-            # decompress the group straight into one block buffer
-            if len(buf) < total:
-                buf = np.empty(total, np.uint8)
-            block = buf[:total]
-            mv = memoryview(block)
-            at = 0
-            for cpos, cs, us in group:
-                dec.into(memoryview(data)[cpos + 8:cpos + 8 + cs], mv[at:at + us], where + " chunk", cpos)
-                at += us
-            mv.release()
-            yield block, group[0][0]
+            specs.append(BlockSpec(group[0][0], total, group))
             group, total = [], 0
+    return specs
+
+
+def load_block(path: str, data, spec: BlockSpec, dec: Decompressor | None, where: str,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """The pages of a block: a view of the mmap, or chunks decompressed into `out` (reused)."""
+    if spec.chunks is None:
+        return np.frombuffer(data, dtype=np.uint8, count=spec.size, offset=spec.offset)
+    block = out[:spec.size] if out is not None and len(out) >= spec.size else np.empty(spec.size, np.uint8)
+    mv = memoryview(block)
+    at = 0
+    for cpos, cs, us in spec.chunks:
+        dec.into(memoryview(data)[cpos + 8:cpos + 8 + cs], mv[at:at + us], where + " chunk", cpos)
+        at += us
+    mv.release()
+    return block
+
+
+def done_block(data, spec: BlockSpec) -> None:
+    if spec.chunks is None:
+        _forget(data, spec.offset, spec.size)
+
+
+def iter_blocks(path: str, data, buf: BufferInfo, cd: CpuData, dec: Decompressor | None,
+                endian: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (uint8 array of whole pages, file offset of the block) for one CPU's data.
+
+    A block is only valid until the next iteration (decompression reuses one buffer, and
+    mmap-ed blocks are dropped from RSS); consumers copy what they keep.
+    """
+    where = f"buffer {buf.name!r} cpu {cd.cpu}"
+    scratch = np.empty(0, np.uint8)
+    for spec in block_specs(path, data, buf, cd, dec, endian, block_bytes):
+        if spec.chunks is not None and len(scratch) < spec.size:
+            scratch = np.empty(spec.size, np.uint8)
+        yield load_block(path, data, spec, dec, where, scratch), spec.offset
+        done_block(data, spec)
 
 
 # ---------------------------------------------------------------------------------------------
