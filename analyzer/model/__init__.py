@@ -304,7 +304,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     bf, bf_obs = infer.backfill(rows, obs, inf_acc, inf_tl, ctx)
     if len(bf):   # keep the revealing observations visible as the point where the type was seen
         rows = Rows.concat([rows, bf])
-        first = np.zeros(len(obs.mt), bool)
+        first = inf_acc.copy()       # already includes the revealing observations: few passes left
         first[bf_obs] = True
         inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first)
     stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum()),
