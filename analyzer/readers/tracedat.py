@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -125,6 +126,7 @@ class TraceDat(Trace):
         self._counts: dict[str, int] | None = None
         self._pos: list[np.ndarray] | None = None
         self._block_bytes = tp.BLOCK_BYTES
+        self._local = threading.local()
         self._cols: dict[int, _Columns] | None = None
 
     # -- contract ---------------------------------------------------------------------------
@@ -179,10 +181,19 @@ class TraceDat(Trace):
                 return list(ex.map(fn, items))
         return [fn(x) for x in items]
 
+    def _scratch(self, spec: tp.BlockSpec) -> np.ndarray | None:
+        """Per-thread buffer for decompressed blocks (no fresh 8 MB allocation per block)."""
+        if spec.chunks is None:
+            return None
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < spec.size:
+            buf = self._local.buf = np.empty(spec.size, np.uint8)
+        return buf
+
     def _index_block(self, task: "_Task"):
         """Pass 1 of one block (independent of the other blocks, so blocks run in parallel)."""
         s, spec = task.s, task.spec
-        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where, self._scratch(spec))
         try:
             return tp.index(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
                             spec.offset, -(1 << 63), compiled=self._compiled)
@@ -275,7 +286,7 @@ class TraceDat(Trace):
 
     def _fill_block_numpy(self, task: "_Task") -> None:
         s, spec = task.s, task.spec
-        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where, self._scratch(spec))
         try:
             w = tp.walk(block, s.buf.page_size, self.h.page_header, self._cm, self._big, self.path, s.where,
                         spec.offset, compiled=False)
@@ -293,7 +304,7 @@ class TraceDat(Trace):
         """C pass 2 of one block: its records land in their table rows in one call."""
         s, spec = task.s, task.spec
         cm, ph, off = self._cm, self.h.page_header, spec.offset
-        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where)
+        block = tp.load_block(self.path, self._mm, spec, self._dec, s.where, self._scratch(spec))
         try:
             try:
                 fo, fl, fr, ft, used = tp._cwalk.fill(
