@@ -52,7 +52,9 @@ def _parse_int_column(vals: list[str]):
     out, skipped = [], 0
     for v in vals:
         try:
-            if v.startswith(("0x", "-0x")):
+            if v == "(nil)":             # NULL pointer, printed by %p
+                out.append(0)
+            elif v.startswith(("0x", "-0x")):
                 out.append(int(v, 16))
             elif barehex:
                 out.append(int(v, 16))
