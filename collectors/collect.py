@@ -171,7 +171,8 @@ def collect(o: Options, say) -> Path:
             say("checking results")
             failure = res.failure
             dmesg_end = tmp / "dmesg-end.txt"
-            problems = list(res.problems)
+            con = tmp / "console.log"
+            problems = find_problems(con.read_text(errors="replace").splitlines()) if con.exists() else []
             if dmesg_end.exists():
                 seen = {p["line"] for p in problems}
                 for p in find_problems(dmesg_end.read_text(errors="replace").splitlines()):

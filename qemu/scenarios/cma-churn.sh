@@ -25,13 +25,14 @@ holes() {  # holes PREFIX: delete every other file of a fill
 }
 PIDS=""
 unmovable() {  # unmovable N: N processes each holding a full pipe (64 KiB of unmovable pages)
-  i=0
-  while [ $i -lt $1 ]; do
+  i=0            # (stops early below 16 MiB of non-CMA free memory: no OOM with nothing to kill)
+  while [ $i -lt $1 ] && [ $(( $(meminfo MemFree) - $(meminfo CmaFree) )) -gt 16384 ]; do
     mkfifo /tmp/pipe.$i.$$ 2>/dev/null
     ( exec 3<>/tmp/pipe.$i.$$; dd if=/dev/zero bs=4096 count=16 >&3 2>/dev/null; exec sleep 600 ) &
     PIDS="$PIDS $!"
     i=$((i + 1))
   done
+  log "unmovable: $i processes holding pipes"
   sleep 1
 }
 release_unmovable() { [ -n "$PIDS" ] && kill $PIDS 2>/dev/null; wait 2>/dev/null; PIDS=""; rm -f /tmp/pipe.*; }
@@ -67,17 +68,31 @@ release_unmovable
 hp $H32M 0
 snap 12-r1-end
 
-phase "round 2: gigantic pool of 28 (fills most of the CMA area), interleaved writers"
+phase "round 2: gigantic pool of 28 (fills most of the CMA area), then 3/4-used pageblocks"
 hp $H32M 28
-fill c 32 4 & fill d 32 4; wait
-rm -f /tmp/fill/c.*
+# 160 MiB written in allocation order as pairs "keep 3x, drop 1x" with x cycling through
+# 4 KiB .. 128 KiB, then the drops deleted: pageblocks stay ~3/4 used, with order-0..5 holes
+# that serve small allocations but are too small for a fallback to claim the block
+# (6.1: change_ownership=0 steals move free pages to another freelist -> polluted lists).
+# printf and '>' are shell builtins: no fork per file.
+mkdir -p /tmp/fill/pg
+i=0
+while [ $i -lt 160 ]; do
+  for x in 4096 8192 16384 32768 65536 131072; do
+    printf "%$((3 * x))s" > /tmp/fill/pg/k.$i.$x
+    printf "%${x}s" > /tmp/fill/pg/d.$i.$x
+  done
+  i=$((i + 1))
+done
+rm -f /tmp/fill/pg/d.*
+log "3/4-used: $i rounds of keep/drop pairs written, drops deleted"
 snap 20-r2-frag
-phase "round 2: grow the 2 MiB pool (pins free movable blocks) until ~160 MiB non-CMA memory is free"
+phase "round 2: grow the 2 MiB pool (pins free movable blocks) until ~48 MiB non-CMA memory is free"
 pass=0
 while [ $pass -lt 8 ]; do
   free_kb=$(( $(meminfo MemFree) - $(meminfo CmaFree) ))   # what unmovable allocations can use
-  room=$(( (free_kb - 163840) / 2048 ))          # 2 MiB pages we can take and stay above 160 MiB
-  [ $room -lt 8 ] && break
+  room=$(( (free_kb - 49152) / 2048 ))           # 2 MiB pages we can take and stay above 48 MiB
+  [ $room -lt 4 ] && break
   [ $room -gt 128 ] && room=128
   before=$(cat /sys/kernel/mm/hugepages/hugepages-${H2M}kB/nr_hugepages)
   hp $H2M $((before + room))
@@ -89,15 +104,15 @@ phase "round 2: unmovable burst with min_free_kbytes 4096 and no watermark boost
 MF=$(cat /proc/sys/vm/min_free_kbytes); WB=$(cat /proc/sys/vm/watermark_boost_factor)
 echo 4096 > /proc/sys/vm/min_free_kbytes; echo 0 > /proc/sys/vm/watermark_boost_factor
 log "min_free_kbytes $MF -> 4096, watermark_boost_factor $WB -> 0"
-unmovable 96
+unmovable 160
 sockets 2
-snap 22-r2-unmov
+snap 23-r2-unmov
 phase "round 2: shrink gigantic pool to 26, release unmovable, 2 MiB pool back to 384"
 hp $H32M 26
 release_unmovable
 hp $H2M 384
 echo "$MF" > /proc/sys/vm/min_free_kbytes; echo "$WB" > /proc/sys/vm/watermark_boost_factor
-snap 23-r2-end
+snap 24-r2-end
 
 phase "round 3: drop_caches + compact_memory"
 echo 3 > /proc/sys/vm/drop_caches
