@@ -546,7 +546,64 @@ done:
     return ret;
 }
 
+/* ---- strings(pids, lut_lo, lut[int32], names list[bytes]) -> (int32 offsets, uint8 data) --------
+   The comm column: per row the name of its pid, written as an Arrow string column's buffers. */
+static PyObject *py_strings(PyObject *self, PyObject *args)
+{
+    PyArrayObject *pids, *lut;
+    PyObject *names;
+    long long lo;
+    if (!PyArg_ParseTuple(args, "O!LO!O!", &PyArray_Type, &pids, &lo, &PyArray_Type, &lut, &PyList_Type, &names))
+        return NULL;
+    if (PyArray_TYPE(pids) != NPY_INT32 || PyArray_TYPE(lut) != NPY_INT32 || !PyArray_IS_C_CONTIGUOUS(pids)
+        || !PyArray_IS_C_CONTIGUOUS(lut)) {
+        PyErr_SetString(PyExc_ValueError, "strings wants contiguous int32 arrays @0");
+        return NULL;
+    }
+    Py_ssize_t nn = PyList_GET_SIZE(names), n = PyArray_SIZE(pids), nl = PyArray_SIZE(lut);
+    const char **np_ = PyMem_Calloc(nn + 1, sizeof(char *));
+    Py_ssize_t *nlen = PyMem_Calloc(nn + 1, sizeof(Py_ssize_t));
+    PyObject *offs = NULL, *data = NULL, *res = NULL;
+    if (!np_ || !nlen) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < nn; i++) {
+        PyObject *b = PyList_GET_ITEM(names, i);
+        if (!PyBytes_Check(b)) { PyErr_SetString(PyExc_TypeError, "names must be bytes @0"); goto done; }
+        np_[i] = PyBytes_AS_STRING(b); nlen[i] = PyBytes_GET_SIZE(b);
+    }
+    const int32_t *pp = PyArray_DATA(pids), *lp = PyArray_DATA(lut);
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t k = (int64_t)pp[i] - lo;
+        int32_t j = (k >= 0 && k < nl) ? lp[k] : -1;
+        if (j < 0 || j >= nn) { PyErr_SetString(PyExc_ValueError, "pid outside the name table @0"); goto done; }
+        total += nlen[j];
+    }
+    if (total > INT32_MAX) { PyErr_SetString(PyExc_OverflowError, "comm column over 2 GB @0"); goto done; }
+    npy_intp d1 = n + 1, d2 = total;
+    offs = PyArray_SimpleNew(1, &d1, NPY_INT32);
+    data = PyArray_SimpleNew(1, &d2, NPY_UINT8);
+    if (!offs || !data) goto done;
+    int32_t *o = PyArray_DATA((PyArrayObject *)offs);
+    char *dst = PyArray_DATA((PyArrayObject *)data);
+    Py_BEGIN_ALLOW_THREADS
+    int32_t at = 0;
+    o[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t j = lp[(int64_t)pp[i] - lo];
+        memcpy(dst + at, np_[j], nlen[j]);
+        at += (int32_t)nlen[j];
+        o[i + 1] = at;
+    }
+    Py_END_ALLOW_THREADS
+    res = Py_BuildValue("(OO)", offs, data);
+done:
+    Py_XDECREF(offs); Py_XDECREF(data);
+    PyMem_Free(np_); PyMem_Free(nlen);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"strings", py_strings, METH_VARARGS, "comm column buffers from pids and a name table"},
     {"walk", py_walk, METH_VARARGS, "walk ring-buffer pages of a block"},
     {"index", py_index, METH_VARARGS, "pass 1: merge keys, types, per-page info"},
     {"fill", py_fill, METH_VARARGS, "pass 2: records into preallocated event columns"},

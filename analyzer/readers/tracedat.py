@@ -348,21 +348,27 @@ class TraceDat(Trace):
         self._cols = None                     # the tables own the arrays now
 
     def _comm(self, pids: np.ndarray) -> pa.Array:
+        """comm of every row: saved cmdlines, "<idle>" for pid 0, "<...>" when unknown."""
         if not len(pids):
             return pa.array([], pa.string())
         lo, hi = int(pids.min()), int(pids.max())
+        cl = self.h.cmdlines
         if hi - lo < (1 << 24):
             present = np.zeros(hi - lo + 1, bool)
             present[pids - lo] = True
             uniq = np.flatnonzero(present) + lo
-            lut = np.cumsum(present, dtype=np.int32) - 1
+            names = ["<idle>" if p == 0 else cl.get(int(p), "<...>") for p in uniq.tolist()]
+            lut = (np.cumsum(present, dtype=np.int32) - 1).astype(np.int32)
+            if self._compiled:
+                offs, data = tp._cwalk.strings(np.ascontiguousarray(pids, np.int32), lo, lut,
+                                               [n.encode() for n in names])
+                return pa.StringArray.from_buffers(len(pids), pa.py_buffer(offs), pa.py_buffer(data))
             inv = lut[pids - lo]
         else:
             uniq, inv = np.unique(pids, return_inverse=True)
             inv = inv.astype(np.int32)
-        cl = self.h.cmdlines
-        names = pa.array(["<idle>" if p == 0 else cl.get(int(p), "<...>") for p in uniq.tolist()], pa.string())
-        return names.take(pa.array(inv))
+            names = ["<idle>" if p == 0 else cl.get(int(p), "<...>") for p in uniq.tolist()]
+        return pa.array(names, pa.string()).take(pa.array(inv))
 
     def _table_of(self, c: _Columns) -> pa.Table:
         schema = self._schema(c.ev)
