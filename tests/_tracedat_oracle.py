@@ -120,9 +120,10 @@ def compare(trace, path: str) -> dict:
             assert m is not None or not fnames, f"{name}: cannot split fields of {tx!r}"
             rows.append(m.groups() if m else ())
         t = t.sort_by("seq")
+        taken = {"seq", "ts", "cpu", "pid", "comm", "buffer"}
         for i, f in enumerate(fmt.fields):
             vals = [r[i] for r in rows]
-            ours = t[f.name].to_pylist()
+            ours = t[f.name + "_" if f.name in taken else f.name].to_pylist()   # `pid` field -> `pid_`
             if t.schema.field(f.name).type in ("string",) or isinstance(ours[0] if ours else "", str):
                 theirs = [v.rstrip("\n") for v in vals]
                 mine = [(o or "").rstrip("\n") for o in ours]
