@@ -13,7 +13,7 @@
  *       -> (flagged off, len, row, type, records consumed)
  *   merge(keys: list[i64 array], types: list[i32 array], [(type, seq column)]) -> pos list[i64]
  *       (writes each record's global seq into its type's seq column at its row)
- *   scatter(block, rec_off, field_off, size, big, positions, out) -> None
+ *   strings(pids, lo, lut, names) -> (int32 offsets, uint8 data) of the comm column
  *
  * Errors are ValueError("message @<byte offset in block>").
  */
@@ -499,53 +499,6 @@ fail:
     return NULL;
 }
 
-/* ---- scatter one fixed-size field of selected records into its final rows ----------------- */
-
-static PyObject *py_scatter(PyObject *self, PyObject *args)
-{
-    Py_buffer buf;
-    PyArrayObject *off, *posn, *out;
-    Py_ssize_t foff;
-    int size, big;
-    if (!PyArg_ParseTuple(args, "y*O!niiO!O!", &buf, &PyArray_Type, &off, &foff, &size, &big,
-                          &PyArray_Type, &posn, &PyArray_Type, &out))
-        return NULL;
-    PyObject *ret = NULL;
-    if (PyArray_TYPE(off) != NPY_INT64 || PyArray_TYPE(posn) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(off)
-        || !PyArray_IS_C_CONTIGUOUS(posn) || !PyArray_IS_C_CONTIGUOUS(out) || !PyArray_ISWRITEABLE(out)
-        || PyArray_ITEMSIZE(out) != size || PyArray_SIZE(off) != PyArray_SIZE(posn)
-        || (size != 1 && size != 2 && size != 4 && size != 8)) {
-        PyErr_SetString(PyExc_ValueError, "bad scatter arguments @0");
-        goto done;
-    }
-    const uint8_t *b = buf.buf;
-    const int64_t *o = PyArray_DATA(off), *p = PyArray_DATA(posn);
-    uint8_t *dst = PyArray_DATA(out);
-    Py_ssize_t n = PyArray_SIZE(off), nout = PyArray_SIZE(out), bad = -1;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t at = o[i] + foff;
-        if (at < 0 || at + size > buf.len || p[i] < 0 || p[i] >= nout) { bad = i; break; }
-        const uint8_t *s = b + at;
-        uint8_t *d = dst + p[i] * size;
-        switch (size) {
-        case 1: *d = *s; break;
-        case 2: { uint16_t v; memcpy(&v, s, 2); if (big) v = __builtin_bswap16(v); memcpy(d, &v, 2); break; }
-        case 4: { uint32_t v; memcpy(&v, s, 4); if (big) v = __builtin_bswap32(v); memcpy(d, &v, 4); break; }
-        default: { uint64_t v; memcpy(&v, s, 8); if (big) v = __builtin_bswap64(v); memcpy(d, &v, 8); }
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (bad >= 0) {
-        PyErr_Format(PyExc_ValueError, "field outside the block @%lld", (long long)(o[bad] + foff));
-        goto done;
-    }
-    ret = Py_None; Py_INCREF(ret);
-done:
-    PyBuffer_Release(&buf);
-    return ret;
-}
-
 /* ---- strings(pids, lut_lo, lut[int32], names list[bytes]) -> (int32 offsets, uint8 data) --------
    The comm column: per row the name of its pid, written as an Arrow string column's buffers. */
 static PyObject *py_strings(PyObject *self, PyObject *args)
@@ -608,7 +561,6 @@ static PyMethodDef methods[] = {
     {"index", py_index, METH_VARARGS, "pass 1: merge keys, types, per-page info"},
     {"fill", py_fill, METH_VARARGS, "pass 2: records into preallocated event columns"},
     {"merge", py_merge, METH_VARARGS, "k-way merge of per-stream keys -> per-type rows; fills seq columns"},
-    {"scatter", py_scatter, METH_VARARGS, "copy a fixed-size field of records into rows of an array"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_walk", NULL, -1, methods};

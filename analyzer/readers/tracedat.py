@@ -280,7 +280,7 @@ class TraceDat(Trace):
             cols.stream[P] = s.index
         for f in cols.ev.fields:
             if f.name in cols.num:
-                tp.scatter(block, ro, f.offset, f.size, f.signed, self._big, P, cols.num[f.name], compiled=False)
+                tp.scatter(block, ro, f.offset, f.size, f.signed, self._big, P, cols.num[f.name])
             else:
                 cols.other[f.name].append((P, tf.column(block, ro, rl, f, self._big, self.path, s.where, off)))
 

@@ -264,13 +264,8 @@ def merge(keys: list[np.ndarray], types: list[np.ndarray], seqcols: dict[int, np
 
 
 def scatter(block: np.ndarray, rec_off: np.ndarray, foff: int, size: int, signed: bool, big: bool,
-            pos: np.ndarray, out: np.ndarray, compiled: bool | None = None) -> None:
-    """out[pos] = the `size`-byte field at `foff` of each record."""
-    if compiled is None:
-        compiled = _cwalk is not None
-    if compiled:
-        _cwalk.scatter(block, rec_off, foff, size, int(big), pos, out)
-        return
+            pos: np.ndarray, out: np.ndarray) -> None:
+    """out[pos] = the `size`-byte field at `foff` of each record (numpy pass 2)."""
     from .tracedat_fields import gather_int
     out[pos] = gather_int(block, rec_off + foff, size, signed, big)
 
