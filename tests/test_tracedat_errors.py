@@ -161,12 +161,24 @@ OPS = st.lists(st.tuples(st.sampled_from(["flip", "flip", "flip", "trunc", "spli
 
 
 @pytest.fixture(scope="module")
-def fuzz_sources(v6_bytes):
-    return {"v7zstd": SMALL_BYTES, "v6": v6_bytes}
+def fuzz_sources(v6_bytes, tmp_path_factory):
+    """The real capture, its v6 re-pack, a big-endian 4-byte-long v6 and a two-buffer v7 (none)."""
+    from _tracedat_variants import to_big_endian
+    t = TraceDat(SMALL)
+    d = tmp_path_factory.mktemp("fz")
+    W.write(str(d / "be.dat"), t.h, to_big_endian(t, extract(t)), version=6,
+            lay=W.Layout(endian="big", long_size=4))
+    top = extract(t)[0][1]
+    r = top[0]
+    k = np.arange(0, len(r.ts), 5)
+    inst = [W.Records(r.ts[k] + 1, r.data, r.off[k], r.len[k])]
+    W.write(str(d / "mb.dat"), t.h, [("", top), ("inst", inst)], version=7, compression="none")
+    return {"v7zstd": SMALL_BYTES, "v6": v6_bytes, "v6be4": (d / "be.dat").read_bytes(),
+            "v7mb": (d / "mb.dat").read_bytes()}
 
 
 @settings(max_examples=int(os.environ.get("MTAUDIT_FUZZ_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src=st.sampled_from(["v7zstd", "v6"]), ops=OPS, compiled=st.booleans(), hot=st.booleans(),
+@given(src=st.sampled_from(["v7zstd", "v6", "v6be4", "v7mb"]), ops=OPS, compiled=st.booleans(), hot=st.booleans(),
        stream=st.booleans())
 def test_fuzz_only_trace_format_error_escapes(tmp_path, fuzz_sources, src, ops, compiled, hot, stream):
     data = fuzz_sources[src]
@@ -188,5 +200,5 @@ def test_fuzz_inputs_are_real_and_readable(fuzz_sources, tmp_path):
     for name, data in fuzz_sources.items():
         p = tmp_path / f"{name}.dat"
         p.write_bytes(data)
-        assert sum(TraceDat(str(p)).events().values()) == 2435
+        assert sum(TraceDat(str(p)).events().values()) == (2435 + 487 if name == "v7mb" else 2435)
     assert np.frombuffer(SMALL_BYTES[:3], np.uint8).tolist() == [0x17, 0x08, 0x44]
