@@ -106,8 +106,7 @@ def detect(model, kernel):
         idx = idx[~cov]
     if not len(idx):
         return with_stats(empty_findings(), checked=int(known.sum()), skipped_unknown=int((~known).sum()),
-                          excused_by_fallback=excused,
-                          skipped_unverified_mismatch=seed_mism)
+                          excused_by_fallback=excused, skipped_unverified_mismatch=seed_mism)
     blk = np.asarray(st.block)[idx]
     expl = vjoin("cpu", s_int(cpu[idx]), " took pfn ", s_hex(pfn[idx]), " (order ",
                  s_int(col(z, "order", np.int64)[idx]), ") from the ", s_mt(printed[idx]),
@@ -121,4 +120,4 @@ def detect(model, kernel):
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)
     return with_stats(concat_findings([out]), checked=int(known.sum()),
                       skipped_unknown=int((~known).sum()), excused_by_fallback=excused,
-                          skipped_unverified_mismatch=seed_mism)
+                      skipped_unverified_mismatch=seed_mism)

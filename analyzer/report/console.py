@@ -39,7 +39,8 @@ def render(a, console: Console | None = None, examples: int = 3) -> None:
                   str(d.get("checked", "")), str(d.get("skipped_unknown", "")))
     c.print(t)
     c.print("  known/inferred: findings on a block type the model knows / only infers; checked: records "
-            "compared; skipped: records whose block type is unknown (never reported)", style="dim")
+            "compared; skipped: records whose block type is unknown or only guessed (unconfirmed boot seed, "
+            "backfill): never reported", style="dim")
     for d in s["detectors"]:
         c.print(f"  [bold]{d['id']}[/]: {d['meaning']} [dim](kernels: {d['kernels']})[/]", highlight=False)
 
