@@ -167,3 +167,32 @@ def test_per_buffer_page_size_differs_from_file_page_size(tmp_path, small):
     t = TraceDat(str(out))
     assert t.meta.page_size == 4096 and t.meta.extra["page_sizes"] == {"": 16384}
     assert_same_tables(t, small)
+
+
+@needs_tracecmd
+@pytest.mark.parametrize("mult,shift", [(3, 1), (1, 3), (1_234_567, 22)])
+def test_tsc2nsec_and_offset_options_match_trace_cmd(tmp_path, small, mult, shift):
+    """x86-tsc traces carry TSC2NSEC (mult, shift); shift 3 makes many cross-CPU ties."""
+    import copy
+    import struct
+    h = copy.copy(small.h)
+    h.raw = dict(small.h.raw)
+    h.raw["options"] = [(o, b) for o, b in small.h.raw["options"] if o not in (4, 7, 14)] + [
+        (4, b"[x86-tsc] local global\n\0"), (14, struct.pack("<IIQ", mult, shift, 0)), (7, b"1000000000\0")]
+    top = extract(small)[0][1]
+    r = top[0]
+    k = np.arange(0, len(r.ts), 2)
+    cpu1 = W.Records(r.ts[k] + 3, r.data, r.off[k], r.len[k])
+    out = str(tmp_path / "tsc.dat")
+    W.write(out, h, [("", [r, cpu1])], version=6)
+    t = TraceDat(out)
+    assert t.meta.extra["tsc2nsec"]["mult"] == mult
+    assert compare(t, out)["records"] == 2435 + len(k)
+    if tp.use_compiled():
+        assert_same_tables(t, TraceDat(out, compiled=False))
+    import pyarrow as pa
+    parts: dict = {}
+    for name, b in TraceDat(out).iter_batches():
+        parts.setdefault(name, []).append(b)
+    for name in t.events():
+        assert pa.Table.from_batches(parts[name]).sort_by("seq").equals(t.table(name)), name

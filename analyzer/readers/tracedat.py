@@ -21,8 +21,9 @@ Why it is built this way:
 * `lost`: one row per page whose commit word has RB_MISSED_EVENTS; count from the value
   stored after the data (RB_MISSED_STORED) or -1; window = last record before the page on
   that CPU (or the page's first record when there is none) .. first record of the page.
-* Timestamps are the ring-buffer clock plus the file's OFFSET option.  TSC2NSEC / TIME_SHIFT
-  (guest/host sync) are not applied; TSC2NSEC is reported in meta.extra.
+* Timestamps are the ring-buffer clock, scaled by the TSC2NSEC option's mult/shift when the
+  file has one (as trace-cmd 3.1.6 does), plus the OFFSET option.  TIME_SHIFT (guest/host
+  sync of several files) is not applied.
 """
 from __future__ import annotations
 
@@ -126,6 +127,8 @@ class TraceDat(Trace):
         self._counts: dict[str, int] | None = None
         self._pos: list[np.ndarray] | None = None
         self._block_bytes = tp.BLOCK_BYTES
+        t2n = h.options.get("tsc2nsec")
+        self._tsc = (t2n["mult"], t2n["shift"]) if t2n and t2n["mult"] and t2n["shift"] <= 32 else None
         self._local = threading.local()
         self._cols: dict[int, _Columns] | None = None
 
@@ -181,6 +184,22 @@ class TraceDat(Trace):
                 return list(ex.map(fn, items))
         return [fn(x) for x in items]
 
+    def _conv(self, raw: np.ndarray) -> np.ndarray:
+        """Ring-buffer clock -> trace time without the OFFSET: TSC2NSEC's (ts * mult) >> shift.
+
+        trace-cmd 3.1.6 applies mult/shift whenever the option is present and ignores its
+        offset field (checked with `trace-cmd report` on written files); exact like its
+        mul_u64_u32_shr: the high and low 32 bits are scaled separately.
+        """
+        if self._tsc is None:
+            return raw.astype(np.int64, copy=False)
+        mult, shift = self._tsc
+        u = raw.astype(np.uint64)
+        hi, lo = u >> np.uint64(32), u & np.uint64(0xFFFFFFFF)
+        m = np.uint64(mult)
+        out = ((hi * m) << np.uint64(32 - shift)) + ((lo * m) >> np.uint64(shift))
+        return out.view(np.int64)
+
     def _scratch(self, spec: tp.BlockSpec) -> np.ndarray | None:
         """Per-thread buffer for decompressed blocks (no fresh 8 MB allocation per block)."""
         if spec.chunks is None:
@@ -228,7 +247,7 @@ class TraceDat(Trace):
             last_ts[i] = self._lost_rows(task.s, nrec, pfirst, plast, plost, last_ts[i], lost_rows)
         del res
         self._tasks = tasks
-        kk = [np.concatenate(k) if k else np.zeros(0, np.int64) for k in keys]
+        kk = [self._conv(np.concatenate(k)) if k else np.zeros(0, np.int64) for k in keys]
         tt = [np.concatenate(t) if t else np.zeros(0, np.int32) for t in types]
         del keys, types
         counts = np.zeros(1 << 16, np.int64)
@@ -252,6 +271,7 @@ class TraceDat(Trace):
     def _lost_rows(self, s: _Stream, nrec, pfirst, plast, plost, last_ts: int | None, rows: list) -> int | None:
         """Lost-event rows of one block; returns the stream's last record ts so far."""
         off = self.h.ts_offset
+        pfirst, plast = self._conv(pfirst), self._conv(plast)
         lost_pages = np.flatnonzero(plost)
         if len(lost_pages):
             idx = np.where(nrec > 0, np.arange(len(nrec)), -1)
@@ -273,7 +293,7 @@ class TraceDat(Trace):
             raise TraceFormatError(self.path, s.where, off + int(ro[i]),
                                    f"{cols.ev.full_name} record of {int(rl[i])} bytes is shorter than its format "
                                    f"({cols.need} bytes)")
-        cols.ts[P] = w.ts[sel].astype(np.int64) + self.h.ts_offset
+        cols.ts[P] = self._conv(w.ts[sel]) + self.h.ts_offset
         cols.cpu[P] = s.cpu
         cols.pid[P] = w.pid[sel]
         if cols.stream is not None:
@@ -309,7 +329,7 @@ class TraceDat(Trace):
             try:
                 fo, fl, fr, ft, used = tp._cwalk.fill(
                     block, s.buf.page_size, ph.commit_offset, ph.commit_size, ph.data_offset, int(self._big),
-                    cm.type_off, cm.type_size, cm.pid_off, self.h.ts_offset, s.cpu, s.index,
+                    cm.type_off, cm.type_size, cm.pid_off, 0 if self._tsc else self.h.ts_offset, s.cpu, s.index,
                     self._pos[s.index][task.lo:task.lo + task.n], self._slot, self._groups)
             except ValueError as e:
                 raise tp._cerr(e, self.path, s.where, off) from None
@@ -340,6 +360,9 @@ class TraceDat(Trace):
                 self._groups.append((c.ts, c.cpu, c.pid, c.stream, c.need, int(bool(c.other)), fields))
             self._pmap(self._fill_block_c, self._tasks)
             self._slot = self._groups = None
+            if self._tsc is not None:           # C wrote raw clock values
+                for c in self._cols.values():
+                    c.ts[:] = self._conv(c.ts) + self.h.ts_offset
         else:
             for task in self._tasks:
                 self._fill_block_numpy(task)
@@ -445,7 +468,7 @@ class TraceDat(Trace):
                         off, compiled=self._compiled)
             if not len(w.rec_off):
                 continue
-            keys = w.ts.astype(np.int64)
+            keys = self._conv(w.ts).copy()
             keys[0] = max(int(keys[0]), c.carry)
             np.maximum.accumulate(keys, out=keys)
             c.carry = int(keys[-1])
