@@ -172,13 +172,15 @@ def test_per_buffer_page_size_differs_from_file_page_size(tmp_path, small):
 @needs_tracecmd
 @pytest.mark.parametrize("mult,shift", [(3, 1), (1, 3), (1_234_567, 22)])
 def test_tsc2nsec_and_offset_options_match_trace_cmd(tmp_path, small, mult, shift):
-    """x86-tsc traces carry TSC2NSEC (mult, shift); shift 3 makes many cross-CPU ties."""
+    """x86-tsc traces carry TSC2NSEC (mult, shift); shift 3 makes many cross-CPU ties.  Plus
+    the OFFSET and DATE options, which trace-cmd report also adds to every timestamp."""
     import copy
     import struct
     h = copy.copy(small.h)
     h.raw = dict(small.h.raw)
     h.raw["options"] = [(o, b) for o, b in small.h.raw["options"] if o not in (4, 7, 14)] + [
-        (4, b"[x86-tsc] local global\n\0"), (14, struct.pack("<IIQ", mult, shift, 0)), (7, b"1000000000\0")]
+        (4, b"[x86-tsc] local global\n\0"), (14, struct.pack("<IIQ", mult, shift, 0)), (7, b"1000000000\0"),
+        (1, b"0x5000000000\0")]        # DATE (record --date): microseconds, trace-cmd adds it too
     top = extract(small)[0][1]
     r = top[0]
     k = np.arange(0, len(r.ts), 2)

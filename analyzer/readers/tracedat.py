@@ -22,8 +22,8 @@ Why it is built this way:
   stored after the data (RB_MISSED_STORED) or -1; window = last record before the page on
   that CPU (or the page's first record when there is none) .. first record of the page.
 * Timestamps are the ring-buffer clock, scaled by the TSC2NSEC option's mult/shift when the
-  file has one (as trace-cmd 3.1.6 does), plus the OFFSET option.  TIME_SHIFT (guest/host
-  sync of several files) is not applied.
+  file has one (as trace-cmd 3.1.6 does), plus the OFFSET and DATE options (trace-cmd report
+  adds both).  TIME_SHIFT (guest/host sync of several files) is not applied.
 """
 from __future__ import annotations
 

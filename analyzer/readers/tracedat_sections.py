@@ -104,7 +104,17 @@ def _option(h: Header, c: Cursor, oid: int, body: bytes, at: int, sections: dict
     h.raw.setdefault("options", []).append((oid, body))
 
     if oid == OPT_DATE:
-        h.options["date"] = text()
+        # `record --date`: offset of the trace clock to wall time, ASCII, in microseconds;
+        # trace-cmd report adds it to every timestamp (checked on written files)
+        t = text().strip()
+        h.options["date"] = t
+        try:
+            us = int(t, 0)
+            if abs(us) >= 1 << 52:
+                raise ValueError
+        except ValueError:
+            raise TraceFormatError(c.path, "options", at, f"bad DATE option {t!r}") from None
+        h.ts_offset += us * 1000
     elif oid == OPT_TRACECLOCK:
         t = text()
         m = re.search(r"\[(\S+)\]", t)
@@ -116,12 +126,13 @@ def _option(h: Header, c: Cursor, oid: int, body: bytes, at: int, sections: dict
     elif oid == OPT_OFFSET:
         t = text().strip()
         try:
-            h.ts_offset = int(t, 0)
-            if abs(h.ts_offset) >= 1 << 62:
+            v = int(t, 0)
+            if abs(v) >= 1 << 62:
                 raise ValueError
+            h.ts_offset += v
         except ValueError:
             raise TraceFormatError(c.path, "options", at, f"bad OFFSET option {t!r}") from None
-        h.options["ts_offset"] = h.ts_offset
+        h.options["ts_offset"] = v
     elif oid == OPT_CPUCOUNT and len(body) >= 4:
         h.cpus = Cursor(c.path, body, 0, h.endian, "options", at).u32()
     elif oid == OPT_TSC2NSEC and len(body) >= 16:
