@@ -3,6 +3,7 @@ manifest/bundle writing, module ordering, cpio and ELF reading (checked against 
 from __future__ import annotations
 
 import json
+import re
 import lzma
 import shutil
 import subprocess
@@ -228,3 +229,32 @@ def test_elf_needed_matches_ldd():
     assert interp and Path(interp).name in ldd
     # the loader may be listed as DT_NEEDED too; ldd prints it without "=>"
     assert set(needed) - {Path(interp).name} == sonames
+
+
+# -- the committed real bundles (made by `mtaudit collect ... --scenario cma-churn`) ----------
+BUNDLES = sorted((ROOT / "fixtures" / "bundles").glob("debian-*-arm64-cma-churn"))
+
+
+@pytest.mark.parametrize("b", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_committed_bundle_is_complete(b):
+    assert bundle.validate(b) == []
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["status"] == "ok" and m["guest_exit"] == 0 and m["scenario"]["name"] == "cma-churn"
+    assert m["scenario"]["sha256"] == scenarios.load("cma-churn").sha256, "bundle is from an older scenario"
+    assert m["kernel"]["release"] == (b / "uname.txt").read_text().split()[2]
+    assert m["lost_events"] and set(m["lost_events"].values()) == {0}
+    assert "hugetlb_cma=1G" in m["cmdline"]
+    assert (b / "trace.dat").read_bytes()[:10] == b"\x17\x08\x44tracing"
+
+
+@pytest.mark.skipif(not shutil.which("trace-cmd"), reason="needs trace-cmd")
+@pytest.mark.parametrize("b", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_committed_bundle_trace_holds_every_buffered_event(b):
+    """Independent oracle: the kernel's per-CPU `entries` at the end == events trace-cmd reads."""
+    rep = subprocess.run(["trace-cmd", "report", "-R", "-i", str(b / "trace.dat")],
+                         capture_output=True, text=True, timeout=600)
+    assert rep.returncode == 0
+    n = sum(1 for ln in rep.stdout.splitlines() if re.match(r"\s*\S.*\[\d+\]\s+\d+\.\d+:", ln))
+    st = bundle.parse_stats((b / "stats-end.txt").read_text())
+    assert n == sum(v["entries"] for v in st.values())
+    assert " setmt: " in rep.stdout and "cma_alloc_start" in rep.stdout

@@ -11,7 +11,7 @@ mkdir -p /tmp/fill && mount -t tmpfs -o size=2g fill /tmp/fill
 ip link set lo up 2>/dev/null
 
 fill() {  # fill PREFIX COUNT MIB_EACH: write files, stop early if MemFree drops below 384 MiB
-  i=0
+  local i=0
   while [ $i -lt $2 ]; do
     [ "$(meminfo MemFree)" -lt 393216 ] && { log "fill $1: stopped at $i (MemFree low)"; break; }
     dd if=/dev/zero of=/tmp/fill/$1.$i bs=1M count=$3 2>/dev/null
@@ -25,7 +25,7 @@ holes() {  # holes PREFIX: delete every other file of a fill
 }
 PIDS=""
 unmovable() {  # unmovable N: N processes each holding a full pipe (64 KiB of unmovable pages)
-  i=0            # (stops early below 16 MiB of non-CMA free memory: no OOM with nothing to kill)
+  local i=0            # (stops early below 16 MiB of non-CMA free memory: no OOM with nothing to kill)
   while [ $i -lt $1 ] && [ $(( $(meminfo MemFree) - $(meminfo CmaFree) )) -gt 16384 ]; do
     mkfifo /tmp/pipe.$i.$$ 2>/dev/null
     ( exec 3<>/tmp/pipe.$i.$$; dd if=/dev/zero bs=4096 count=16 >&3 2>/dev/null; exec sleep 600 ) &
@@ -104,7 +104,7 @@ phase "round 2: unmovable burst with min_free_kbytes 4096 and no watermark boost
 MF=$(cat /proc/sys/vm/min_free_kbytes); WB=$(cat /proc/sys/vm/watermark_boost_factor)
 echo 4096 > /proc/sys/vm/min_free_kbytes; echo 0 > /proc/sys/vm/watermark_boost_factor
 log "min_free_kbytes $MF -> 4096, watermark_boost_factor $WB -> 0"
-unmovable 160
+unmovable 384
 sockets 2
 snap 23-r2-unmov
 phase "round 2: shrink gigantic pool to 26, release unmovable, 2 MiB pool back to 384"

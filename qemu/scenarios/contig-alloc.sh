@@ -6,12 +6,12 @@
 # mtaudit: requires=CONFIG_HUGETLBFS,CONFIG_CONTIG_ALLOC,CONFIG_ARCH_HAS_GIGANTIC_PAGE
 H1G=1048576 H32M=32768
 mkdir -p /tmp/fill && mount -t tmpfs -o size=1g fill /tmp/fill
-PIDS=""
+PIDS=""; NP=0
 unmovable() {  # unmovable N: N processes each holding a full pipe (64 KiB of unmovable pages)
-  i=0
+  local i=0
   while [ $i -lt $1 ]; do
-    mkfifo /tmp/pipe.$i 2>/dev/null
-    ( exec 3<>/tmp/pipe.$i; dd if=/dev/zero bs=4096 count=16 >&3 2>/dev/null; exec sleep 600 ) &
+    NP=$((NP + 1)); mkfifo /tmp/pipe.$NP
+    ( exec 3<>/tmp/pipe.$NP; dd if=/dev/zero bs=4096 count=16 >&3 2>/dev/null; exec sleep 600 ) &
     PIDS="$PIDS $!"; i=$((i + 1))
   done
   sleep 1
