@@ -1,4 +1,5 @@
-"""Test helper: compare a TraceDat against Debian's `trace-cmd report -R -t` (the oracle).
+"""Test helper: compare a TraceDat against Debian's `trace-cmd report -R -t` (the oracle): per record
+ts, cpu, pid, comm, buffer, event name and position, then every field value.
 
 `-R` prints raw fields: numbers are hex (`0x..`) or decimal depending on the field's type
 flags (and kprobe `__probe_ip` as bare hex), strings as text, pointers that trace-cmd can
@@ -36,7 +37,7 @@ def parse_report(lines: list[str]):
         m = LINE.match(ln)
         if m:
             recs.append((int(m["sec"]) * 1_000_000_000 + int(m["ns"]), int(m["cpu"]), int(m["pid"]),
-                         m["ev"], m["rest"].strip(), m["buf"] or ""))
+                         m["ev"], m["rest"].strip(), m["buf"] or "", m["comm"].strip()))
             continue
         d = DROP.match(ln.strip())
         if d:
@@ -71,7 +72,7 @@ def compare(trace, path: str) -> dict:
     recs, drops, bad = parse_report(report(path))
     assert not bad, f"unparsed trace-cmd lines: {bad[:3]}"
     # our records in seq order
-    names, seqs, tss, cpus, pids, bufs = [], [], [], [], [], []
+    names, seqs, tss, cpus, pids, bufs, comms = [], [], [], [], [], [], []
     tables = {}
     for name in trace.events():
         t = trace.table(name)
@@ -82,6 +83,7 @@ def compare(trace, path: str) -> dict:
         tss.append(t["ts"].to_numpy())
         cpus.append(t["cpu"].to_numpy())
         pids.append(t["pid"].to_numpy())
+        comms.append(np.array(t["comm"].to_pylist(), dtype=object))
         bufs.append(np.array(t["buffer"].to_pylist() if "buffer" in t.column_names else [""] * n, dtype=object))
     seq = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
     total = len(seq)
@@ -98,8 +100,10 @@ def compare(trace, path: str) -> dict:
     r_name = np.array([r[3] for r in recs], dtype=object)
     o_buf = np.concatenate(bufs)[order] if bufs else []
     r_buf = np.array([r[5] for r in recs], dtype=object)
+    o_comm = np.concatenate(comms)[order] if comms else []
+    r_comm = np.array([r[6] for r in recs], dtype=object)
     for what, a, b in (("ts", o_ts, r_ts), ("cpu", o_cpu, r_cpu), ("pid", o_pid, r_pid), ("event", o_name, r_name),
-                       ("buffer", o_buf, r_buf)):
+                       ("buffer", o_buf, r_buf), ("comm", o_comm, r_comm)):
         neq = np.flatnonzero(np.asarray(a) != b)
         assert not len(neq), f"{what} differs at seq {neq[0]}: ours {a[neq[0]]!r}, trace-cmd {b[neq[0]]!r} ({len(neq)} rows)"
     assert Counter(r_name.tolist()) == Counter({k.split(':', 1)[1]: t.num_rows for k, t in tables.items()})
