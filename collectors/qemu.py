@@ -218,9 +218,9 @@ def run_guest(argv: list[str], console_log: Path, phases: dict[str, float],
                     m = re.search(r"rc=(-?\d+)", line)
                     res.guest_rc = int(m.group(1)) if m else None
                     res.timings[f"{phase}_s" if phase != "scenario" else "scenario_s"] = round(now - phase_t0, 2)
-                    m = re.search(r"reason=(\S+)", line)
+                    m = re.search(r"reason=(.+)$", line)
                     if m:
-                        res.failure = f"guest: {m.group(1)} (rc={res.guest_rc})"
+                        res.failure = f"guest: {m.group(1).strip()} (rc={res.guest_rc})"
                     elif res.guest_rc:
                         res.failure = f"scenario exited with rc={res.guest_rc}"
                     phase, phase_t0 = "poweroff", now

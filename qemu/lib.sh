@@ -19,7 +19,7 @@ snap() {
   cat /proc/meminfo > /out/snap/meminfo-$1.txt
   log "snap $1: $(grep -E '^(MemFree|CmaFree)' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
 }
-fail() { echo "$1" > /tmp/.scenario-rc; log "FAIL: $2"; exit "$1"; }
+fail() { echo "$1" > /tmp/.scenario-rc; echo "$2" > /tmp/.scenario-fail; log "FAIL: $2"; exit "$1"; }
 meminfo() { awk -v k="$1:" '$1 == k {print $2}' /proc/meminfo; }
 hp() {  # hp SIZE_KB COUNT: set the hugetlb pool of that size, print what we got
   f=/sys/kernel/mm/hugepages/hugepages-${1}kB/nr_hugepages
