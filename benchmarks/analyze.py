@@ -19,7 +19,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = [os.path.join(HERE, "..", "fixtures", "captures", d)
+DEFAULT = [os.path.join(HERE, "..", "fixtures", kind, d)
+           for kind in ("captures", "bundles")
            for d in ("debian-6.1-arm64-cma-churn", "debian-6.12-arm64-cma-churn")]
 
 
@@ -60,7 +61,10 @@ def bench(capture: str, repeat: int) -> dict:
         best_det = min(best_det, t3 - t2)
         best_all = min(best_all, t4 - t3)
     peer = _peer(os.path.join(capture, "trace.dat"))
-    return {"capture": os.path.basename(os.path.normpath(capture)), "events": total_events,
+    name = os.path.basename(os.path.normpath(capture))
+    if os.path.basename(os.path.dirname(os.path.normpath(capture))) == "bundles":
+        name = "bundle:" + name
+    return {"capture": name, "events": total_events,
             "load_s": t_load, "model_s": best_model, "detectors_s": best_det, "analyze_s": best_all,
             "peer_s": peer}
 
