@@ -19,7 +19,6 @@ from analyzer.atomic import atomic_file
 from .cache import sha256_file
 
 SCHEMA_VERSION = 1
-REQUIRED_OK = ("trace.dat",)
 EXPECTED = ("trace.dat", "manifest.json", "uname.txt", "cmdline.txt", "dmesg-start.txt",
             "dmesg-end.txt", "zoneinfo-start.txt", "zoneinfo-end.txt", "pagetypeinfo-start.txt",
             "pagetypeinfo-end.txt", "stats-end.txt", "console.log")

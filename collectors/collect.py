@@ -101,7 +101,7 @@ def kernel_cmdline(k: kernels.Kernel, profile: dict, sc: scenarios.Scenario, kpr
     return " ".join(parts)
 
 
-def default_name(k_spec: str, k: kernels.Kernel | None, sc: str) -> str:
+def default_name(k_spec: str, sc: str) -> str:
     tag = re.sub(r"[^A-Za-z0-9.]+", "-", k_spec).strip("-")
     return f"{tag}-{sc}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
@@ -128,7 +128,7 @@ def collect(o: Options, say) -> Path:
     smp = o.smp or sc.smp
     timeout = o.timeout or sc.timeout
     cmdline = kernel_cmdline(k, profile, sc, o.kprobe_at)
-    final = (o.out / (o.name or default_name(o.kernel, k, sc.name))).resolve()
+    final = (o.out / (o.name or default_name(o.kernel, sc.name))).resolve()
     started = bundle.utcnow()
     interrupted = False
     res = None

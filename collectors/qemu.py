@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import GuestError, GuestTimeout, ToolMissingError
+from .errors import ToolMissingError
 
 MACHINES = Path(__file__).resolve().parent.parent / "qemu" / "machines"
 PROBLEMS = [  # (kind, regex) over console lines and the final dmesg
@@ -83,12 +83,6 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-@dataclass
-class Phase:
-    name: str
-    timeout: float
 
 
 @dataclass
@@ -260,19 +254,3 @@ def kvm_usable(binary: str, profile: dict, kernel_image: Path, initrd: Path, con
                 if line.startswith("MTAUDIT-BOOTED"):
                     return True, f"KVM probe boot reached /init in {time.monotonic() - t0:.1f}s"
     return False, f"KVM probe: guest did not reach /init within {timeout:.0f}s"
-
-
-def wait_no_children(pids: list[int], timeout: float = 5.0) -> list[int]:
-    """PIDs in `pids` still alive after `timeout` (used by tests and the CLI self-check)."""
-    end = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < end:
-        alive = [p for p in alive if os.path.exists(f"/proc/{p}")]
-        time.sleep(0.1)
-    return alive
-
-
-def raise_for(res: RunResult, bundle: Path) -> None:
-    if res.failure:
-        cls = GuestTimeout if res.failure.startswith("timeout") else GuestError
-        raise cls(f"{res.failure} (failed bundle: {bundle})")
