@@ -170,7 +170,10 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
         lost = trace.lost_df()
     except Exception:   # a reader without loss information
         lost = pd.DataFrame(columns=["cpu", "ts_start", "ts_end", "count"])
-    counts = {k: len(v) for k, v in (getattr(model, "events", None) or {}).items() if v is not None}
+    try:   # the reader's own counts: asking the model's frames would convert every one of them
+        counts = dict(trace.events())
+    except Exception:
+        counts = {}
     return Analysis(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
                     consistency=cons, lost=lost, event_counts=counts)
 
