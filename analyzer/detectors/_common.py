@@ -182,14 +182,19 @@ def match_leave(model, leave_kind: str, seq: np.ndarray) -> tuple[np.ndarray, pd
     out = np.full(len(seq), -1, np.int64)
     if res is None or len(res) == 0 or not len(seq):
         return out, res
-    leave = col(res, "leave_seq", np.int64, -1)
-    rows = np.flatnonzero(np.isin(leave, seq))
+    import pyarrow.compute as pc
+    s = res["leave_seq"]
+    arr = pa.array(s.array) if isinstance(s.dtype, pd.ArrowDtype) else pa.array(s.to_numpy())
+    hit = pc.is_in(arr, value_set=pa.array(np.asarray(seq, np.int64), arr.type))
+    rows = np.flatnonzero(np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), bool))
     if not len(rows):
         return out, res
+    leave = col(res.iloc[rows], "leave_seq", np.int64, -1)
     kinds = res["leave_kind"].iloc[rows].astype(str).to_numpy()
-    rows = rows[kinds == leave_kind]
+    keep = kinds == leave_kind
+    rows, leave = rows[keep], leave[keep]
     order = np.argsort(seq, kind="stable")
-    pos = np.searchsorted(seq[order], leave[rows])
+    pos = np.searchsorted(seq[order], leave)
     out[order[pos]] = rows
     return out, res
 
