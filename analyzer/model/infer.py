@@ -52,7 +52,12 @@ class Context:
     kernel: KernelBehavior
 
     def zone_index(self, block: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(self.blocks, block), 0, len(self.blocks) - 1)
+        n = len(self.blocks)
+        if n and int(self.blocks[-1]) - int(self.blocks[0]) + 1 == n:   # dense universe: arithmetic
+            pos = np.asarray(block, dtype=np.int64) - self.blocks[0]
+            ok = (pos >= 0) & (pos < n)
+            return np.where(ok, self.block_zone[np.where(ok, pos, 0)], -1)
+        pos = np.clip(np.searchsorted(self.blocks, block), 0, n - 1)
         return np.where(self.blocks[pos] == block, self.block_zone[pos], -1)
 
 

@@ -36,27 +36,28 @@ ENTER_KINDS = ("free", "refill")
 LEAVE_KINDS = ("alloc", "drain", "open", "untraced")
 
 
-def _per_cpu_seqs(tables: list[Table]) -> dict[int, list[np.ndarray]]:
-    out: dict[int, list[np.ndarray]] = {}
+def _any_between(tables: list[Table], cpu: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether some record of the given tables ran on `cpu` with a < seq < b.
+
+    Per table: the rows with a < seq < b are one slice [lo, hi) of the seq-sorted table;
+    a per-CPU running count says whether the slice holds a row of that CPU.
+    """
+    hit = np.zeros(len(a), dtype=bool)
     for t in tables:
-        if not len(t):
+        if not len(t) or not len(a):
             continue
-        cpu, seq = t["cpu"], t["seq"]
-        for c in np.flatnonzero(np.bincount(cpu)):
-            out.setdefault(int(c), []).append(seq[cpu == c])
-    return out
-
-
-def _between(per_cpu: dict[int, list[np.ndarray]], cpu: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Number of records of the given tables on `cpu` with a < seq < b."""
-    n = np.zeros(len(a), dtype=np.int64)
-    for c, arrs in per_cpu.items():
-        m = np.flatnonzero(cpu == c)
-        if not len(m):
+        s, tc = t["seq"], t["cpu"]
+        lo = np.searchsorted(s, a, side="right")
+        hi = np.searchsorted(s, b, side="left")
+        q = np.flatnonzero(hi > lo)
+        if not len(q):
             continue
-        for s in arrs:
-            n[m] += np.searchsorted(s, b[m], side="left") - np.searchsorted(s, a[m], side="right")
-    return n
+        for c in np.unique(cpu[q]):
+            m = q[cpu[q] == c]
+            cc = np.zeros(len(s) + 1, dtype=np.int64)
+            np.cumsum(tc == c, out=cc[1:])
+            hit[m] |= cc[hi[m]] > cc[lo[m]]
+    return hit
 
 
 def refill_mask(ev: dict[str, Table]) -> np.ndarray:
@@ -67,16 +68,18 @@ def refill_mask(ev: dict[str, Table]) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     cpu, seq, order, pfn = zl["cpu"], zl["seq"], zl["order"], zl["pfn"]
     breakers = [ev["mm_page_alloc"], ev["mm_page_free"], ev["mm_page_pcpu_drain"], ev["mm_page_free_batched"]]
-    pcs = _per_cpu_seqs(breakers)
-    # previous zone_locked row of the same CPU
-    o = np.lexsort((seq, cpu))
+    # previous zone_locked row of the same CPU (rows are seq-sorted: a stable sort by cpu)
+    c16 = cpu.astype(np.uint16) if 0 <= int(cpu.min()) and int(cpu.max()) < (1 << 16) else cpu
+    o = np.argsort(c16, kind="stable")
     prev = np.full(n, -1, dtype=np.int64)
     same = cpu[o][1:] == cpu[o][:-1]
     prev[o[1:][same]] = o[:-1][same]
     has_prev = prev >= 0
     pp = np.maximum(prev, 0)
     joined = has_prev & (order[pp] == order)
-    joined[has_prev] &= _between(pcs, cpu[has_prev], seq[pp][has_prev], seq[has_prev]) == 0
+    # adjacent records (seq + 1) have nothing in between; only the others need a look-up
+    look = np.flatnonzero(joined & (seq - seq[pp] > 1))
+    joined[look] = ~_any_between(breakers, cpu[look], seq[pp][look], seq[look])
     # burst id: a new burst starts where a row does not join its predecessor (in per-CPU order)
     start = ~joined[o]
     bid_sorted = np.cumsum(start) - 1
@@ -99,7 +102,9 @@ def refill_mask(ev: dict[str, Table]) -> np.ndarray:
                 okj = j < len(sel)
                 jj = sel[np.minimum(j, len(sel) - 1)]
                 hit = okj & (apfn[jj] == pfn[m])
-                hit &= _between(pcs, cpu[m], seq[m], aseq[jj]) == 0   # nothing else of this CPU in between
+                # nothing else of this CPU in between (adjacent records need no look-up)
+                lk = np.flatnonzero(hit & (aseq[jj] - seq[m] > 1))
+                hit[lk] = ~_any_between(breakers, cpu[m][lk], seq[m][lk], aseq[jj][lk])
                 direct[np.searchsorted(single, m)] = hit
         refill[single] = ~direct
     return refill
@@ -209,10 +214,10 @@ def pfn_seq_order(pfn: np.ndarray, seq: np.ndarray) -> np.ndarray:
     if span >= 1 << 48:
         return np.lexsort((seq, pfn))
     shift = 0
-    perm = np.arange(len(o))
-    while True:
-        digit = ((k[perm] >> shift) & 0xFFFF).astype(np.uint16)
-        perm = perm[np.argsort(digit, kind="stable")]
+    perm = None
+    while True:            # digits from k itself; only the 2-byte digit is gathered by perm
+        digit = ((k >> shift) & 0xFFFF).astype(np.uint16)
+        perm = np.argsort(digit, kind="stable") if perm is None else perm[np.argsort(digit[perm], kind="stable")]
         shift += 16
         if span >> shift == 0:
             break
