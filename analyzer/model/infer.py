@@ -144,9 +144,22 @@ def thin_hazards(hazards: Rows, sets: Rows, obs: "Obs") -> Rows:
     each kind lowers the confidence; the rest repeat it."""
     if len(hazards) < 2:
         return hazards
-    hb = np.unique(hazards.block)
-    so = np.isin(sets.block, hb)          # only blocks that have hazards matter
-    oo = np.isin(obs.block, hb)
+    hb0, hb1 = int(hazards.block.min()), int(hazards.block.max())
+    if hb1 - hb0 < (1 << 24):     # blocks with hazards: a presence table instead of unique/isin
+        present = np.zeros(hb1 - hb0 + 1, dtype=bool)
+        present[hazards.block - hb0] = True
+
+        def has_hazard(b: np.ndarray) -> np.ndarray:
+            i = b - hb0
+            ok = (i >= 0) & (i <= hb1 - hb0)
+            return ok & present[np.where(ok, i, 0)]
+    else:
+        hb = np.unique(hazards.block)
+
+        def has_hazard(b: np.ndarray) -> np.ndarray:
+            return np.isin(b, hb)
+    so = has_hazard(sets.block)          # only blocks that have hazards matter
+    oo = has_hazard(obs.block)
     pb = np.concatenate([sets.block[so], obs.block[oo]])
     ps = np.concatenate([sets.seq[so], obs.seq[oo]])
     b0 = int(min(pb.min(initial=0), hazards.block.min()))
@@ -156,15 +169,37 @@ def thin_hazards(hazards: Rows, sets: Rows, obs: "Obs") -> Rows:
     if nb * (s1 - s0 + 1) * 4 >= (1 << 62):
         return hazards
     span = s1 - s0 + 1
-    pk = np.sort((pb - b0) * span + (ps - s0))
-    hk = (hazards.block - b0) * span + (hazards.seq - s0)
+    pk = ((pb - b0) * span + (ps - s0))[block_seq_order(pb, ps)]
+    oh = block_seq_order(hazards.block, hazards.seq)     # (block, seq, index) order
+    hk = (hazards.block[oh] - b0) * span + (hazards.seq[oh] - s0)
     # a hazard at the same seq as a SET sorts after it (sub order): count points with key <= hk
     gap = np.searchsorted(pk, hk, side="right")
-    o = np.lexsort((hk, hazards.kind, gap, hazards.block))
-    keep = np.ones(len(o), dtype=bool)
-    keep[1:] = ((hazards.block[o][1:] != hazards.block[o][:-1]) | (gap[o][1:] != gap[o][:-1])
-                | (hazards.kind[o][1:] != hazards.kind[o][:-1]))
-    return hazards.take(np.sort(o[keep]))
+    # gap is non-decreasing along oh and blocks are contiguous: (block, gap) segments are
+    # runs; keep, per kind, the first row of each segment (the earliest by seq, then index)
+    seg = np.cumsum(np.concatenate([[True], (gap[1:] != gap[:-1]) | (hazards.block[oh][1:] != hazards.block[oh][:-1])]))
+    kind = hazards.kind[oh]
+    kept = []
+    for kd in np.unique(kind):
+        i = np.flatnonzero(kind == kd)
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = seg[i][1:] != seg[i][:-1]
+        kept.append(oh[i[first]])
+    return hazards.take(np.sort(np.concatenate(kept)))
+
+
+def block_seq_order(block: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """Permutation sorting by (block, seq), ties by index (= np.lexsort((seq, block))).
+
+    Inputs are concatenations of seq-sorted runs: a stable sort by seq merges them, then a
+    stable sort by block offset (a radix sort when it fits 16 bits) groups them.
+    """
+    if not len(block):
+        return np.zeros(0, dtype=np.int64)
+    b0, b1 = int(block.min()), int(block.max())
+    if b1 - b0 >= (1 << 16):
+        return np.lexsort((seq, block))
+    o = np.argsort(seq, kind="stable")
+    return o[np.argsort((block[o] - b0).astype(np.uint16), kind="stable")]
 
 
 def lost_rows(lost_ts: np.ndarray, lost_seq: np.ndarray, ctx: Context) -> Rows:
