@@ -310,6 +310,8 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
         return base.with_extra(orow)
     tl = resolve(with_obs(), ctx.blocks, presorted=True)
     check = np.arange(len(obs.block))          # which observations to (re)check
+    ob0 = int(obs.block.min()) if len(obs.block) else 0
+    ob_span = int(obs.block.max()) - ob0 + 1 if len(obs.block) else 0
     for _ in range(max_iter):
         if not len(check):
             break
@@ -331,8 +333,16 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
         new = o[keep]
         accepted[new] = True
         tl = resolve(with_obs(), ctx.blocks, presorted=True)
-        # only blocks that just gained a SET can have observations that now disagree
-        check = np.flatnonzero(np.isin(obs.block, np.unique(obs.block[new])) & ~accepted)
+        # only blocks that just gained a SET can have observations that now disagree, and
+        # only from that SET on (a row at seq s changes nothing at or before s; an earlier
+        # observation of the block either was not wanted or was dropped as the repeat of an
+        # earlier accepted one, which puts it after that block's first new SET)
+        if ob_span <= (1 << 24):
+            first = np.full(ob_span, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first, obs.block[new] - ob0, obs.seq[new])
+            check = np.flatnonzero((obs.seq >= first[obs.block - ob0]) & ~accepted)
+        else:
+            check = np.flatnonzero(np.isin(obs.block, np.unique(obs.block[new])) & ~accepted)
     return tl, accepted
 
 
