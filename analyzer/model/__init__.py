@@ -269,6 +269,13 @@ def _isolation_frame(w: Windows, ctx: infer.Context) -> pd.DataFrame:
     return t.to_pandas(types_mapper=pd.ArrowDtype)
 
 
+def _mt_at(tl: Timeline, pfn: np.ndarray, seq: np.ndarray, pbo: int) -> np.ndarray:
+    """`Model.block_type_at(pfn, seq).mt` alone (the pcp residency needs nothing else)."""
+    block = np.asarray(pfn).astype(np.uint64).view(np.int64) >> pbo
+    i = tl.at(block, np.asarray(seq, dtype=np.int64))
+    return np.where(i >= 0, tl.mt[np.maximum(i, 0)], -1).astype(np.int8)
+
+
 def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progress=None) -> Model:
     step = _progress(progress)
     pbo = meta.pageblock_order
@@ -352,7 +359,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
                   kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, _ctx=ctx)
     step("pcp residency")
 
-    model.residency = _residency(stays, lambda pfn, seq: model.block_type_at(pfn, seq, zone_isolated=False).mt)
+    model.residency = _residency(stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))
     if meta.pagetypeinfo_end is not None:
         c = consistency(model)
         mov = c[c["migratetype"] == 1]

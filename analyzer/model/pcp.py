@@ -180,8 +180,10 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     o = pfn_seq_order(pfn, seq)
     ent_s = np.flatnonzero(o < n_ent)                  # positions (in sorted order) of entries
     nx_s = np.minimum(ent_s + 1, n - 1)
-    spfn = pfn[o[np.minimum(np.concatenate([ent_s, nx_s]), n - 1)]]
-    same = (ent_s + 1 < n) & (spfn[len(ent_s):] == spfn[:len(ent_s)])
+    ps = pfn[o]
+    same_next = np.zeros(n, dtype=bool)                # sorted row and the next one: same pfn
+    same_next[:-1] = ps[1:] == ps[:-1]
+    same = same_next[ent_s]
     succ = np.full(n_ent, -1, dtype=np.int64)
     succ[o[ent_s]] = np.where(same, o[nx_s], -1)
     e = np.argsort(seq[:n_ent], kind="stable")         # frees and refills: a merge of two sorted runs
