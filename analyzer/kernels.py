@@ -51,7 +51,7 @@ class KernelBehavior:
 
     # -- where printed migratetypes come from ------------------------------------
     pcp_caches_migratetype: bool = True    # < 6.10: page->index holds the pcp type
-    drain_prints: str = "cached"           # "cached" (unless zone has an isolated block) | "live"
+    drain_prints: str = "cached"           # "cached" (unless zone has an isolated block) | "live" | "cached-always" (< 3.18)
     zone_locked_prints: str = "freelist"   # "freelist" (may differ from block) | "block"
     # -- event formats -----------------------------------------------------------
     cma_finish_has_errorno: bool = False   # >= 6.2
@@ -139,7 +139,9 @@ def behavior_for(release: str | None) -> KernelBehavior:
     return KernelBehavior(
         release=rel, version=v, distro=distro, assumed=assumed,
         pcp_caches_migratetype=not hygiene,
-        drain_prints="live" if hygiene else "cached",
+        # 51bb1a4093cc (v3.18) re-reads the block type on drain while the zone has an isolated
+        # block; before it (the 2012 CMA thread's kernels) the cached type is always printed.
+        drain_prints="live" if hygiene else ("cached" if v >= (3, 18, 0) else "cached-always"),
         zone_locked_prints="block" if hygiene else "freelist",
         cma_finish_has_errorno=v >= (6, 2, 0),
         has_contig_migrate_range_info=v >= (6, 9, 0),

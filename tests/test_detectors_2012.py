@@ -10,7 +10,6 @@ of pages on pcp when isolating" (notes/kernel-mm.md §4):
 """
 from __future__ import annotations
 
-import dataclasses
 
 from _synth_model import K61, Story
 from analyzer import kernels
@@ -20,7 +19,7 @@ UNMOV, MOV, CMA, ISO = kernels.UNMOVABLE, kernels.MOVABLE, kernels.CMA, kernels.
 
 # The 2012 kernel (3.3 + CMA v19): pcp type cached and never re-read on drain
 # (the re-read while a zone has isolated blocks came with 3.18, 51bb1a4093cc).
-K2012 = dataclasses.replace(kernels.behavior_for("3.3.0"), drain_prints="cached-always")
+K2012 = kernels.behavior_for("3.3.0")  # the CMA v19 era: drains always print the cached type
 
 
 def story_2012(isolated_drain_prints: int):

@@ -85,3 +85,12 @@ def test_errorno_and_contig_info_boundaries():
 
 def test_migratetype_names():
     assert MIGRATETYPE_NAMES[CMA] == "CMA" and mt_name(ISOLATE) == "Isolate" and mt_name(-1) == "unknown"
+
+
+def test_drain_semantics_across_the_three_eras():
+    """pre-3.18: cached always; 3.18..6.9: cached unless the zone has an isolated block; 6.10+: live."""
+    from analyzer.kernels import behavior_for
+    assert behavior_for("3.3.0").drain_prints == "cached-always"
+    assert behavior_for("3.18.0").drain_prints == "cached"
+    assert behavior_for("6.9.12").drain_prints == "cached"
+    assert behavior_for("6.10.0").drain_prints == "live"
