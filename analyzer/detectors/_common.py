@@ -121,9 +121,9 @@ def with_stats(df: pd.DataFrame, *, checked: int, skipped_unknown: int, **extra)
     return df
 
 
-def last_before(ref_cpu: np.ndarray, ref_seq: np.ndarray,
-                q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
-    """Index into the reference rows of the latest row on the same CPU with seq < q_seq (-1: none).
+def _same_cpu_neighbour(ref_cpu: np.ndarray, ref_seq: np.ndarray, q_cpu: np.ndarray,
+                        q_seq: np.ndarray, after: bool) -> np.ndarray:
+    """Nearest reference row on the query's CPU before (or after) its seq; -1 where none.
 
     Same-CPU ordering is what tells records of one allocation apart from the
     interleaved records of other CPUs; one sort of a (cpu, seq) key does it for all.
@@ -134,13 +134,23 @@ def last_before(ref_cpu: np.ndarray, ref_seq: np.ndarray,
     order = np.argsort(rkey, kind="stable")
     rkey_s = rkey[order]
     qkey = (q_cpu.astype(np.int64) << 42) | q_seq.astype(np.int64)
-    pos = np.searchsorted(rkey_s, qkey, side="left") - 1
-    ok = pos >= 0
-    idx = np.full(len(q_seq), -1, np.int64)
+    if after:
+        pos = np.searchsorted(rkey_s, qkey, side="right")
+        ok = pos < len(rkey_s)
+    else:
+        pos = np.searchsorted(rkey_s, qkey, side="left") - 1
+        ok = pos >= 0
     cand = order[np.where(ok, pos, 0)]
-    same_cpu = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
-    idx[same_cpu] = cand[same_cpu]
+    idx = np.full(len(q_seq), -1, np.int64)
+    same = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
+    idx[same] = cand[same]
     return idx
+
+
+def last_before(ref_cpu: np.ndarray, ref_seq: np.ndarray,
+                q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
+    """Index into the reference rows of the latest row on the same CPU with seq < q_seq (-1: none)."""
+    return _same_cpu_neighbour(ref_cpu, ref_seq, q_cpu, q_seq, after=False)
 
 
 def cma_block_mask(model, blocks: np.ndarray) -> np.ndarray:
@@ -218,19 +228,7 @@ def thp_single_pcp_list(kernel) -> bool:
 def first_after(ref_cpu: np.ndarray, ref_seq: np.ndarray,
                 q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
     """Index of the earliest reference row on the same CPU with seq > q_seq (-1: none)."""
-    if len(ref_seq) == 0 or len(q_seq) == 0:
-        return np.full(len(q_seq), -1, np.int64)
-    rkey = (ref_cpu.astype(np.int64) << 42) | ref_seq.astype(np.int64)
-    order = np.argsort(rkey, kind="stable")
-    rkey_s = rkey[order]
-    qkey = (q_cpu.astype(np.int64) << 42) | q_seq.astype(np.int64)
-    pos = np.searchsorted(rkey_s, qkey, side="right")
-    ok = pos < len(rkey_s)
-    cand = order[np.where(ok, pos, 0)]
-    idx = np.full(len(q_seq), -1, np.int64)
-    same = ok & (ref_cpu[cand].astype(np.int64) == q_cpu.astype(np.int64))
-    idx[same] = cand[same]
-    return idx
+    return _same_cpu_neighbour(ref_cpu, ref_seq, q_cpu, q_seq, after=True)
 
 
 # A block type that rests only on the boot seed ("every block starts MOVABLE") is not
