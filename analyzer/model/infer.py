@@ -367,7 +367,7 @@ def backfill(rows: Rows, obs: Obs, accepted: np.ndarray, tl: Timeline, ctx: Cont
     is_first_iv = np.ones(len(f), dtype=bool)
     is_first_iv &= (ii == 0) | (tl.block[np.maximum(ii - 1, 0)] != tl.block[ii])
     # ...and no earlier observation of the block (an agreeing one would date the change later)
-    o_all = np.lexsort((obs.seq, obs.block))
+    o_all = block_seq_order(obs.block, obs.seq)       # = np.lexsort((obs.seq, obs.block))
     fb = np.ones(len(o_all), dtype=bool)
     fb[1:] = obs.block[o_all][1:] != obs.block[o_all][:-1]
     first_seq = dict(zip(obs.block[o_all][fb].tolist(), obs.seq[o_all][fb].tolist()))
