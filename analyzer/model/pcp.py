@@ -23,6 +23,7 @@ the 6.1 corpus capture that is 1% of the stays; every drain closes a stay.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,13 @@ import pyarrow as pa
 
 from ..kernels import ISOLATE, MIGRATE_PCPTYPES, MOVABLE, PAGE_ALLOC_COSTLY_ORDER, KernelBehavior
 from .events import Table
+
+try:  # compiled successor walk (analyzer/model/_pair.c); optional.  MTAUDIT_NO_CEXT=1 forces numpy.
+    if os.environ.get("MTAUDIT_NO_CEXT"):
+        raise ImportError("disabled by MTAUDIT_NO_CEXT")
+    from . import _pair as _cpair  # type: ignore[attr-defined]
+except ImportError:
+    _cpair = None
 
 ENTER_KINDS = ("free", "refill")
 LEAVE_KINDS = ("alloc", "drain", "open", "untraced")
@@ -177,17 +185,7 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     if n_ent == 0:
         z = np.zeros(0, np.int64)
         return Stays(z, z, z, z, z, z.astype(np.int8), z.astype(np.int8), z, z, z.astype(np.int8), z.astype(np.int8))
-    o = pfn_seq_order(pfn, seq)
-    ent_s = np.flatnonzero(o < n_ent)                  # positions (in sorted order) of entries
-    nx_s = np.minimum(ent_s + 1, n - 1)
-    ps = pfn[o]
-    same_next = np.zeros(n, dtype=bool)                # sorted row and the next one: same pfn
-    same_next[:-1] = ps[1:] == ps[:-1]
-    same = same_next[ent_s]
-    succ = np.full(n_ent, -1, dtype=np.int64)
-    succ[o[ent_s]] = np.where(same, o[nx_s], -1)
-    e = np.argsort(seq[:n_ent], kind="stable")         # frees and refills: a merge of two sorted runs
-    x = succ[e]
+    e, x = _successors(pfn, seq, n_ent, np.array([0, n_f, n_ent, off_d, n], dtype=np.int64))
     has = x >= 0
     xx = np.maximum(x, 0)
     xkind = np.where(xx < n_ent, -1, np.where(xx < off_d, 0, 1))   # -1 entry, 0 alloc, 1 drain
@@ -201,6 +199,35 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     emt = np.where(ekind == 1, zl_mt[np.clip(e - n_f, 0, max(n_r - 1, 0))] if n_r else -1, -1).astype(np.int8)
     cpu_e = np.concatenate(ecpu)[e]
     return Stays(pfn[e], order[e], cpu_e, seq[e], ts[e], ekind, emt, leave_seq, leave_ts, leave_kind, leave_pmt)
+
+
+def _successors(pfn: np.ndarray, seq: np.ndarray, n_ent: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(e, x): entry rows in stable seq order, and each one's next row on its pfn (-1 none).
+
+    `bounds` delimits the seq-sorted runs.  The C walk (when built) and the numpy sort give
+    identical results; numpy is the reference.
+    """
+    if _cpair is not None:
+        res = _cpair.succ(np.ascontiguousarray(pfn, dtype=np.int64), np.ascontiguousarray(seq, dtype=np.int64),
+                          bounds, n_ent)
+        if res is not None:
+            return res
+    return _successors_numpy(pfn, seq, n_ent)
+
+
+def _successors_numpy(pfn: np.ndarray, seq: np.ndarray, n_ent: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(pfn)
+    o = pfn_seq_order(pfn, seq)
+    ent_s = np.flatnonzero(o < n_ent)                  # positions (in sorted order) of entries
+    nx_s = np.minimum(ent_s + 1, n - 1)
+    ps = pfn[o]
+    same_next = np.zeros(n, dtype=bool)                # sorted row and the next one: same pfn
+    same_next[:-1] = ps[1:] == ps[:-1]
+    same = same_next[ent_s]
+    succ = np.full(n_ent, -1, dtype=np.int64)
+    succ[o[ent_s]] = np.where(same, o[nx_s], -1)
+    e = np.argsort(seq[:n_ent], kind="stable")         # frees and refills: a merge of two sorted runs
+    return e, succ[e]
 
 
 def pfn_seq_order(pfn: np.ndarray, seq: np.ndarray) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The compiled pcp pairing (analyzer/model/_pair.c) against the numpy reference.
+
+Both paths must give bit-identical stays, residency and block histories on a real capture
+(the 6.1 bundle `mtaudit collect` made: ~876k pcp entries); skipped when the extension is
+not built (`python3 setup.py build_ext --inplace`).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from analyzer.capture import load_capture
+from analyzer.kernels import behavior_for
+from analyzer.model import build_model, pcp
+from analyzer.model.events import read_events
+
+BUNDLE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bundles", "debian-6.1-arm64-cma-churn")
+
+needs_c = pytest.mark.skipif(pcp._cpair is None, reason="analyzer.model._pair not built (or MTAUDIT_NO_CEXT=1)")
+
+
+@needs_c
+def test_c_and_numpy_models_identical_on_real_bundle(monkeypatch):
+    trace, meta = load_capture(BUNDLE)
+    kernel = behavior_for(meta.kernel_id)
+    ev = {k: t for k, t in read_events(trace, meta.ground_truth_events).items() if not k.startswith("kprobe:")}
+    st_c = pcp.pair(ev, kernel, meta.pageblock_order)
+    m_c = build_model(trace, meta, kernel)
+    monkeypatch.setattr(pcp, "_cpair", None)
+    st_n = pcp.pair(ev, kernel, meta.pageblock_order)
+    m_n = build_model(trace, meta, kernel)
+    assert len(st_c.pfn) > 500_000
+    for f in st_c.__dataclass_fields__:
+        a, b = getattr(st_c, f), getattr(st_n, f)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f
+    assert len(m_c.residency) == len(m_n.residency) > 500_000
+    assert m_c.residency.equals(m_n.residency)
+    assert m_c.blocks.equals(m_n.blocks)
+    assert m_c.inference_blocks.equals(m_n.inference_blocks)
+
+
+@needs_c
+def test_c_successors_match_numpy_with_ties_and_decline_unsorted_runs():
+    rng = np.random.default_rng(7)
+    runs = [np.sort(rng.integers(0, 400, size=m)) for m in (300, 120, 250, 80)]
+    seq = np.concatenate(runs).astype(np.int64)               # equal seqs across and within runs
+    pfn = rng.integers(1000, 1040, size=len(seq)).astype(np.int64)
+    bounds = np.cumsum([0] + [len(r) for r in runs]).astype(np.int64)
+    n_ent = int(bounds[2])
+    e_c, x_c = pcp._cpair.succ(pfn, seq, bounds, n_ent)
+    e_n, x_n = pcp._successors_numpy(pfn, seq, n_ent)
+    assert np.array_equal(e_c, e_n) and np.array_equal(x_c, x_n)
+    assert (x_c >= 0).sum() > 100
+    bad = seq.copy()
+    bad[0] = bad[1] + 1                                       # run 0 no longer seq-sorted
+    assert pcp._cpair.succ(pfn, bad, bounds, n_ent) is None   # caller falls back to numpy
