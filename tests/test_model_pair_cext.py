@@ -1,4 +1,4 @@
-"""The compiled pcp pairing (analyzer/model/_pair.c) against the numpy reference.
+"""The compiled pcp pairing and interval search (analyzer/model/_pair.c) against numpy.
 
 Both paths must give bit-identical stays, residency and block histories on a real capture
 (the 6.1 bundle `mtaudit collect` made: ~876k pcp entries); skipped when the extension is
@@ -13,7 +13,7 @@ import pytest
 
 from analyzer.capture import load_capture
 from analyzer.kernels import behavior_for
-from analyzer.model import build_model, pcp
+from analyzer.model import build_model, pcp, timeline
 from analyzer.model.events import read_events
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bundles", "debian-6.1-arm64-cma-churn")
@@ -28,7 +28,9 @@ def test_c_and_numpy_models_identical_on_real_bundle(monkeypatch):
     ev = {k: t for k, t in read_events(trace, meta.ground_truth_events).items() if not k.startswith("kprobe:")}
     st_c = pcp.pair(ev, kernel, meta.pageblock_order)
     m_c = build_model(trace, meta, kernel)
+    assert m_c.timeline._key[2] is not None          # the C interval search was used
     monkeypatch.setattr(pcp, "_cpair", None)
+    monkeypatch.setattr(timeline, "_cpair", None)
     st_n = pcp.pair(ev, kernel, meta.pageblock_order)
     m_n = build_model(trace, meta, kernel)
     assert len(st_c.pfn) > 500_000
@@ -56,3 +58,21 @@ def test_c_successors_match_numpy_with_ties_and_decline_unsorted_runs():
     bad = seq.copy()
     bad[0] = bad[1] + 1                                       # run 0 no longer seq-sorted
     assert pcp._cpair.succ(pfn, bad, bounds, n_ent) is None   # caller falls back to numpy
+
+
+@needs_c
+def test_c_interval_search_matches_numpy_on_real_timeline(monkeypatch):
+    trace, meta = load_capture(BUNDLE)
+    tl = build_model(trace, meta, behavior_for(meta.kernel_id)).timeline
+    rng = np.random.default_rng(1)
+    # blocks outside the universe, seqs before the first row and past the last
+    qb = rng.integers(int(tl.blocks[0]) - 5, int(tl.blocks[-1]) + 5, size=200_000)
+    qs = rng.integers(-3, int(tl.start_seq.max()) + 10, size=200_000)
+    qs[:1000] = tl.start_seq[rng.integers(0, len(tl.start_seq), size=1000)]   # exact interval starts
+    got = tl.at(qb, qs)
+    assert tl._key[2] is not None
+    monkeypatch.setattr(timeline, "_cpair", None)
+    ref = timeline.Timeline(tl.block, tl.start_seq, tl.start_ts, tl.mt, tl.guess, tl.conf, tl.src,
+                            tl.blocks).at(qb, qs)
+    assert np.array_equal(got, ref)
+    assert 0 < (ref < 0).sum() < len(ref)

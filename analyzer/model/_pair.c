@@ -13,6 +13,12 @@
  *       when it has e[j]'s pfn, else -1.  The merge runs backwards (ties: highest run first),
  *       so no order array is stored.
  *       None when a run is not seq-sorted or the pfn span is too large for a dense array.
+ *
+ *   at(bstart i64[nb+1], sseq i64[m], qpos i64[n], seq i64[n]) -> i64[n]
+ *       for a table sorted by (block rank, start seq) whose rank-b rows are
+ *       [bstart[b], bstart[b+1]): bstart[qpos] + #(rows of rank qpos with sseq < seq) - 1,
+ *       i.e. np.searchsorted(rank * S + sseq, qpos * S + seq, "left") - 1 without the
+ *       random binary search over the whole table (a search within one block instead).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -99,8 +105,54 @@ static PyObject *py_succ(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", (PyObject *)e_a, (PyObject *)x_a);
 }
 
+static PyObject *py_at(PyObject *self, PyObject *args) {
+    PyObject *b_o, *s_o, *q_o, *t_o;
+    if (!PyArg_ParseTuple(args, "OOOO", &b_o, &s_o, &q_o, &t_o)) return NULL;
+    if (!arr_ok(b_o, NPY_INT64, -1) || !arr_ok(s_o, NPY_INT64, -1) || !arr_ok(q_o, NPY_INT64, -1)) {
+        PyErr_SetString(PyExc_TypeError, "at: arguments must be contiguous int64 arrays");
+        return NULL;
+    }
+    npy_intp nb = PyArray_SIZE((PyArrayObject *)b_o) - 1, m = PyArray_SIZE((PyArrayObject *)s_o);
+    npy_intp n = PyArray_SIZE((PyArrayObject *)q_o);
+    if (!arr_ok(t_o, NPY_INT64, n) || nb < 0) {
+        PyErr_SetString(PyExc_TypeError, "at: seq must be a contiguous int64 array like qpos");
+        return NULL;
+    }
+    const int64_t *bs = PyArray_DATA((PyArrayObject *)b_o), *ss = PyArray_DATA((PyArrayObject *)s_o);
+    const int64_t *qp = PyArray_DATA((PyArrayObject *)q_o), *qs = PyArray_DATA((PyArrayObject *)t_o);
+    for (npy_intp b = 0; b < nb; b++)
+        if (bs[b] < 0 || bs[b] > bs[b + 1] || bs[b + 1] > m) {
+            PyErr_SetString(PyExc_ValueError, "at: bad block starts");
+            return NULL;
+        }
+    npy_intp dims[1] = {n};
+    PyArrayObject *out_a = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (!out_a) return NULL;
+    int64_t *out = PyArray_DATA(out_a);
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp j = 0; j < n; j++) {
+        int64_t p = qp[j];
+        if (p < 0 || p >= nb) { bad = 1; break; }
+        int64_t lo = bs[p], hi = bs[p + 1], v = qs[j];
+        while (lo < hi) {                  /* first row of the block with sseq >= v */
+            int64_t mid = lo + ((hi - lo) >> 1);
+            if (ss[mid] < v) lo = mid + 1; else hi = mid;
+        }
+        out[j] = lo - 1;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        Py_DECREF(out_a);
+        PyErr_SetString(PyExc_ValueError, "at: block rank out of range");
+        return NULL;
+    }
+    return (PyObject *)out_a;
+}
+
 static PyMethodDef methods[] = {
     {"succ", py_succ, METH_VARARGS, "next row on the same pfn in seq order, and the seq merge order"},
+    {"at", py_at, METH_VARARGS, "interval in force: a search within each query's block"},
     {NULL, NULL, 0, NULL},
 };
 

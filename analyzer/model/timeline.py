@@ -19,9 +19,17 @@ sums.  A row at seq s applies to records with seq > s (contract section 2b).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+try:  # compiled per-block interval search (analyzer/model/_pair.c); MTAUDIT_NO_CEXT=1 forces numpy.
+    if os.environ.get("MTAUDIT_NO_CEXT"):
+        raise ImportError("disabled by MTAUDIT_NO_CEXT")
+    from . import _pair as _cpair  # type: ignore[attr-defined]
+except ImportError:
+    _cpair = None
 
 SET, CAND, TOUCH, LOST = 0, 1, 2, 3
 KNOWN, INFERRED, UNKNOWN = 2, 1, 0
@@ -132,11 +140,20 @@ class Timeline:
             # combined (block rank, seq) key: one searchsorted into the (small) interval table
             cached = getattr(self, "_key", None)
             if cached is None or cached[0] != smax:
-                kpos, _ = self._index(self.block)
-                self._key = (smax, kpos * smax + (self.start_seq + 1))
-            key = self._key[1]
+                kpos, kok = self._index(self.block)
+                key = kpos * smax + (self.start_seq + 1)
+                starts = None   # C path: rows of each block rank, when keys are sorted block-major
+                if _cpair is not None and kok.all() and bool(np.all(key[1:] >= key[:-1])):
+                    starts = np.searchsorted(kpos, np.arange(len(self.blocks) + 1), side="left")
+                self._key = (smax, key, starts)
+            key, starts = self._key[1], self._key[2]
             qpos, ok = self._index(block)
-            i = np.searchsorted(key, qpos * smax + (seq + 1), side="left") - 1
+            if starts is not None:
+                # = the searchsorted below, searching only the query's block (no random
+                # binary search over the whole table)
+                i = _cpair.at(starts, self.start_seq + 1, np.ascontiguousarray(qpos, dtype=np.int64), seq + 1)
+            else:
+                i = np.searchsorted(key, qpos * smax + (seq + 1), side="left") - 1
             ok &= i >= 0
             i = np.maximum(i, 0)
             return np.where(ok & (self.block[i] == block), i, -1)
