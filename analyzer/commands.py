@@ -22,7 +22,8 @@ def _pfn(text: str) -> int:
     return v
 
 
-def _capture_args(p: argparse.ArgumentParser) -> None:
+def capture_args(p: argparse.ArgumentParser) -> None:
+    """The capture flags every analysis command takes (also used by plot/report)."""
     p.add_argument("trace", metavar="TRACE_OR_BUNDLE",
                    help="trace.dat / text trace, a capture directory, or a .tar.zst of one")
     p.add_argument("--kernel", metavar="REL", help="kernel release or full `uname -a` line (overrides the capture)")
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
                     "isolation leaks) plus the /proc/pagetypeinfo consistency check.",
         epilog="exit status: 0 no kernel findings, 1 kernel findings (model warnings alone do not "
                "count), 2 bad input or usage")
-    _capture_args(p)
+    capture_args(p)
     p.add_argument("--json", metavar="FILE|-", help="write summary, findings and block history as JSON")
     p.add_argument("--parquet", metavar="DIR", help="write findings/blocks/... as Parquet files into DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
                               description="Print, in time order and in words, everything the capture "
                                           "shows about one page (--pfn) or pageblock (--block): pcp "
                                           "stays, drains, refills, retypes, isolation, findings.")
-    _capture_args(h)
+    capture_args(h)
     g = h.add_mutually_exclusive_group(required=True)
     g.add_argument("--pfn", type=_pfn, help="page frame number (0x... hex or decimal)")
     g.add_argument("--block", type=_pfn, help="pageblock number (pfn >> pageblock_order)")
@@ -74,7 +75,10 @@ def _overrides(args) -> dict:
     return ov
 
 
-def _run(args):
+def run_analysis(args):
+    """Load the capture named by the capture flags and analyze it, with rich progress.
+
+    Shared by analyze/history and by plot/report, so all four read a capture the same way."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -93,7 +97,7 @@ def _run(args):
 
 
 def cmd_analyze(args) -> int:
-    a = _run(args)
+    a = run_analysis(args)
     if args.json:
         from .report.export import write_json
         write_json(a, args.json)
@@ -110,7 +114,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_history(args) -> int:
-    a = _run(args)
+    a = run_analysis(args)
     if args.pfn is not None:
         h = a.history(pfn=args.pfn)
         title = f"pfn 0x{args.pfn:x} (pageblock {args.pfn >> int(a.model.pageblock_order)})"

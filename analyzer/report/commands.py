@@ -35,8 +35,8 @@ def _size_arg(text: str) -> tuple[int, int]:
 
 def _analyze(args: argparse.Namespace) -> Any:
     """Same loading, overrides (--kernel, --cma, ...) and progress as `mtaudit analyze`."""
-    from ..commands import _run
-    return _run(args)
+    from ..commands import run_analysis
+    return run_analysis(args)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -71,13 +71,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from ..commands import _capture_args   # the same capture flags as `mtaudit analyze`
+    from ..commands import capture_args   # the same capture flags as `mtaudit analyze`
 
     p = subparsers.add_parser(
         "plot", help="draw a pageblock x time migratetype heatmap (or block counts) as PNG",
         description="Pageblock x time heatmap of migratetypes with zones, CMA areas, isolation "
                     "windows and findings; or per-type block counts over time (--kind counts).")
-    _capture_args(p)
+    capture_args(p)
     p.add_argument("-o", "--output", required=True, metavar="PNG", help="PNG file to write (atomically)")
     p.add_argument("--kind", choices=("timeline", "counts"), default="timeline")
     p.add_argument("--zone", metavar="Z", help="only this zone (e.g. DMA, Normal)")
@@ -95,7 +95,7 @@ def register(subparsers: Any) -> None:
         "report", help="write one self-contained HTML report (plots, findings, histories)",
         description="One HTML file with everything inline (no network, no JavaScript): summary, "
                     "capture metadata, plots, top findings with their histories, consistency.")
-    _capture_args(r)
+    capture_args(r)
     r.add_argument("-o", "--output", required=True, metavar="HTML", help="HTML file to write (atomically)")
     r.add_argument("--top", type=int, default=15, help="how many findings to list (default 15)")
     r.set_defaults(func=_cmd_report)
