@@ -90,6 +90,23 @@ def _fixed_binary(mat: np.ndarray) -> pa.Array:
     return pa.BinaryArray.from_buffers(n, pa.py_buffer(offs), pa.py_buffer(np.ascontiguousarray(mat).reshape(-1)))
 
 
+def _ragged(block: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate block[starts[i]:starts[i]+sizes[i]] for all i in one gather; returns (bytes, offsets)."""
+    sizes = np.asarray(sizes, np.int64)
+    offs = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=offs[1:])
+    idx = np.arange(offs[-1], dtype=np.int64) + np.repeat(np.asarray(starts, np.int64) - offs[:-1], sizes)
+    return block[idx], offs
+
+
+def _var_array(small: pa.DataType, large: pa.DataType, flat: np.ndarray, offs: np.ndarray) -> pa.Array:
+    """Arrow (large_)string/binary array straight from bytes + offsets (no per-record objects)."""
+    typ, odt = (small, np.int32) if offs[-1] < 2**31 else (large, np.int64)
+    arr = pa.Array.from_buffers(typ, len(offs) - 1,
+                                [None, pa.py_buffer(offs.astype(odt)), pa.py_buffer(np.ascontiguousarray(flat))])
+    return arr
+
+
 def column(block: np.ndarray, off: np.ndarray, ln: np.ndarray, f: FieldFormat, big: bool,
            path: str, where: str, file_off: int) -> pa.Array | np.ndarray:
     """One field of all records of one event type (payload offsets `off`, lengths `ln`)."""
@@ -107,7 +124,6 @@ def column(block: np.ndarray, off: np.ndarray, ln: np.ndarray, f: FieldFormat, b
         mat = block[(off + f.offset)[:, None] + np.arange(f.size)]
         return _strings_from_matrix(mat) if k == "str" else _fixed_binary(mat)
     # dynamic data: __data_loc / __rel_loc (u32 = offset | len << 16) or `type name[]` to record end
-    vals = []
     if f.data_loc or f.rel_loc:
         short = ln < f.offset + 4
         if short.any():
@@ -125,10 +141,21 @@ def column(block: np.ndarray, off: np.ndarray, ln: np.ndarray, f: FieldFormat, b
         raise TraceFormatError(path, where, file_off + int(off[i]),
                                f"dynamic field {f.name} ({int(start[i])}+{int(size[i])}) outside its "
                                f"{int(ln[i])}-byte record")
-    for o, s in zip((off + start).tolist(), size.tolist()):
-        b = block[o:o + s].tobytes()
-        if k == "dstr":
-            vals.append(b.split(b"\0", 1)[0].decode("utf-8", "replace"))
-        else:
-            vals.append(b)
-    return pa.array(vals, pa.string() if k == "dstr" else pa.binary())
+    start = off + start
+    if k != "dstr":
+        flat, offs = _ragged(block, start, size)
+        return _var_array(pa.binary(), pa.large_binary(), flat, offs)
+    # C strings: cut each at its first NUL (found for all records with one searchsorted)
+    flat, offs = _ragged(block, start, size)
+    zpos = np.flatnonzero(flat == 0)
+    j = np.searchsorted(zpos, offs[:-1])
+    first = zpos[np.minimum(j, max(len(zpos) - 1, 0))] if len(zpos) else offs[1:]
+    lens = np.where((j < len(zpos)) & (first < offs[1:]), first - offs[:-1], size)
+    flat, offs = _ragged(block, start, lens)
+    arr = _var_array(pa.string(), pa.large_string(), flat, offs)
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:       # not UTF-8: decode with replacement, as trace-cmd prints it
+        arr = pa.array([flat[a:b].tobytes().decode("utf-8", "replace")
+                        for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())], pa.string())
+    return arr
