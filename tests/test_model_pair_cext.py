@@ -76,3 +76,53 @@ def test_c_interval_search_matches_numpy_on_real_timeline(monkeypatch):
                             tl.blocks).at(qb, qs)
     assert np.array_equal(got, ref)
     assert 0 < (ref < 0).sum() < len(ref)
+
+
+@needs_c
+def test_c_successors_full_64bit_pfn_span_declines_instead_of_crashing():
+    """pfns INT64_MIN and INT64_MAX: the span hi - lo + 1 is 2^64, which used to wrap to 0
+    and write through a NULL table (segfault); now too large -> None (numpy path)."""
+    pfn = np.array([0x1000, -(1 << 63), (1 << 63) - 1], dtype=np.int64)
+    seq = np.array([1, 2, 3], dtype=np.int64)
+    assert pcp._cpair.succ(pfn, seq, np.array([0, 1, 1, 1, 3], dtype=np.int64), 1) is None
+    for big in ((1 << 62), -(1 << 62), (1 << 63) - 1):
+        assert pcp._cpair.succ(np.array([0, big], np.int64), seq[:2], np.array([0, 2], np.int64), 1) is None
+
+
+@needs_c
+def test_c_successors_reject_hostile_bounds_and_counts():
+    pfn = np.arange(10, dtype=np.int64)
+    seq = np.arange(10, dtype=np.int64)
+    for bounds in ([0, 20, 10], [0, -5, 10], [0, 5, 3, 10], [1, 10], [0, 9], [0]):
+        assert pcp._cpair.succ(pfn, seq, np.array(bounds, dtype=np.int64), 5) is None, bounds
+    for n_ent in (-1, 11, 1 << 40):
+        with pytest.raises(ValueError):
+            pcp._cpair.succ(pfn, seq, np.array([0, 10], dtype=np.int64), n_ent)
+    with pytest.raises(TypeError):
+        pcp._cpair.succ(pfn.astype(np.int32), seq, np.array([0, 10], dtype=np.int64), 5)
+    with pytest.raises(ValueError):
+        pcp._cpair.at(np.array([0, 5], np.int64), np.arange(3, dtype=np.int64),
+                      np.zeros(1, np.int64), np.zeros(1, np.int64))      # block start past the table
+    with pytest.raises(ValueError):
+        pcp._cpair.at(np.array([0, 3], np.int64), np.arange(3, dtype=np.int64),
+                      np.array([1], np.int64), np.zeros(1, np.int64))    # rank past the blocks
+
+
+def test_pairing_ignores_impossible_pfns():
+    """A free and two drains at pfns that cannot be pages (the crash from a 7-line trace):
+    the drains never enter the pairing, in either path."""
+    from analyzer.kernels import behavior_for
+    from analyzer.model.events import Table, empty
+    import pyarrow as pa
+    names = ("mm_page_free", "mm_page_alloc_zone_locked", "mm_page_alloc", "mm_page_pcpu_drain",
+             "mm_page_free_batched")
+    ev = {k: empty(k) for k in names}
+    ev["mm_page_free"] = Table("mm_page_free", pa.table({
+        "seq": [1], "ts": [1], "cpu": pa.array([0], pa.int32()), "pfn": pa.array([0x1000], pa.uint64()),
+        "order": [0]}))
+    ev["mm_page_pcpu_drain"] = Table("mm_page_pcpu_drain", pa.table({
+        "seq": [2, 3], "ts": [2, 3], "cpu": pa.array([0, 0], pa.int32()),
+        "pfn": pa.array([0x8000000000000000, 0x7fffffffffffffff], pa.uint64()),
+        "order": [0, 0], "migratetype": [1, 1]}))
+    st = pcp.pair(ev, behavior_for("6.1.0"), 9)
+    assert list(st.pfn) == [0x1000] and list(st.leave_kind) == [2]      # open: no drain matched

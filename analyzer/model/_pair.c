@@ -12,7 +12,9 @@
  *       the first runs cover [0, n_ent)); x[j] = the row after e[j] in (pfn, seq, row) order
  *       when it has e[j]'s pfn, else -1.  The merge runs backwards (ties: highest run first),
  *       so no order array is stored.
- *       None when a run is not seq-sorted or the pfn span is too large for a dense array.
+ *       None when a run is not seq-sorted, the bounds are not 0 <= ... <= n, or the pfn span
+ *       is too large for a dense array (the caller then uses numpy); ValueError for n_ent
+ *       outside 0..n.  Every index that comes from Python is checked before it is used.
  *
  *   at(bstart i64[nb+1], sseq i64[m], qpos i64[n], seq i64[n]) -> i64[n]
  *       for a table sorted by (block rank, start seq) whose rank-b rows are
@@ -53,11 +55,15 @@ static PyObject *py_succ(PyObject *self, PyObject *args) {
     const int64_t *pfn = PyArray_DATA((PyArrayObject *)pfn_o);
     const int64_t *seq = PyArray_DATA((PyArrayObject *)seq_o);
     const int64_t *bd = PyArray_DATA((PyArrayObject *)b_o);
-    if (nb < 2 || nb - 1 > MAX_RUNS || bd[0] != 0 || bd[nb - 1] != n || n_ent < 0 || n_ent > n
-        || n > INT32_MAX) Py_RETURN_NONE;
+    if (n_ent < 0 || n_ent > n) {
+        PyErr_SetString(PyExc_ValueError, "succ: n_ent outside 0..len(pfn)");
+        return NULL;
+    }
+    /* every bound is checked before it indexes anything: bounds must rise from 0 to n */
+    if (nb < 2 || nb - 1 > MAX_RUNS || bd[0] != 0 || bd[nb - 1] != n || n > INT32_MAX) Py_RETURN_NONE;
     int k = (int)(nb - 1);
     for (int i = 0; i < k; i++) {
-        if (bd[i + 1] < bd[i]) Py_RETURN_NONE;
+        if (bd[i + 1] < bd[i] || bd[i + 1] > n) Py_RETURN_NONE;
         for (int64_t r = bd[i] + 1; r < bd[i + 1]; r++)
             if (seq[r] < seq[r - 1]) Py_RETURN_NONE;
     }
@@ -69,9 +75,17 @@ static PyObject *py_succ(PyObject *self, PyObject *args) {
             if (pfn[r] > hi) hi = pfn[r];
         }
     }
-    /* dense table only when it is not much larger than the rows (or small anyway) */
-    uint64_t span = n ? (uint64_t)hi - (uint64_t)lo + 1 : 0;
-    if (span > (uint64_t)(1 << 26) && span > 8 * (uint64_t)n) Py_RETURN_NONE;
+    /* dense table only when it is not much larger than the rows (or small anyway).
+     * hi >= lo, so the unsigned difference is exact (up to 2^64 - 1); checking it against
+     * the limit BEFORE adding 1 keeps the span from wrapping to 0 for a full 64-bit range. */
+    uint64_t span = 0;
+    if (n) {
+        uint64_t diff = (uint64_t)hi - (uint64_t)lo;
+        uint64_t limit = (uint64_t)1 << 26;
+        if (8 * (uint64_t)n > limit) limit = 8 * (uint64_t)n;   /* n <= INT32_MAX: no overflow */
+        if (diff >= limit) Py_RETURN_NONE;
+        span = diff + 1;
+    }
     npy_intp dims[1] = {n_ent};
     PyArrayObject *e_a = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
     PyArrayObject *x_a = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);

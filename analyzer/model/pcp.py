@@ -41,6 +41,10 @@ except ImportError:
     _cpair = None
 
 ENTER_KINDS = ("free", "refill")
+# A pfn is a physical address >> PAGE_SHIFT: below 2^52 on every 64-bit kernel (at most 64
+# address bits, pages of at least 4 KiB).  Larger or negative values (a corrupt or hostile
+# trace) would only make the dense per-pfn tables huge: they never enter the pairing.
+PFN_LIMIT = 1 << 52
 LEAVE_KINDS = ("alloc", "drain", "open", "untraced")
 
 
@@ -135,6 +139,11 @@ class Stays:
     leave_printed_mt: np.ndarray
 
 
+def valid_pfn(pfn: np.ndarray) -> np.ndarray:
+    """Rows whose pfn can be a real page frame (0 <= pfn < PFN_LIMIT)."""
+    return (pfn >= 0) & (pfn < PFN_LIMIT)
+
+
 def _gather(mask: np.ndarray):
     """Row selection that skips the copy when every row is kept."""
     if mask.all():
@@ -155,7 +164,7 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     ecpu: list[np.ndarray] = []
     if len(fr):
         o = fr["order"]
-        g = _gather((fr["pfn"] >= 0) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order)))
+        g = _gather(valid_pfn(fr["pfn"]) & ((o <= PAGE_ALLOC_COSTLY_ORDER) | ((o == pbo) & kernel.pcp_thp_order)))
     else:
         g = _gather(np.zeros(0, dtype=bool))
     for c in cols:
@@ -163,7 +172,7 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     ecpu.append(g(fr["cpu"]) if len(fr) else np.zeros(0, np.int64))
     n_f = len(cols["pfn"][0])
     if len(zl):
-        g = _gather(refill_mask(ev) & (zl["pfn"] >= 0))
+        g = _gather(refill_mask(ev) & valid_pfn(zl["pfn"]))
         for c in cols:
             cols[c].append(g(zl[c]))
         ecpu.append(g(zl["cpu"]))
@@ -172,14 +181,17 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
         zl_mt = np.zeros(0, np.int8)
     n_r = len(zl_mt)
     if len(al):
-        g = _gather(al["pfn"] >= 0)
+        g = _gather(valid_pfn(al["pfn"]))
         for c in cols:
             cols[c].append(g(al[c]))
     n_a = sum(len(x) for x in cols["pfn"]) - n_f - n_r
-    dr_mt = dr["migratetype"].astype(np.int8) if len(dr) else np.zeros(0, np.int8)
     if len(dr):
+        g = _gather(valid_pfn(dr["pfn"]))
+        dr_mt = g(dr["migratetype"]).astype(np.int8)
         for c in cols:
-            cols[c].append(dr[c])
+            cols[c].append(g(dr[c]))
+    else:
+        dr_mt = np.zeros(0, np.int8)
     pfn, seq, ts, order = (np.concatenate(cols[c]) for c in ("pfn", "seq", "ts", "order"))
     n, n_ent, off_d = len(pfn), n_f + n_r, n_f + n_r + n_a
     if n_ent == 0:
