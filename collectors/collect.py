@@ -62,6 +62,13 @@ class Reporter:
         if self.status:
             self.status.__exit__(*exc)
 
+    def bar(self, what: str, total: int | None):
+        """A rich progress bar for a long counted step (kernel compile) on a terminal, else None
+        (callers then print plain progress lines).  The status line pauses meanwhile."""
+        if not self.status:
+            return None
+        return _Bar(self, what, total)
+
     def __call__(self, msg: str) -> None:
         line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
         if self.status:
@@ -69,6 +76,32 @@ class Reporter:
             self.console.log(msg)
         elif not self.quiet:
             print(f"mtaudit collect: {line}", file=sys.stderr, flush=True)
+
+
+class _Bar:
+    def __init__(self, rep: Reporter, what: str, total: int | None):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        self.rep = rep
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", style="bold"),
+                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=rep.console, transient=True)
+        self.task = self.progress.add_task(what, total=total)
+        self.total = total
+
+    def __enter__(self):
+        self.rep.status.stop()
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        self.rep.status.start()
+        return False
+
+    def update(self, n: int, what: str) -> None:
+        total = self.total if self.total is None or n <= self.total else n
+        self.progress.update(self.task, completed=n, total=total, description=what[:48].ljust(48))
 
 
 def choose_accel(opt: str, k: kernels.Kernel, binary: str, profile: dict, initrd: Path,
@@ -197,7 +230,8 @@ def collect(o: Options, say) -> Path:
                 "failure": failure,
                 "kernel": {"spec": o.kernel, "release": k.release, "arch": k.arch,
                            "version": k.version, "package": k.package,
-                           "config": k.config_subset()},
+                           "config": k.config_subset(),
+                           **({"build": k.build} if k.build else {})},
                 "cmdline": (tmp / "cmdline.txt").read_text().strip() if (tmp / "cmdline.txt").exists() else cmdline,
                 "scenario": {"name": sc.name, "sha256": sc.sha256, "path": str(sc.path) if not sc.builtin else None,
                              "memory_mib": memory, "smp": smp, "timeout_s": timeout,

@@ -16,7 +16,10 @@ def register(subparsers) -> None:
                     "page-allocator/CMA/isolation tracepoints and the set_pfnblock_flags_mask kprobe, "
                     "and write a bundle directory (docs/contracts.md §1).")
     p.add_argument("--kernel", required=True, metavar="SPEC",
-                   help="debian:6.1/arm64 | debian:6.12/arm64 | deb:FILE.deb | path:IMAGE[,modules=DIR][,config=FILE]")
+                   help="debian:6.1/arm64 | debian:6.12/arm64 | deb:FILE.deb | path:IMAGE[,modules=DIR][,config=FILE]"
+                        " | build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=x86_64|arm64]"
+                        "[,base=tinyconfig|defconfig|FILE] with SRC a kernel tree, a .tar.xz/.tar.gz or "
+                        "debian-source:6.1|6.12 (built with qemu/kconfig/ARCH.config + FRAGMENT, cached)")
     p.add_argument("--scenario", required=True, metavar="NAME",
                    help=f"one of {', '.join(scenarios.available())}, or a path to a scenario .sh")
     p.add_argument("--runs", type=int, default=1, metavar="N", help="independent boots (default 1)")
@@ -40,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--pack", action="store_true", help="also write BUNDLE.tar.zst")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run)
+    _register_regress(subparsers)
 
 
 def _sigterm(signum, frame):  # make SIGTERM unwind like Ctrl-C so the VM is killed
@@ -68,3 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
     return 0
+
+
+def _register_regress(subparsers) -> None:
+    from .regress_cli import register as reg
+    reg(subparsers)

@@ -4,6 +4,8 @@ SPEC forms:
   debian:6.1/arm64, debian:6.12/arm64, debian:6.1/amd64 ...   newest Debian package of the series
   deb:FILE.deb                                                 a linux-image .deb you have
   path:IMAGE[,modules=DIR][,config=FILE]                       a kernel you built
+  build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=A][,base=B]  built here from source
+                                                               (collectors/build.py)
 The config is checked before anything boots: a capture without CMA, tracepoints or kprobe
 events cannot show what mtaudit looks for, so we refuse early and say why.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzer.atomic import atomic_dir
+from analyzer.kernels import boot_kprobe_creates_dir, parse_version
 
 from .cache import cache_root, sha256_file
 from .debian import PrivateApt, deb_fields, extract_deb
@@ -57,6 +60,7 @@ class Kernel:
     modules: Path | None         # .../lib/modules/<release>
     package: str | None = None
     config: dict[str, str] = field(default_factory=dict)
+    build: dict | None = None    # build: specs only - source, patches, fragment (manifest)
 
     @property
     def qemu_arch(self) -> str:
@@ -69,23 +73,9 @@ class Kernel:
         return self.config.get(opt.removeprefix("CONFIG_"), "n") in ("y", "m")
 
 
-# Measured: does `kprobe_event=` on the command line give the probe a tracefs directory (and so a
-# format in trace.dat)?  Debian 6.1.192 arm64: no (the event records, but events/pb/ is never
-# created, so trace-cmd cannot decode it); 6.12.118 arm64: yes.  Unknown versions: create in /init.
-BOOT_KPROBE_DIR = (((6, 12), True), ((6, 1), False))
-
-
-def release_tuple(release: str) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
 def boot_kprobe_ok(release: str) -> bool:
-    v = release_tuple(release)
-    for since, ok in BOOT_KPROBE_DIR:
-        if v >= since:
-            return ok
-    return False
+    """Whether `kprobe_event=` creates the probe's tracefs directory (the one table in analyzer/kernels.py)."""
+    return boot_kprobe_creates_dir(parse_version(release)[0])
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -115,19 +105,63 @@ def check_config(k: Kernel, extra: tuple[str, ...] = ()) -> None:
     hint = ""
     if "CMA" in missing and k.spec.startswith("debian:") and k.arch == "amd64":
         hint = (" - Debian's amd64 kernels are built with CMA off; use debian:6.1/arm64 or "
-                "debian:6.12/arm64, or a kernel built from source with CONFIG_CMA=y (path:IMAGE,config=FILE)")
+                "debian:6.12/arm64, or a kernel built from source (build:debian-source:6.1,arch=x86_64)")
     raise KernelConfigError(f"{k.spec} ({k.release}) lacks {why}{hint}")
 
 
 # -- SPEC parsing --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Spec:
-    kind: str                     # debian | deb | path
+    kind: str                     # debian | deb | path | build
     series: str = ""
     arch: str = ""
-    file: str = ""
+    file: str = ""                # deb/path: the file; build: SRC
     modules: str = ""
-    config: str = ""
+    config: str = ""              # path: the .config; build: the user's fragment
+    patches: tuple[str, ...] = ()
+    base: str = ""                # build: tinyconfig | defconfig | FILE
+
+
+BUILD_USAGE = ("build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=x86_64|arm64]"
+               "[,base=tinyconfig|defconfig|FILE] (SRC: a directory, a .tar.xz/.tar.gz, "
+               "or debian-source:6.1|6.12)")
+
+
+def _parse_build(spec: str, arch: str | None) -> Spec:
+    parts = spec[len("build:"):].split(",")
+    src = parts[0].strip()
+    if not src or "=" in src:
+        raise KernelSpecError(f"kernel spec {spec!r}: missing SRC ({BUILD_USAGE})")
+    opts: dict[str, str] = {}
+    patches: list[str] = []
+    for p in parts[1:]:
+        key, eq, val = p.partition("=")
+        key, val = key.strip(), val.strip()
+        if not eq or not val or key not in ("patch", "config", "arch", "base"):
+            raise KernelSpecError(f"kernel spec {spec!r}: unknown option {p!r} ({BUILD_USAGE})")
+        if key == "patch":
+            patches.append(val)
+        elif key in opts:
+            raise KernelSpecError(f"kernel spec {spec!r}: {key}= given twice")
+        else:
+            opts[key] = val
+    a = normalize_arch(opts["arch"]) if "arch" in opts else None
+    if a and arch and a != arch:
+        raise KernelSpecError(f"kernel spec {spec!r} is {a} but --arch says {arch}")
+    a = a or arch or host_arch()
+    if src.startswith("debian-source:") and not re.fullmatch(r"debian-source:\d+\.\d+", src):
+        raise KernelSpecError(f"kernel spec {spec!r}: use debian-source:6.1 or debian-source:6.12")
+    return Spec("build", arch=a, file=src, config=opts.get("config", ""), patches=tuple(patches),
+                base=opts.get("base", "tinyconfig"))
+
+
+def host_arch() -> str:
+    """Debian name of this machine's architecture (the default build target: no cross compiler)."""
+    import platform
+    try:
+        return normalize_arch(platform.machine())
+    except KernelSpecError:
+        return "amd64"
 
 
 def parse_spec(spec: str, arch: str | None = None) -> Spec:
@@ -147,6 +181,8 @@ def parse_spec(spec: str, arch: str | None = None) -> Spec:
         if not f.endswith(".deb"):
             raise KernelSpecError(f"kernel spec {spec!r}: expected deb:FILE.deb")
         return Spec("deb", file=f, arch=arch or "")
+    if spec.startswith("build:"):
+        return _parse_build(spec, arch)
     if spec.startswith("path:"):
         parts = spec[5:].split(",")
         opts: dict[str, str] = {}
@@ -161,7 +197,8 @@ def parse_spec(spec: str, arch: str | None = None) -> Spec:
         return Spec("path", file=parts[0], modules=opts.get("modules", ""),
                     config=opts.get("config", ""), arch=arch or "")
     raise KernelSpecError(
-        f"kernel spec {spec!r} not understood: use debian:6.1/arm64, deb:FILE.deb or path:IMAGE[,modules=DIR][,config=FILE]")
+        f"kernel spec {spec!r} not understood: use debian:6.1/arm64, deb:FILE.deb, path:IMAGE[,modules=DIR][,config=FILE] or "
+        f"{BUILD_USAGE}")
 
 
 def normalize_arch(a: str) -> str:
@@ -205,6 +242,9 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
         if not deb.is_file():
             raise KernelSpecError(f"{spec_text}: {deb} does not exist")
         return _from_deb(deb, spec_text, say)
+    if spec.kind == "build":
+        from .build import build_kernel
+        return build_kernel(spec, spec_text, say)
     return _from_path(spec, spec_text)
 
 
@@ -285,8 +325,34 @@ def _from_path(spec: Spec, spec_text: str) -> Kernel:
 
 
 def _release_from_image(image: Path) -> str | None:
+    """uname -r of an image file: x86 bzImage keeps it uncompressed in the setup header; arm64
+    Image (and gzip'd Image.gz / vmlinuz) carries the plain "Linux version" banner."""
+    with open(image, "rb") as f:
+        head = f.read(0x8000)
+    rel = _release_from_setup_header(head)
+    if rel:
+        return rel
     data = image.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    m = re.search(rb"Linux version (\S+)", data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError):
+            return None
+    m = re.search(rb"Linux version (\d[^\s\x00]*)", data)
     return m.group(1).decode(errors="replace") if m else None
+
+
+def _release_from_setup_header(head: bytes) -> str | None:
+    """x86 boot protocol >= 2.00: u16 at 0x20E is the offset (minus 0x200) of the kernel_version
+    string ("6.1.192 (user@host) #1 SMP ..."), which stays outside the compressed payload."""
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    off = int.from_bytes(head[0x20E:0x210], "little")
+    if not off:
+        return None
+    start = off + 0x200
+    end = head.find(b"\x00", start)
+    if start >= len(head) or end < 0:
+        return None
+    text = head[start:end].decode(errors="replace").split()
+    return text[0] if text and re.match(r"\d+\.\d+", text[0]) else None
