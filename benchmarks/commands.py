@@ -19,6 +19,11 @@ def register(subparsers) -> None:
                         description=ingest.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ingest.add_arguments(pi)
     pi.set_defaults(func=ingest.run)
+    from . import build
+    pb = sub.add_parser("build", help="build: kernel specs: cold build vs cache hit vs one-file-patch rebuild",
+                        description=build.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    build.add_arguments(pb)
+    pb.set_defaults(func=build.run)
     for name, what in (("analyze", "analyze() events/s vs trace-cmd report"), ("model", "pageblock model speed")):
         ps = sub.add_parser(name, help=what, add_help=False)
         ps.add_argument("args", nargs=argparse.REMAINDER)

@@ -186,7 +186,7 @@ def _build(spec, tc: Toolchain, src: Source, patches: list[Patch], plan: kconfig
                 "config_requested": {s: final.get(s, "n") for s in sorted(requested)},
                 "arch": spec.arch, "compiler": ccv, "ccache": tc.ccache, "cache_key": key,
                 "incremental": warm, "changed_files": changed, "build_s": round(build_s, 1),
-                "jobs": _jobs(), "kernelrelease": release,
+                "jobs": _jobs(), "kernelrelease": release, "build_dir": str(obj),
             }}
             (t / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
 

@@ -233,7 +233,7 @@ def apply_patches(patches: list[Patch], pristine_tree: Path, scratch: Path) -> d
     if not shutil.which("patch"):
         raise ToolMissingError("patch not found (apt-get install patch)")
     for p in patches:
-        r = _run(["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-r", "-",
+        r = _run(["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch", "-r", "-",
                   "-d", str(scratch), "-i", str(p.path)])
         if r.returncode != 0:
             raise PatchError(f"patch {p.path} does not apply: {_first_failure(r.stdout + r.stderr)}")
