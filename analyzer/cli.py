@@ -2,18 +2,27 @@
 
 Each sub-command lives in its own module exposing `register(subparsers)`, which
 adds a parser and sets `func=handler(args) -> int`.  This file only collects
-them and turns user-fixable errors into one line on stderr and exit code 2.
+them and maps how a command ended to the exit status every command shares:
+
+    0 clean, 1 findings / regression, 2 bad input, usage or harness failure
+    (MtauditError: one line, no traceback), 3 inconclusive (evidence missing),
+    4 internal error (any other exception: one line; the traceback with --debug).
+
+An uncaught exception would otherwise exit 1, which CI reads as "findings".
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 
 from .errors import MtauditError
 
-# Modules providing sub-commands, in `--help` order.  A module that is not
-# there yet (feature not built) is skipped silently.
+EXIT_INTERNAL = 4
+
+# Modules providing sub-commands, in `--help` order.  Every one must import: a module
+# that does not is a broken install, reported as an internal error, never skipped.
 COMMAND_MODULES = [
     "analyzer.readers.commands",     # events, convert
     "analyzer.commands",             # analyze, history
@@ -30,22 +39,60 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class CommandImportError(Exception):
+    """A command module of the installed package failed to import."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mtaudit", description="Audit pageblock migratetypes in page-allocator traces.")
+    p = _Parser(prog="mtaudit", description="Audit pageblock migratetypes in page-allocator traces.",
+                epilog="exit status: 0 clean, 1 findings, 2 bad input or usage, 3 inconclusive, "
+                       "4 internal error")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an internal error (also accepted after the command)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod_name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name and (mod_name == e.name or mod_name.startswith(e.name + ".")):
-                continue
-            raise
+        except Exception as e:
+            raise CommandImportError(f"command module {mod_name} failed to import: "
+                                     f"{type(e).__name__}: {e}") from e
         mod.register(sub)
     return p
 
 
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before a `--` works for every command; it is removed from argv."""
+    out, debug, literal = [], False, False
+    for a in argv:
+        if a == "--":
+            literal = True
+        if a == "--debug" and not literal:
+            debug = True
+            continue
+        out.append(a)
+    return out, debug
+
+
+def _internal(e: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        f = tb[-1]
+        where = f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+    msg = str(e).splitlines()[0] if str(e) else ""
+    print(f"mtaudit: internal error: {type(e).__name__}{': ' + msg if msg else ''}{where}"
+          + ("" if debug else ", rerun with --debug for the traceback"), file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    try:
+        parser = build_parser()
+    except CommandImportError as e:
+        return _internal(e, debug)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -60,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:   # anything else is a bug in mtaudit, not a finding
+        return _internal(e, debug)
 
 
 if __name__ == "__main__":

@@ -9,29 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import MtauditError
+from .run import capture_args, count_arg, pfn_arg, run_analysis
 
-
-def _pfn(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use 0x... for hex)") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"negative: {text!r}")
-    return v
-
-
-def capture_args(p: argparse.ArgumentParser) -> None:
-    """The capture flags every analysis command takes (also used by plot/report)."""
-    p.add_argument("trace", metavar="TRACE_OR_BUNDLE",
-                   help="trace.dat / text trace, a capture directory, or a .tar.zst of one")
-    p.add_argument("--kernel", metavar="REL", help="kernel release or full `uname -a` line (overrides the capture)")
-    p.add_argument("--pageblock-order", type=int, metavar="N", help="pageblock order (default: capture, else 9)")
-    p.add_argument("--cma", action="append", default=[], metavar="NAME:BASE:COUNT",
-                   help="a CMA area (base pfn and page count, 0x hex allowed); repeatable")
-    p.add_argument("--ground-truth", action="append", default=[], metavar="EVENT",
-                   help="extra kprobe event carrying set_pfnblock_flags_mask writes; repeatable")
+__all__ = ["register", "capture_args", "run_analysis"]
 
 
 def register(subparsers) -> None:
@@ -41,11 +21,13 @@ def register(subparsers) -> None:
                     "detectors (stale pcp drains, polluted freelists, CMA escapes, THP pcp mixing, "
                     "isolation leaks) plus the /proc/pagetypeinfo consistency check.",
         epilog="exit status: 0 no kernel findings, 1 kernel findings (model warnings alone do not "
-               "count), 2 bad input or usage")
+               "count), 2 bad input or usage, 3 inconclusive, 4 internal error")
     capture_args(p)
     p.add_argument("--json", metavar="FILE|-", help="write summary, findings and block history as JSON")
     p.add_argument("--parquet", metavar="DIR", help="write findings/blocks/... as Parquet files into DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
+    p.add_argument("--explain", action="store_true",
+                   help="also print what the columns and detectors mean, more examples, the consistency table")
     p.set_defaults(func=cmd_analyze)
 
     h = subparsers.add_parser("history", help="the story of one page or pageblock, in words",
@@ -54,49 +36,13 @@ def register(subparsers) -> None:
                                           "stays, drains, refills, retypes, isolation, findings.")
     capture_args(h)
     g = h.add_mutually_exclusive_group(required=True)
-    g.add_argument("--pfn", type=_pfn, help="page frame number (0x... hex or decimal)")
-    g.add_argument("--block", type=_pfn, help="pageblock number (pfn >> pageblock_order)")
-    h.add_argument("--limit", type=int, default=200, help="print at most N steps (0: all)")
+    g.add_argument("--pfn", type=pfn_arg, help="page frame number (0x... hex or decimal)")
+    g.add_argument("--block", type=pfn_arg, help="pageblock number (pfn >> pageblock_order)")
+    h.add_argument("--limit", type=count_arg, default=200, help="print at most N steps (0: all)")
     h.set_defaults(func=cmd_history)
 
 
-def _overrides(args) -> dict:
-    ov = {}
-    if args.kernel:
-        ov["kernel"] = args.kernel
-    if args.pageblock_order is not None:
-        if not 0 < args.pageblock_order < 20:
-            raise MtauditError(f"--pageblock-order {args.pageblock_order}: expected 1..19")
-        ov["pageblock_order"] = args.pageblock_order
-    if args.cma:
-        ov["cma"] = list(args.cma)
-    if args.ground_truth:
-        ov["ground_truth_events"] = list(args.ground_truth)
-    return ov
-
-
-def run_analysis(args):
-    """Load the capture named by the capture flags and analyze it, with rich progress.
-
-    Shared by analyze/history and by plot/report, so all four read a capture the same way."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .analysis import analyze
-    from .capture import load_capture
-    err = Console(stderr=True)
-    with err.status(f"reading {args.trace}"):
-        trace, meta = load_capture(args.trace, _overrides(args))
-    for ev in args.ground_truth:
-        if not trace.has(ev):
-            raise MtauditError(f"{args.trace}: --ground-truth {ev}: no such event in the trace "
-                               f"(events: {', '.join(sorted(trace.events()))})")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
-                  transient=True) as progress:
-        return analyze(trace, meta, progress=progress)
-
-
-def cmd_analyze(args) -> int:
+def cmd_analyze(args: argparse.Namespace) -> int:
     a = run_analysis(args)
     if args.json:
         from .report.export import write_json
@@ -109,11 +55,11 @@ def cmd_analyze(args) -> int:
 
         from .report.console import render
         # with --json - the JSON owns stdout: the summary goes to stderr
-        render(a, Console(stderr=(args.json == "-")))
+        render(a, Console(stderr=(args.json == "-")), explain=args.explain)
     return a.exit_status()
 
 
-def cmd_history(args) -> int:
+def cmd_history(args: argparse.Namespace) -> int:
     a = run_analysis(args)
     if args.pfn is not None:
         h = a.history(pfn=args.pfn)

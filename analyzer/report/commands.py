@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..errors import MtauditError
+from ..run import capture_args, positive_arg, run_analysis
 
 
 def _range_arg(what: str, as_float: bool):
@@ -35,7 +36,6 @@ def _size_arg(text: str) -> tuple[int, int]:
 
 def _analyze(args: argparse.Namespace) -> Any:
     """Same loading, overrides (--kernel, --cma, ...) and progress as `mtaudit analyze`."""
-    from ..commands import run_analysis
     return run_analysis(args)
 
 
@@ -71,8 +71,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from ..commands import capture_args   # the same capture flags as `mtaudit analyze`
-
     p = subparsers.add_parser(
         "plot", help="draw a pageblock x time migratetype heatmap (or block counts) as PNG",
         description="Pageblock x time heatmap of migratetypes with zones, CMA areas, isolation "
@@ -97,7 +95,7 @@ def register(subparsers: Any) -> None:
                     "capture metadata, plots, top findings with their histories, consistency.")
     capture_args(r)
     r.add_argument("-o", "--output", required=True, metavar="HTML", help="HTML file to write (atomically)")
-    r.add_argument("--top", type=int, default=15, help="how many findings to list (default 15)")
+    r.add_argument("--top", type=positive_arg, default=15, help="how many findings to list (default 15)")
     r.set_defaults(func=_cmd_report)
 
 

@@ -1,108 +1,202 @@
 """Rich terminal summary of an Analysis.
 
-Answers, in this order, what a kernel developer asks of a capture: which kernel
-semantics were assumed, what each detector found and how bad it is, where (top
-pageblocks), how far the evidence can be trusted (lost events, unknown block
-types, ground-truth agreement, model warnings) and whether the reconstruction
-matches the kernel's own /proc/pagetypeinfo count.
+The first line is the verdict (kernel, what was found, exit status), because that is
+what a kernel developer or a CI log reader needs first; then the detector table, then
+where (examples, top pageblocks) and how far the evidence can be trusted (lost events,
+consistency with /proc/pagetypeinfo, model confidence).  What the columns and detectors
+mean is static text: it is printed only with `explain=True` (`analyze --explain`).
+Tables keep every header whole at 80 columns (a piped run), wrapping cells instead.
 """
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ..kernels import mt_name
 
 SEV_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+EXIT_WORD = {0: "clean", 1: "findings", 2: "bad input", 3: "inconclusive", 4: "internal error"}
+KERNEL_UNKNOWN_PREFIXES = ("kernel version unknown", "kernel release unknown")
 
 
-def render(a, console: Console | None = None, examples: int = 3) -> None:
+def _table(title: str | None = None) -> Table:
+    """A compact table: a rule under the header, one space of padding, no outer box."""
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+                 title_justify="left")
+
+
+def _col(t: Table, header: str, right: bool = False, wrap: bool = False) -> None:
+    # min_width = the header: rich then wraps cells instead of cutting headers to "known/in..."
+    t.add_column(header, justify="right" if right else "left", min_width=len(header),
+                 no_wrap=not wrap, overflow="fold")
+
+
+def _found_text(s: dict) -> str:
+    fs = s["findings"]
+    by = fs.get("by_detector", {})
+    if not fs["kernel"]:
+        found = "no kernel findings"
+    else:
+        found = " ".join(f"{k}={v}" for k, v in sorted(by.items()) if k != "MW")
+    if fs["model_warnings"]:
+        found += f"; {fs['model_warnings']} model warnings"
+    return found
+
+
+def verdict_line(a, s: dict | None = None) -> str:
+    """One line: status, kernel, what was found, exit status (plain text, for CI logs too)."""
+    s = s or a.summary(with_rows=False)
+    code = int(s["exit_status"])
+    if getattr(a.kernel, "version", 0) is None:
+        kernel = "unknown kernel (6.1 assumed)"
+    else:
+        kernel = s["kernel"].get("release") or "?"
+    return f"{EXIT_WORD.get(code, '?').upper()} on {kernel}: {_found_text(s)} -> exit {code}"
+
+
+def render(a, console: Console | None = None, examples: int | None = None, explain: bool = False) -> None:
     c = console or Console()
     s = a.summary(with_rows=False)
     cap = s["capture"]
-    c.rule("[bold]mtaudit analyze")
-    c.print(f"capture: {cap.get('source', '?')}  kernel: {s['kernel'].get('describe') or '?'}  "
-            f"drain prints: {s['kernel'].get('drain_prints')}  pageblock order: {s['model']['pageblock_order']}")
-    for note in s["kernel"].get("assumed", []) + list(cap.get("unknowns", []) or []):
-        c.print(f"[yellow]assumed/unknown:[/] {note}")
+    code = int(s["exit_status"])
+    kernel_unknown = getattr(a.kernel, "version", 0) is None
+    style = {0: "bold green", 1: "bold red"}.get(code, "bold yellow")
+    # soft_wrap: the verdict stays ONE line even when it is wider than the terminal
+    c.print(f"[{style}]{verdict_line(a, s)}[/]", highlight=False, soft_wrap=True)
+    k = a.kernel
+    kdesc = "kernel: pass --kernel REL; " if kernel_unknown else (f"upstream {'.'.join(map(str, k.version))}"
+                                       f"{' (' + k.distro + ')' if getattr(k, 'distro', None) else ''}; ")
+    c.print(f"capture: {cap.get('source', '?')}; {kdesc}pageblock order {s['model']['pageblock_order']}; "
+            f"drains print the {s['kernel'].get('drain_prints')} type", highlight=False, style="dim")
+    # each assumption once: the kernel-unknown note is already in the verdict line
+    notes = s["kernel"].get("assumed", []) + list(cap.get("unknowns", []) or [])
+    said = set(notes)
+    for note in notes:
+        if kernel_unknown and note.startswith(KERNEL_UNKNOWN_PREFIXES):
+            continue
+        c.print(f"[yellow]assumed:[/] {note}", highlight=False)
 
-    t = Table(title="Detectors", show_lines=False)
-    num = ("findings", "known/inferred", "checked", "skipped")
-    for h in ("id", "severity", "runs", "findings", "known/inferred", "sub-classes", "checked", "skipped"):
-        t.add_column(h, justify="right" if h in num else "left")
+    _detectors(c, s, explain)
+    _examples(c, a, examples if examples is not None else (3 if explain else 1))
+    _top_blocks(c, s, 10 if explain else 5)
+    _lost(c, s)
+    _consistency(c, a, explain)
+
+    m = s["model"]
+    conf = ", ".join(f"{k}={v}" for k, v in m["blocks_by_confidence"].items())
+    c.print(f"model: block-history intervals by confidence: {conf or '-'}", highlight=False)
+    if m["ground_truth"]:
+        c.print(f"ground truth (kprobe): tracepoint-only inference agrees {_fmt_agreement(m['agreement'])}",
+                highlight=False)
+    else:
+        c.print("ground truth: none (no set_pfnblock_flags_mask kprobe events)")
+    for w in m["warnings"]:
+        if w in said:
+            continue
+        c.print(f"[yellow]model warning:[/] {w}", highlight=False)
+    if not explain:
+        c.print("(--explain: what the columns and detectors mean, more examples)", style="dim")
+
+
+def _detectors(c: Console, s: dict, explain: bool) -> None:
+    t = _table("Detectors")
+    _col(t, "id")
+    _col(t, "severity")
+    _col(t, "runs")
+    _col(t, "findings", right=True)
+    _col(t, "known/inf", right=True)
+    _col(t, "checked", right=True)
+    _col(t, "skipped", right=True)
+    _col(t, "sub-classes", wrap=True)
+    not_applicable = []
     for d in s["detectors"]:
         sev = d["severity"]
         subs = ", ".join(f"{k}={v}" for k, v in d.get("subcounts", {}).items()) or "-"
-        split = "-" if d.get("on_known") is None else f"{d['on_known']} / {d['on_inferred']}"
+        split = "-" if d.get("on_known") is None else f"{d['on_known']}/{d['on_inferred']}"
+        if not d["applies"]:
+            not_applicable.append(d)
         t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]",
-                  "yes" if d["applies"] else "[dim]no[/]", str(d["count"]), split, subs,
-                  str(d.get("checked", "")), str(d.get("skipped_unknown", "")))
+                  "yes" if d["applies"] else "[dim]n/a[/]", str(d["count"]), split,
+                  str(d.get("checked", "")), str(d.get("skipped_unknown", "")), subs)
     c.print(t)
-    c.print("  known/inferred: findings on a block type the model knows / only infers; checked: records "
-            "compared; skipped: records whose block type is unknown or only guessed (unconfirmed boot seed, "
-            "backfill): never reported", style="dim")
-    for d in s["detectors"]:
-        c.print(f"  [bold]{d['id']}[/]: {d['meaning']} [dim](kernels: {d['kernels']})[/]", highlight=False)
+    for d in not_applicable:
+        c.print(f"{d['id']}: not applicable to this kernel (applies to: {d['kernels']})", highlight=False)
+    if explain:
+        c.print("known/inf: findings on a block type the model knows / only infers; checked: records "
+                "compared; skipped: records whose block type is unknown or only guessed (unconfirmed "
+                "boot seed, backfill): never reported; runs n/a: the kernel cannot have this bug",
+                style="dim", highlight=False)
+        for d in s["detectors"]:
+            c.print(f"  [bold]{d['id']}[/]: {d['meaning']} [dim](kernels: {d['kernels']})[/]", highlight=False)
 
+
+def _examples(c: Console, a, n: int) -> None:
     f = a.kernel_findings
-    if len(f):
-        c.print(f"\n[bold]Examples[/] (first {examples} per detector):")
-        for det, g in f.groupby(f["detector"].astype(str), sort=True):
-            for r in g.head(examples).itertuples(index=False):
-                c.print(f"  [{SEV_STYLE.get(r.severity, '')}]{det}[/] seq {r.seq} pfn 0x{int(r.pfn):x}: "
-                        f"{r.explanation}", highlight=False)
+    if not len(f) or n <= 0:
+        return
+    c.print(f"\n[bold]Examples[/] (first {n} per detector):")
+    for det, g in f.groupby(f["detector"].astype(str), sort=True):
+        for r in g.head(n).itertuples(index=False):
+            c.print(f"  [{SEV_STYLE.get(r.severity, '')}]{det}[/] seq {r.seq} pfn 0x{int(r.pfn):x}: "
+                    f"{r.explanation}", highlight=False)
 
-    if s["top_blocks"]:
-        t = Table(title="Top pageblocks (by worst severity, then findings)")
-        for h in ("block", "start pfn", "zone", "findings", "by detector"):
-            t.add_column(h)
-        for b in s["top_blocks"]:
-            t.add_row(str(b["block"]), b["start_pfn"], str(b.get("zone") or "?"), str(b["findings"]),
-                      ", ".join(f"{k}={v}" for k, v in b["by_detector"].items()))
-        c.print(t)
 
+def _top_blocks(c: Console, s: dict, n: int) -> None:
+    if not s["top_blocks"]:
+        return
+    t = _table("Top pageblocks (worst severity, then most findings)")
+    for h, right in (("block", True), ("start pfn", False), ("zone", False), ("findings", True),
+                     ("by detector", False)):
+        _col(t, h, right=right, wrap=(h == "by detector"))
+    for b in s["top_blocks"][:n]:
+        t.add_row(str(b["block"]), b["start_pfn"], str(b.get("zone") or "?"), str(b["findings"]),
+                  ", ".join(f"{k}={v}" for k, v in b["by_detector"].items()))
+    c.print(t)
+
+
+def _lost(c: Console, s: dict) -> None:
     lost = s["lost_events"]
     if lost["windows"]:
-        t = Table(title="Lost events")
+        t = _table("Lost events")
         for h in ("cpu", "from ts", "to ts", "count"):
-            t.add_column(h, justify="right")
+            _col(t, h, right=True)
         for w in lost["windows"][:20]:
             t.add_row(str(w["cpu"]), str(w["ts_start"]), str(w["ts_end"]),
                       str(w["count"]) if w["count"] >= 0 else "?")
         c.print(t)
     c.print(f"lost events: {lost['effect']}"
-            + (f"; {lost['findings_after_first_loss']} findings after the first loss" if lost["windows"] else ""))
+            + (f"; {lost['findings_after_first_loss']} findings after the first loss" if lost["windows"] else ""),
+            highlight=False)
 
+
+def _consistency(c: Console, a, explain: bool) -> None:
     cons = a.consistency
-    if cons.attrs.get("available"):
-        t = Table(title="Consistency: reconstructed end state vs /proc/pagetypeinfo (Number of blocks type)")
-        for h in ("zone", "type", "reconstructed", "of which evidenced", "pagetypeinfo", "diff"):
-            t.add_column(h, justify="left" if h in ("zone", "type") else "right")
-        for r in cons.itertuples(index=False):
-            diff = "" if r.diff is None or r.diff != r.diff else f"{int(r.diff):+d}"
-            ref = "" if r.pagetypeinfo is None or r.pagetypeinfo != r.pagetypeinfo else str(int(r.pagetypeinfo))
-            t.add_row(r.zone, r.type, str(r.reconstructed), str(r.evidenced), ref,
-                      f"[red]{diff}[/]" if diff not in ("", "+0") else diff)
-        c.print(t)
-        verdict = "[green]PASS[/]" if cons.attrs.get("passed") else "[red]FAIL[/]"
-        c.print(f"consistency: {verdict} (no evidenced count exceeds the kernel's, and the "
-                f"{cons.attrs.get('unverified_blocks')} unverified blocks (boot seed never confirmed, or unknown) "
-                f"exactly fill the shortfall); exact match: {cons.attrs.get('exact')}")
-    else:
+    if not cons.attrs.get("available"):
         c.print("consistency: no pagetypeinfo-end.txt in the capture; not checked")
-
-    m = s["model"]
-    conf = ", ".join(f"{k}={v}" for k, v in m["blocks_by_confidence"].items())
-    c.print(f"model: block-history intervals by confidence: {conf or '-'}")
-    if m["ground_truth"]:
-        c.print(f"ground truth (kprobe) present; tracepoint-only inference agreement: {_fmt_agreement(m['agreement'])}")
+        return
+    passed = bool(cons.attrs.get("passed"))
+    unv = cons.attrs.get("unverified_blocks")
+    exact = "yes" if cons.attrs.get("exact") else "no"
+    if passed:
+        c.print(f"consistency with /proc/pagetypeinfo: [green]PASS[/] (no evidenced count exceeds the "
+                f"kernel's; the {unv} unverified blocks exactly fill the shortfall; exact match: {exact})",
+                highlight=False)
     else:
-        c.print("ground truth: none (no set_pfnblock_flags_mask kprobe events)")
-    for w in m["warnings"]:
-        c.print(f"[yellow]model warning:[/] {w}", highlight=False)
-    fs = s["findings"]
-    c.print(f"\n[bold]{fs['kernel']} kernel findings[/], {fs['model_warnings']} model warnings "
-            f"-> exit {s['exit_status']}")
+        c.print(f"consistency with /proc/pagetypeinfo: [red]FAIL[/] (an evidenced count exceeds the "
+                f"kernel's, or the {unv} unverified blocks do not exactly fill the shortfall: the "
+                f"reconstruction missed retypes; see the table)", highlight=False)
+    if not (explain or not passed):
+        return
+    t = _table("Consistency: end state vs /proc/pagetypeinfo (blocks per type)")
+    for h in ("zone", "type", "rebuilt", "evidenced", "kernel", "diff"):
+        _col(t, h, right=h not in ("zone", "type"))
+    for r in cons.itertuples(index=False):
+        diff = "" if r.diff is None or r.diff != r.diff else f"{int(r.diff):+d}"
+        ref = "" if r.pagetypeinfo is None or r.pagetypeinfo != r.pagetypeinfo else str(int(r.pagetypeinfo))
+        t.add_row(r.zone, r.type, str(r.reconstructed), str(r.evidenced), ref,
+                  f"[red]{diff}[/]" if diff not in ("", "+0") else diff)
+    c.print(t)
 
 
 def _fmt_agreement(ag) -> str:
