@@ -2,7 +2,9 @@
 
 This is the Python API of contracts §3 and what the CLI and the reports read.
 It never compares kernel versions itself: the KernelBehavior from
-analyzer/kernels.py decides what a printed migratetype means.
+analyzer/kernels.py says what a printed migratetype should mean, and where the kprobe
+ground truth allows, analyzer/model/behaviour.py measures what it does mean; records
+are judged by the measured behaviour when the two disagree.
 """
 from __future__ import annotations
 
@@ -12,23 +14,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .detectors import SEVERITY_RANK, run_all
+from .capture import CaptureMeta
+from .detectors import MODEL_WARNING_IDS, SEVERITY_RANK, finding_tiers, run_all
 from .detectors import consistency as _consistency
-from .detectors._common import col
+from .detectors._common import REPORTED_TIERS, col
+from .kernels import KernelBehavior
+from .model import Model
 
 TOP_BLOCKS = 10
 
 
+# exit statuses of analysis commands
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_INCONCLUSIVE = 0, 1, 3
+
+
 @dataclass
 class Analysis:
-    meta: object
-    kernel: object
-    model: object
+    meta: CaptureMeta
+    kernel: KernelBehavior           # what the records were judged by (table, or observed where they differ)
+    model: Model
     findings: pd.DataFrame
     detectors: pd.DataFrame
     consistency: pd.DataFrame
     lost: pd.DataFrame
     event_counts: dict = field(default_factory=dict)
+    # what the kernel's prints were measured to mean (analyzer/model/behaviour.py)
+    behaviour: dict = field(default_factory=dict)
+    table_kernel: KernelBehavior | None = None   # what the version table alone said
 
     # -- §3 frames ---------------------------------------------------------------------
     @property
@@ -43,7 +55,19 @@ class Analysis:
     def kernel_findings(self) -> pd.DataFrame:
         """Findings that claim kernel misbehaviour (everything but model warnings)."""
         f = self.findings
-        return f[f["detector"].astype(str) != "MW"] if len(f) else f
+        return f[~f["detector"].astype(str).isin(MODEL_WARNING_IDS)] if len(f) else f
+
+    def evidence(self) -> dict[str, int]:
+        """Kernel findings by what their block type rests on: probe / observed / traced / inferred."""
+        names = finding_tiers(self.model, self.kernel_findings)
+        return {k: int((names == k).sum()) for k in REPORTED_TIERS}
+
+    def not_checked(self) -> list[str]:
+        """Detectors that apply but could not run for lack of the events they need."""
+        d = self.detectors
+        if "status" not in d.columns:
+            return []
+        return [str(i) for i, s in zip(d["id"], d["status"]) if s == "not checked"]
 
     def history(self, pfn: int | None = None, block: int | None = None) -> pd.DataFrame:
         from .narrative import history
@@ -94,7 +118,10 @@ class Analysis:
                            else "no events lost")}
 
     def exit_status(self) -> int:
-        return 1 if len(self.kernel_findings) else 0
+        """1 kernel findings; else 3 when a detector could not check (evidence missing); else 0."""
+        if len(self.kernel_findings):
+            return EXIT_FINDINGS
+        return EXIT_INCONCLUSIVE if self.not_checked() else EXIT_CLEAN
 
     def summary(self, with_rows: bool = True) -> dict:
         """JSON-able dict: what `--json` writes."""
@@ -105,14 +132,20 @@ class Analysis:
         out = {
             "tool": "mtaudit",
             "capture": _meta_summary(self.meta),
-            "kernel": {"release": getattr(self.kernel, "release", None),
-                       "describe": self.kernel.describe() if hasattr(self.kernel, "describe") else None,
-                       "drain_prints": getattr(self.kernel, "drain_prints", None),
-                       "assumed": list(getattr(self.kernel, "assumed", []) or [])},
+            "kernel": {"release": self.kernel.release,
+                       "describe": self.kernel.describe(),
+                       "drain_prints": self.kernel.drain_prints,
+                       "zone_locked_prints": self.kernel.zone_locked_prints,
+                       "table_drain_prints": (self.table_kernel or self.kernel).drain_prints,
+                       "judged_by_observed": list(self.kernel.observed),
+                       "assumed": list(self.kernel.assumed)},
+            "behaviour": _jsonable(self.behaviour),
+            "evidence": self.evidence(),
+            "not_checked": self.not_checked(),
             "events": {k: int(v) for k, v in self.event_counts.items()},
             "detectors": [_jsonable(r) for r in self.detectors.to_dict("records")],
             "findings": {"total": int(len(f)), "kernel": int(len(self.kernel_findings)),
-                         "model_warnings": int(by.get("MW", 0)),
+                         "model_warnings": int(by.get("MW", 0)), "evidence": self.evidence(),
                          "by_detector": {k: int(v) for k, v in sorted(by.items())}},
             "top_blocks": self.top_blocks(),
             "lost_events": self.lost_summary(),
@@ -128,7 +161,8 @@ class Analysis:
             "exit_status": self.exit_status(),
         }
         if with_rows:
-            out["finding_rows"] = [_jsonable(r) for r in f.to_dict("records")]
+            rows = f.assign(evidence=finding_tiers(m, f)) if len(f) else f
+            out["finding_rows"] = [_jsonable(r) for r in rows.to_dict("records")]
             out["block_history"] = [_jsonable(r) for r in m.blocks.to_dict("records")]
             out["isolation_windows"] = [_jsonable(r) for r in m.isolation.to_dict("records")]
         return out
@@ -155,13 +189,19 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
     if kernel is None:
         kernel = behavior_for(getattr(meta, "kernel_id", None) or getattr(trace.meta, "uname", None)
                               or getattr(trace.meta, "kernel_release", None))
+    from .model.behaviour import effective_modes, measure
     model = build_model(trace, meta, kernel, progress=progress)
-    if getattr(model, "meta", None) is None:
-        try:
-            model.meta = meta
-        except AttributeError:
-            pass
-    task = progress.add_task("detectors", total=6) if hasattr(progress, "add_task") else None
+    behaviour = measure(model, kernel)
+    table_kernel = kernel
+    drain, zl = effective_modes(behaviour)
+    judged = kernel.with_observed(drain=drain, zone_locked=zl)
+    if judged is not kernel:
+        # the prints mean what the trace showed: rebuild so that no print of this kernel is
+        # taken as evidence of a block type under the table's (wrong) semantics
+        model = build_model(trace, meta, judged, progress=progress)
+        kernel = judged
+    model.warnings.extend(behaviour["summary"])
+    task = progress.add_task("detectors", total=8) if hasattr(progress, "add_task") else None
     findings, detectors = run_all(
         model, kernel, progress=(lambda d: progress.update(task, advance=1, description=f"detector {d}"))
         if task is not None else None)
@@ -175,7 +215,8 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
     except Exception:
         counts = {}
     return Analysis(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
-                    consistency=cons, lost=lost, event_counts=counts)
+                    consistency=cons, lost=lost, event_counts=counts, behaviour=behaviour,
+                    table_kernel=table_kernel)
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -3,17 +3,22 @@
 Every "which kernel does what" question (what a drain's migratetype means, whether
 cma_alloc_finish has errorno, which untraced retypes exist, which known bugs are
 present) is answered here from the *upstream* version of the running kernel, so the
-model and detectors never compare version numbers themselves.
+model, the detectors and the collector never compare version numbers themselves.
+Each boundary names the kernel commit that moved it.
 
-Sources: ../shared/notes/kernel-mm.md (sections 1.5-1.9, 3.4, 3.6, 3.7).  Debian
-releases such as "6.1.0-50-arm64" carry the real upstream version only in
+A release string describes what the kernel *should* do; a patched kernel may not.
+`analyzer/model/behaviour.py` measures the drain and zone_locked print semantics from
+the trace wherever the kprobe ground truth allows, and the analysis judges records by
+what was observed (`KernelBehavior.with_observed`).
+
+Debian releases such as "6.1.0-50-arm64" carry the real upstream version only in
 `uname -v` ("#1 SMP Debian 6.1.176-1 (...)"), so `behavior_for()` accepts the full
 `uname -a` line and prefers the version found there.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Migratetype numbering with CONFIG_CMA=y and CONFIG_MEMORY_ISOLATION=y (6.1 and 6.12).
 UNMOVABLE, MOVABLE, RECLAIMABLE, HIGHATOMIC, CMA, ISOLATE = 0, 1, 2, 3, 4, 5
@@ -26,6 +31,18 @@ MIGRATE_PCPTYPES = 3
 PAGE_ALLOC_COSTLY_ORDER = 3
 MIGRATETYPE_MASK = 7
 GFP_HIGH = 0x20          # ___GFP_HIGH, bit 5 in both 6.1 (#define) and 6.12 (enum bit)
+# pageblock_order bounds accepted from users and capture files (MAX_ORDER is at most 20 on
+# any architecture with CONFIG_ARCH_FORCE_MAX_ORDER; a pageblock is never larger).
+PAGEBLOCK_ORDER_MIN, PAGEBLOCK_ORDER_MAX = 1, 19
+
+# What a drain (mm_page_pcpu_drain) prints:
+DRAIN_CACHED_ALWAYS = "cached-always"   # the pcp-cached type, even while a block of the zone is isolated
+DRAIN_CACHED = "cached"                 # the cached type, the live block type while the zone has an isolated block
+DRAIN_LIVE = "live"                     # always the live block type
+DRAIN_MODES = (DRAIN_CACHED_ALWAYS, DRAIN_CACHED, DRAIN_LIVE)
+# What mm_page_alloc_zone_locked prints:
+ZL_FREELIST = "freelist"                # the freelist searched (may differ from the block)
+ZL_BLOCK = "block"                      # the block type (freelists are kept hygienic)
 
 
 def mt_name(mt: int) -> str:
@@ -40,8 +57,8 @@ class KernelBehavior:
     """What the traced kernel does, as far as mtaudit's model and detectors care.
 
     `version` is the upstream (kernel.org) version; None when it could not be
-    determined, in which case the 6.1-like (pessimistic, cached-type) semantics are
-    assumed and `assumed` says so.
+    determined, in which case the semantics of mainline 6.1.0 are assumed (the
+    pessimistic cached-type era) and `assumed` says so.
     """
 
     release: str | None
@@ -50,29 +67,43 @@ class KernelBehavior:
     assumed: list[str] = field(default_factory=list)
 
     # -- where printed migratetypes come from ------------------------------------
-    pcp_caches_migratetype: bool = True    # < 6.10: page->index holds the pcp type
-    drain_prints: str = "cached"           # "cached" (unless zone has an isolated block) | "live" | "cached-always" (< 3.18)
-    zone_locked_prints: str = "freelist"   # "freelist" (may differ from block) | "block"
+    drain_prints: str = DRAIN_CACHED       # one of DRAIN_MODES
+    zone_locked_prints: str = ZL_FREELIST  # ZL_FREELIST | ZL_BLOCK
     # -- event formats -----------------------------------------------------------
-    cma_finish_has_errorno: bool = False   # >= 6.2
-    has_contig_migrate_range_info: bool = False  # >= 6.9
-    free_batched_prints_order0: bool = True      # always: the format hard-codes order=0
-    free_batched_may_be_high_order: bool = False  # >= 6.10 free_unref_folios batches folios
-    gigantic_free_single_event: bool = False     # 6.12: one order-N free; 6.1: N x order-0
+    cma_finish_has_errorno: bool = False
     # -- untraced retype mechanisms (without the kprobe) ---------------------------
-    merge_retypes_buddy: bool = False      # >= 6.10 __free_one_page retypes the merged buddy block
-    merge_retypes_first_block_only: bool = False  # 6.10 .. 6.12.64 (fixed 6.12.65)
-    extfrag_claim_steal_split: bool = False  # mainline 6.15, stable 6.12.29
-    extfrag_pfn_is_fallback_buddy: bool = True  # 6.1: page = the buddy found; >= 6.10: returned page
-    # -- known bugs ----------------------------------------------------------------
-    cma_wrong_buddy_list: bool = False     # 6.0 .. 6.1.56 (and mainline < 6.6)
-    thp_single_pcp_list: bool = False      # 5.19? .. 6.1.96 / mainline < 6.10
+    merge_retypes_buddy: bool = False      # __free_one_page retypes the merged buddy's block
     # -- pcp ----------------------------------------------------------------------
-    pcp_thp_order: bool = True             # pcp_allowed_order() includes the THP order
+    pcp_thp_order: bool = False            # pcp lists hold pageblock-order (THP) pages
+    # -- known bugs ----------------------------------------------------------------
+    cma_wrong_buddy_list: bool = False     # pcp-trylock failure frees CMA pages as MOVABLE
+    thp_single_pcp_list: bool = False      # one THP pcp list shared by all migratetypes
+    # -- where the flags above came from -------------------------------------------
+    observed: tuple[str, ...] = ()         # flags replaced by what the trace showed
 
     @property
     def live_drain(self) -> bool:
-        return self.drain_prints == "live"
+        return self.drain_prints == DRAIN_LIVE
+
+    @property
+    def drain_rereads_when_isolated(self) -> bool:
+        """51bb1a4093cc: free_pcppages_bulk() re-reads the block type while the zone has an
+        isolated pageblock (or always, on live-type kernels)."""
+        return self.drain_prints != DRAIN_CACHED_ALWAYS
+
+    def with_observed(self, drain: str | None = None, zone_locked: str | None = None) -> "KernelBehavior":
+        """This behaviour with the print semantics the trace showed in place of the table's."""
+        changes: dict = {}
+        seen: list[str] = list(self.observed)
+        if drain is not None and drain != self.drain_prints:
+            changes["drain_prints"] = drain
+            seen.append("drain_prints")
+        if zone_locked is not None and zone_locked != self.zone_locked_prints:
+            changes["zone_locked_prints"] = zone_locked
+            seen.append("zone_locked_prints")
+        if not changes:
+            return self
+        return replace(self, observed=tuple(seen), **changes)
 
     def describe(self) -> str:
         v = ".".join(map(str, self.version)) if self.version else "unknown"
@@ -118,42 +149,76 @@ def _stable_fixed(v: Version, mainline_fix: tuple[int, int], backports: dict[tup
     return sub is not None and v[2] >= sub
 
 
+# -- the boundaries, each with the commit that moved it ----------------------------------
+# 51bb1a4093cc "mm/page_alloc: add freepage on isolate pageblock to correct buddy list"
+# (v3.18): free_pcppages_bulk() re-reads the pageblock type while the zone has an isolated
+# block ("This patch also correct migratetype of the tracepoint output").
+DRAIN_REREAD_SINCE = (3, 18, 0)
+# "mm: page_alloc: remove pcppage migratetype caching" (Johannes Weiner, v6.10, the
+# "freelist migratetype hygiene" series): no pcp type cache; drains and zone_locked print
+# the block type, and "mm: page_alloc: fix up block types when merging compatible blocks"
+# (same series) lets __free_one_page() retype a merged buddy's block.
+HYGIENE_SINCE = (6, 10, 0)
+# "cma:tracing: Print alloc result in trace_cma_alloc_finish" (Wenchao Hao, merged after 6.1):
+# cma_alloc_finish gains `errorno`.
+CMA_ERRORNO_SINCE = (6, 2, 0)
+# 44042b449872 "mm/page_alloc: allow high-order pages to be stored on the per-cpu lists"
+# (v5.13): pageblock-order (THP) pages go through the pcp lists.
+PCP_THP_SINCE = (5, 13, 0)
+# 5d0a661d808f "mm/page_alloc: use only one PCP list for THP-sized allocations" (v6.0) made
+# the THP pcp list shared by every migratetype; bf14ed81f571 "mm/page_alloc: Separate THP
+# PCP into movable and non-movable categories" (v6.10, stable 6.1.97) split it again.
+THP_SINGLE_LIST_SINCE = (6, 0, 0)
+THP_SPLIT_FIX = ((6, 10), {(6, 1): 97})
+# 7b086755fb8c "mm: page_alloc: fix CMA and HIGHATOMIC landing on the wrong buddy list"
+# (v6.6, stable 6.1.57) fixes a bug from 4b23a68f9536 "mm/page_alloc: protect PCP lists with
+# a spinlock" (v6.0).  Other stable branches are not checked and count as unfixed.
+CMA_WRONG_LIST_SINCE = (6, 0, 0)
+CMA_WRONG_LIST_FIX = ((6, 6), {(6, 1): 57})
+# Does the `kprobe_event=` boot parameter give the probe a tracefs directory (and so a format
+# in trace.dat)?  Measured by booting them, not from a commit: Debian 6.1.192 arm64 no (the
+# event records, but events/<group>/ is never created, so trace-cmd cannot decode it);
+# Debian 6.12.118 arm64 yes.  (since (major, minor), works) rows, newest first; unknown
+# versions: create the probe in /init.
+BOOT_KPROBE_DIR = (((6, 12), True), ((6, 1), False))
+
+# What behavior_for(None) assumes: the era with the most mechanisms to check.
+ASSUMED_VERSION: Version = (6, 1, 0)
+
+
+def boot_kprobe_creates_dir(version: tuple[int, ...] | None) -> bool:
+    """True when `kprobe_event=` on the command line is known to create the tracefs directory."""
+    if version is None:
+        return False
+    for since, ok in BOOT_KPROBE_DIR:
+        if tuple(version[:2]) >= since:
+            return ok
+    return False
+
+
+def _for_version(v: Version) -> dict:
+    hygiene = v >= HYGIENE_SINCE
+    return dict(
+        drain_prints=DRAIN_LIVE if hygiene else (DRAIN_CACHED if v >= DRAIN_REREAD_SINCE else DRAIN_CACHED_ALWAYS),
+        zone_locked_prints=ZL_BLOCK if hygiene else ZL_FREELIST,
+        cma_finish_has_errorno=v >= CMA_ERRORNO_SINCE,
+        merge_retypes_buddy=hygiene,
+        pcp_thp_order=v >= PCP_THP_SINCE,
+        cma_wrong_buddy_list=v >= CMA_WRONG_LIST_SINCE and not _stable_fixed(v, *CMA_WRONG_LIST_FIX),
+        thp_single_pcp_list=v >= THP_SINGLE_LIST_SINCE and not _stable_fixed(v, *THP_SPLIT_FIX),
+    )
+
+
 def behavior_for(release: str | None) -> KernelBehavior:
-    """Semantics for a release string or a full `uname -a` line (None -> assume 6.1-like)."""
+    """Semantics for a release string or a full `uname -a` line (None -> those of 6.1.0, said so)."""
     v, distro, rel = parse_version(release)
     if v is None:
         return KernelBehavior(release=rel or release, version=None, distro=distro,
-                              assumed=["kernel version unknown: assuming 6.1-like semantics "
-                                       "(cached pcp migratetype on drain)"])
+                              assumed=["kernel version unknown: assuming the semantics of 6.1.0 "
+                                       "(cached pcp migratetype on drain)"],
+                              **_for_version(ASSUMED_VERSION))
     assumed: list[str] = []
     if distro == "debian" and v[2] == 0 and "Debian" not in (release or ""):
         assumed.append(f"Debian release {rel} without `uname -v`: stable sublevel unknown, "
                        "assuming the .0 release (pass the full uname line to be exact)")
-    hygiene = v >= (6, 10, 0)
-    claim_split = _stable_fixed(v, (6, 15), {(6, 12): 29})
-    # 7b086755fb8c "fix CMA and HIGHATOMIC landing on the wrong buddy list": bug since 6.0.
-    # Only the 6.1.y backport is verified (notes 3.4/3.6); other stable branches count as unfixed.
-    cma_bug = (6, 0, 0) <= v and not _stable_fixed(v, (6, 6), {(6, 1): 57})
-    # "Separate THP PCP into movable and non-movable categories" fixes 5d0a661d808f (5.19).
-    thp_bug = (5, 19, 0) <= v and not _stable_fixed(v, (6, 10), {(6, 1): 97})
-    return KernelBehavior(
-        release=rel, version=v, distro=distro, assumed=assumed,
-        pcp_caches_migratetype=not hygiene,
-        # 51bb1a4093cc (v3.18) re-reads the block type on drain while the zone has an isolated
-        # block; before it (the 2012 CMA thread's kernels) the cached type is always printed.
-        drain_prints="live" if hygiene else ("cached" if v >= (3, 18, 0) else "cached-always"),
-        zone_locked_prints="block" if hygiene else "freelist",
-        cma_finish_has_errorno=v >= (6, 2, 0),
-        has_contig_migrate_range_info=v >= (6, 9, 0),
-        free_batched_may_be_high_order=hygiene,
-        # Observed: 6.1 frees 32 MiB pages as 8192 order-0 events, 6.12 as one order-13 event.
-        # The change (gigantic hugetlb folios allocated with __GFP_COMP, so free_contig_range()
-        # puts the folio whole) is believed to be 6.12-rc1 - not verified, hence >= 6.12.
-        gigantic_free_single_event=v >= (6, 12, 0),
-        merge_retypes_buddy=hygiene,
-        merge_retypes_first_block_only=hygiene and not _stable_fixed(v, (6, 19), {(6, 12): 65}),
-        extfrag_claim_steal_split=claim_split,
-        extfrag_pfn_is_fallback_buddy=not hygiene,
-        cma_wrong_buddy_list=cma_bug,
-        thp_single_pcp_list=thp_bug,
-    )
+    return KernelBehavior(release=rel, version=v, distro=distro, assumed=assumed, **_for_version(v))

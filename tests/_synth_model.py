@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from analyzer import kernels
 
-SOURCES = ["boot", "cma-reserve", "kprobe", "extfrag", "isolation", "restore", "drain-observed"]
+from analyzer.model.timeline import SOURCES  # noqa: E402  (the one table of block-type sources)
 
 FIELDS = {
     "mm_page_alloc": [("pfn", pa.uint64()), ("order", pa.uint32()), ("gfp_flags", pa.uint64()),

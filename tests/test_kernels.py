@@ -38,15 +38,11 @@ def test_61_vs_612_semantics():
     a, b = behavior_for(DEB61), behavior_for(DEB612)
     assert (a.drain_prints, b.drain_prints) == ("cached", "live")
     assert (a.zone_locked_prints, b.zone_locked_prints) == ("freelist", "block")
-    assert a.pcp_caches_migratetype and not b.pcp_caches_migratetype
     assert not a.cma_finish_has_errorno and b.cma_finish_has_errorno
-    assert not a.has_contig_migrate_range_info and b.has_contig_migrate_range_info
-    assert not a.gigantic_free_single_event and b.gigantic_free_single_event
     assert not a.merge_retypes_buddy and b.merge_retypes_buddy
-    assert a.free_batched_prints_order0 and b.free_batched_prints_order0
-    assert b.extfrag_claim_steal_split            # Debian 6.12.29+ backport
-    assert not b.merge_retypes_first_block_only   # fixed in 6.12.65
+    assert a.pcp_thp_order and b.pcp_thp_order
     assert not a.live_drain and b.live_drain
+    assert a.drain_rereads_when_isolated and b.drain_rereads_when_isolated
 
 
 @pytest.mark.parametrize("rel,cma_bug,thp_bug", [
@@ -56,7 +52,9 @@ def test_61_vs_612_semantics():
     ("6.1.96", False, True),
     ("6.1.97", False, False),         # THP pcp split backported
     ("6.1.0-50-arm64 Debian 6.1.176-1", False, False),
-    ("5.15.100", False, False),       # before the pcp spinlock rework / single THP list
+    ("5.15.100", False, False),       # before 5d0a661d808f (one THP list) and 4b23a68f9536
+    ("5.19.17", False, False),
+    ("6.0.0", True, True),            # both came with the 6.0 pcp rework
     ("6.6.0", False, True),
     ("6.10.0", False, False),
 ])
@@ -65,22 +63,47 @@ def test_known_bug_ranges(rel, cma_bug, thp_bug):
     assert (k.cma_wrong_buddy_list, k.thp_single_pcp_list) == (cma_bug, thp_bug)
 
 
-@pytest.mark.parametrize("rel,split", [("6.12.28", False), ("6.12.29", True), ("6.14.0", False),
-                                       ("6.15.0", True), ("6.1.176", False)])
-def test_extfrag_claim_steal_split(rel, split):
-    assert behavior_for(rel).extfrag_claim_steal_split is split
+def test_pcp_thp_order_since_513():
+    assert not behavior_for("5.12.19").pcp_thp_order and behavior_for("5.13.0").pcp_thp_order
 
 
-def test_merge_first_block_bug_window():
-    assert behavior_for("6.12.64").merge_retypes_first_block_only
-    assert not behavior_for("6.12.65").merge_retypes_first_block_only
-    assert not behavior_for("6.9.0").merge_retypes_first_block_only
-
-
-def test_errorno_and_contig_info_boundaries():
+def test_errorno_boundary():
     assert not behavior_for("6.1.192").cma_finish_has_errorno and behavior_for("6.2.0").cma_finish_has_errorno
-    assert not behavior_for("6.8.9").has_contig_migrate_range_info
-    assert behavior_for("6.9.0").has_contig_migrate_range_info
+
+
+def test_unknown_version_is_exactly_61_0_plus_the_assumption():
+    from dataclasses import fields
+    a, b = behavior_for(None), behavior_for("6.1.0")
+    for f in fields(a):
+        if f.name not in ("release", "version", "distro", "assumed"):
+            assert getattr(a, f.name) == getattr(b, f.name), f.name
+
+
+def test_every_flag_is_read_somewhere_outside_the_table():
+    """A flag nobody reads is a promise nobody keeps: each one must be used by the analyzer."""
+    import pathlib
+    import re
+    from dataclasses import fields
+    root = pathlib.Path(__file__).resolve().parents[1] / "analyzer"
+    text = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "kernels.py")
+    for f in fields(behavior_for("6.1.0")):
+        if f.name in ("release", "version", "distro", "assumed", "observed"):
+            continue
+        assert re.search(rf"\b{f.name}\b", text), f"{f.name} is never read"
+
+
+def test_with_observed_replaces_and_records():
+    k = behavior_for(DEB61)
+    assert k.with_observed(drain="cached") is k
+    o = k.with_observed(drain="cached-always")
+    assert o.drain_prints == "cached-always" and not o.drain_rereads_when_isolated
+    assert o.observed == ("drain_prints",) and k.drain_prints == "cached"
+
+
+def test_boot_kprobe_table():
+    from analyzer.kernels import boot_kprobe_creates_dir
+    assert boot_kprobe_creates_dir((6, 12, 118)) and not boot_kprobe_creates_dir((6, 1, 192))
+    assert not boot_kprobe_creates_dir(None) and not boot_kprobe_creates_dir((5, 10, 0))
 
 
 def test_migratetype_names():

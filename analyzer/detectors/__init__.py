@@ -1,73 +1,123 @@
-"""Detectors S1-S5: each flags records whose printed migratetype contradicts the model.
+"""Detectors S1-S6 and A1: each flags records whose printed migratetype contradicts the model
+(or, A1, free-page counters that contradict the freelists).
 
-One module per observable signature of ../shared/notes/kernel-mm.md §3.7, each with
-`ID, MEANING, KERNELS, SEVERITY, applies(kernel), detect(model, kernel)`.
-`run_all` runs the registry and also returns the per-detector table of §3.
+One module per observable signature, each with `ID, MEANING, KERNELS, SEVERITY, NEEDS`
+(model event short names it cannot work without; `NEEDS_ANY`: at least one of them),
+`applies(kernel)` and `detect(model, kernel) -> DataFrame`.  `run_all` runs the registry
+and also returns the per-detector table: status ("checked", "not checked" when the
+events it needs are absent, "not applicable" for this kernel, "no snapshots" for A1
+without /proc snapshots), counts, and what the findings rest on (evidence tiers).
 """
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import pandas as pd
 
-from . import s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak
-from ._common import FINDING_COLUMNS, SEVERITY_RANK, concat_findings, empty_findings
+from . import a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race
+from ._common import (FINDING_COLUMNS, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
+                      empty_findings, evidence_tier)
 
-ALL = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak]
+ALL = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race, a1_accounting]
 
-__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK"]
+__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events"]
 
 # Detector ids that mean "the model is unsure", not "the kernel misbehaved".
 MODEL_WARNING_IDS = ("MW",)
+# Finding events that are not about one page's block (no evidence tier to look up).
+_NO_BLOCK_EVENTS = ("accounting:",)
 
 
-def run_all(model, kernel, progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(findings, detectors table).  A detector that does not apply to the kernel is not run."""
+def missing_events(mod, model) -> list[str]:
+    """The events `mod` needs that the trace does not have (empty: it can run)."""
+    ev = getattr(model, "events", None) or {}
+
+    def present(name: str) -> bool:
+        return name in ev and ev[name] is not None and len(ev[name]) > 0
+    need = list(getattr(mod, "NEEDS", ()))
+    miss = [n for n in need if not present(n)]
+    anyof = list(getattr(mod, "NEEDS_ANY", ()))
+    if anyof and not any(present(n) for n in anyof):
+        miss.append(" or ".join(anyof))
+    return miss
+
+
+def run_all(model, kernel, progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(findings, detectors table).  A detector that does not apply, or lacks its events, is not run."""
     frames, rows = [], []
     for mod in ALL:
         applies = bool(mod.applies(kernel))
-        df = mod.detect(model, kernel) if applies else empty_findings()
+        miss = missing_events(mod, model) if applies else []
+        df = mod.detect(model, kernel) if applies and not miss else empty_findings()
         if progress is not None:
             progress(mod.ID)
         frames.append(df)
         ids = df["detector"].astype(str).value_counts().to_dict() if len(df) else {}
-        by_conf = _by_confidence(model, df)
+        tiers = _tiers(model, df)
+        notes = {k: v for k, v in df.attrs.items() if k not in ("checked", "skipped_unknown")}
+        if not applies:
+            status = "not applicable"
+        elif miss:
+            status = "not checked"
+            notes["missing_events"] = miss
+        elif mod is a1_accounting and not df.attrs.get("checked"):
+            status = "no snapshots"
+        else:
+            status = "checked"
         rows.append({
             "id": mod.ID, "meaning": mod.MEANING, "kernels": mod.KERNELS, "applies": applies,
+            "status": status,
             "count": int(sum(v for k, v in ids.items() if k not in MODEL_WARNING_IDS)),
             "severity": mod.SEVERITY,
             "subcounts": {k: int(v) for k, v in sorted(ids.items())},
             "checked": int(df.attrs.get("checked", 0)),
             "skipped_unknown": int(df.attrs.get("skipped_unknown", 0)),
-            "on_known": by_conf[2], "on_inferred": by_conf[1],
-            "notes": {k: v for k, v in df.attrs.items() if k not in ("checked", "skipped_unknown")},
+            "on_known": tiers["probe"] + tiers["observed"] + tiers["traced"], "on_inferred": tiers["inferred"],
+            "evidence": tiers,
+            "notes": notes,
         })
     findings = concat_findings(frames)
     mw = int((findings["detector"] == "MW").sum()) if len(findings) else 0
-    rows.append({"id": "MW", "meaning": "model warning: a live-type print disagrees with the model "
-                 "(the model missed a retype; not a kernel bug)", "kernels": "all", "applies": True,
+    rows.append({"id": "MW", "meaning": "model warning: a live-type print disagrees with a block type the "
+                 "model only inferred or observed (the model missed a retype; not a kernel bug)",
+                 "kernels": "all", "applies": True, "status": "checked",
                  "count": mw, "severity": "info", "subcounts": {"MW": mw}, "checked": 0,
-                 "skipped_unknown": 0, "on_known": None, "on_inferred": None, "notes": {}})
+                 "skipped_unknown": 0, "on_known": None, "on_inferred": None, "evidence": None, "notes": {}})
     table = pd.DataFrame(rows)
     for c in ("on_known", "on_inferred"):
         table[c] = pd.array(table[c].tolist(), dtype="Int64")
     return findings, table
 
 
-def _by_confidence(model, df: pd.DataFrame) -> dict[int, int]:
-    """Kernel findings of one detector split by how sure the model was of the block type."""
-    import numpy as np
-
-    from ._common import col
-    out = {0: 0, 1: 0, 2: 0}
+def finding_tiers(model, df: pd.DataFrame) -> np.ndarray:
+    """Evidence tier name of each finding row ("" for findings not about a block)."""
+    out = np.full(len(df), "", dtype=object)
     if not len(df):
         return out
-    keep = (df["detector"].astype(str) != "MW").to_numpy()
-    if not keep.any():
+    ev = df["event"].astype(str).to_numpy()
+    about_block = ~np.array([e.startswith(_NO_BLOCK_EVENTS) for e in ev], bool)
+    if not about_block.any():
         return out
-    st = model.block_type_at(col(df, "pfn", np.uint64)[keep], col(df, "seq", np.int64)[keep])
+    sel = np.flatnonzero(about_block)
+    pfn = col(df, "pfn", np.uint64)[sel]
+    seq = col(df, "seq", np.int64)[sel]
     # block-lost rows are stamped at the retype record itself: the state *after* it counts
-    st_after = model.block_type_at(col(df, "pfn", np.uint64)[keep], col(df, "seq", np.int64)[keep] + 1)
-    lost = (df["event"].astype(str) == "cma-block-lost").to_numpy()[keep]
-    conf = np.where(lost, np.asarray(st_after.confidence), np.asarray(st.confidence))
-    for c in (0, 1, 2):
-        out[c] = int((conf == c).sum())
+    lost = ev[sel] == "cma-block-lost"
+    seq_q = np.where(lost, seq + 1, seq)
+    st = model.block_type_at(pfn, seq_q)
+    t = evidence_tier(model, st, seq_q)
+    out[sel] = [TIER_NAMES[int(x)] for x in t]
+    return out
+
+
+def _tiers(model, df: pd.DataFrame) -> dict[str, int]:
+    """Kernel findings of one detector by what their block type rests on."""
+    out = {k: 0 for k in REPORTED_TIERS}
+    if not len(df):
+        return out
+    keep = (~df["detector"].astype(str).isin(MODEL_WARNING_IDS)).to_numpy()
+    names = finding_tiers(model, df[keep])
+    for k in REPORTED_TIERS:
+        out[k] = int((names == k).sum())
     return out

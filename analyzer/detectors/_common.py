@@ -28,20 +28,16 @@ FINDING_COLUMNS = [f.name for f in FINDING_SCHEMA]
 
 SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 
-# Confidence codes of BlockState.confidence (contracts §2b).
-CONF_UNKNOWN, CONF_INFERRED, CONF_KNOWN = 0, 1, 2
-CONF_NAMES = {CONF_UNKNOWN: "unknown", CONF_INFERRED: "inferred", CONF_KNOWN: "known"}
+# Confidence codes and names, and block-type sources: one definition, in the model.
+from ..model.timeline import CONF_NAMES, SOURCES, SRC  # noqa: E402
+from ..model.timeline import INFERRED as CONF_INFERRED, KNOWN as CONF_KNOWN, UNKNOWN as CONF_UNKNOWN  # noqa: E402
 
 # re-exported for the detector modules
 from ..kernels import CMA as MT_CMA, ISOLATE as MT_ISOLATE, MOVABLE as MT_MOVABLE  # noqa: E402,F401
 from ..kernels import RECLAIMABLE as MT_RECLAIMABLE, UNMOVABLE as MT_UNMOVABLE  # noqa: E402,F401
 
 
-def mt_name(mt: int) -> str:
-    """Migratetype name from the one table in analyzer/kernels.py."""
-    from ..kernels import MIGRATETYPE_NAMES, mt_name as _name
-    m = int(mt)
-    return MIGRATETYPE_NAMES[m] if m in MIGRATETYPE_NAMES else _name(m)
+from ..kernels import mt_name  # noqa: E402,F401  (re-exported: the one table)
 
 
 def col(df: pd.DataFrame | None, name: str, dtype, default=0) -> np.ndarray:
@@ -209,22 +205,6 @@ def match_leave(model, leave_kind: str, seq: np.ndarray) -> tuple[np.ndarray, pd
     return out, res
 
 
-# Where the detectors meet analyzer/kernels.py (the one table of version semantics).
-def drain_prints_live(kernel) -> bool:
-    """>= 6.10: every drain prints the live pageblock type."""
-    return kernel is not None and getattr(kernel, "drain_prints", "cached") == "live"
-
-
-def drain_relooks_when_isolated(kernel) -> bool:
-    """>= 3.18 (51bb1a4093cc): a drain re-reads the block type while the zone has an isolated
-    block.  drain_prints == "cached-always" describes the pre-3.18 kernels of the 2012 thread."""
-    return kernel is None or getattr(kernel, "drain_prints", "cached") != "cached-always"
-
-
-def thp_single_pcp_list(kernel) -> bool:
-    return kernel is None or bool(getattr(kernel, "thp_single_pcp_list", True))
-
-
 def first_after(ref_cpu: np.ndarray, ref_seq: np.ndarray,
                 q_cpu: np.ndarray, q_seq: np.ndarray) -> np.ndarray:
     """Index of the earliest reference row on the same CPU with seq > q_seq (-1: none)."""
@@ -243,14 +223,43 @@ def typed(model, st) -> tuple[np.ndarray, np.ndarray]:
     mt = np.asarray(st.mt)
     conf = np.asarray(st.confidence)
     src = np.asarray(st.source)
-    table = getattr(model, "SOURCES", None)
-    if table is None:
-        from .. import model as _m
-        table = getattr(_m, "SOURCES", ())
-    codes = [i for i, n in enumerate(table) if n in UNVERIFIED_SOURCES]
+    codes = [SRC[n] for n in UNVERIFIED_SOURCES]
     seed_only = np.isin(src, codes) & (conf < CONF_KNOWN)
     have = (conf >= CONF_INFERRED) & (mt >= 0)
     return have & ~seed_only, have & seed_only
+
+
+# Evidence tiers: what a block type at a record rests on (strongest first).
+#   probe    - the set_pfnblock_flags_mask kprobe wrote it, or it is the boot log's CMA
+#              reservation watched by a live probe (any later retype would have been seen)
+#   observed - the kernel printed it as the live type (drain / zone_locked / free-time print)
+#   traced   - a tracepoint fact without the probe (extfrag claim, CMA reservation, CMA restore)
+#   inferred - everything else the model is not sure of (boot seed, windows, backfill)
+TIER_NONE, TIER_INFERRED, TIER_TRACED, TIER_OBSERVED, TIER_PROBE = 0, 1, 2, 3, 4
+TIER_NAMES = {TIER_NONE: "none", TIER_INFERRED: "inferred", TIER_TRACED: "traced",
+              TIER_OBSERVED: "observed", TIER_PROBE: "probe"}
+REPORTED_TIERS = ("probe", "observed", "traced", "inferred")
+_OBSERVED_SOURCES = ("drain-observed", "zone-locked-observed", "free-observed")
+
+
+def evidence_tier(model, st, seq: np.ndarray) -> np.ndarray:
+    """Tier code (TIER_*) of each BlockState entry at record `seq`."""
+    conf = np.asarray(st.confidence)
+    src = np.asarray(st.source)
+    seq = np.asarray(seq, np.int64)
+    live = getattr(model, "kprobe_live_seq", None)
+    probe_on = (seq > int(live)) if live is not None else np.zeros(len(seq), bool)
+    known = conf >= CONF_KNOWN
+    out = np.where(conf >= CONF_INFERRED, TIER_INFERRED, TIER_NONE).astype(np.int8)
+    out[known] = TIER_TRACED
+    out[known & np.isin(src, [SRC[n] for n in _OBSERVED_SOURCES])] = TIER_OBSERVED
+    out[known & ((src == SRC["kprobe"]) | ((src == SRC["cma-reserve"]) & probe_on))] = TIER_PROBE
+    return out
+
+
+def tier_counts(tiers: np.ndarray) -> dict[str, int]:
+    t = np.asarray(tiers)
+    return {TIER_NAMES[c]: int((t == c).sum()) for c in (TIER_PROBE, TIER_OBSERVED, TIER_TRACED, TIER_INFERRED)}
 
 
 # -- vectorised explanation text ------------------------------------------------------
@@ -300,9 +309,6 @@ def vjoin(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*arrs, "")
 
 
-def source_table(model) -> dict:
-    table = getattr(model, "SOURCES", None)
-    if table is None:
-        from .. import model as _m
-        table = getattr(_m, "SOURCES", ())
-    return {i: n for i, n in enumerate(table)}
+def source_table(model=None) -> dict:
+    """Source code -> name (the model's one SOURCES table)."""
+    return dict(enumerate(SOURCES))

@@ -3,11 +3,17 @@
 On kernels that cache a page's migratetype while it sits on a pcp list (< 6.10),
 `mm_page_pcpu_drain` prints that cached type; if the pageblock was retyped in the
 meantime (S1a) or the page was refilled from a freelist that did not match its
-block (S1b), the page lands on the wrong buddy freelist.  Inside an isolation
-window the 6.1 kernel re-reads the live block type, so only drains while no block
-of the zone is isolated can show the bug.  From 6.10 the drain always prints the
-live type, so a disagreement there means the *model* missed an untraced retype:
-those rows are reported as model warnings ("MW"), never as kernel bugs.
+block (S1b), the page lands on the wrong buddy freelist.  While a block of the zone
+is isolated, 3.18+ kernels re-read the live block type, so only drains while no block
+of the zone is isolated can show the bug; from 6.10 the drain always prints the live
+type.  Which of these the traced kernel does is taken from what the trace showed
+(analyzer/model/behaviour.py) where the kprobe allows measuring it, else from the
+version table.
+
+Where the kernel printed the live type and the model disagrees, the model missed a
+retype: a model warning ("MW"), never a kernel bug - unless the block type rests on
+the kprobe itself: a mismatch against the ground truth is always the kernel's.
+Drains of a page of an isolated block onto another freelist are S6's.
 """
 from __future__ import annotations
 
@@ -15,20 +21,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._common import (CONF_NAMES, col, concat_findings, drain_prints_live, drain_relooks_when_isolated,
-                      UNVERIFIED_SOURCES, empty_findings, event_frame, make_findings, match_leave, s_hex,
-                      s_int, s_mt, s_pick, source_table, typed, vjoin, with_stats)
+from ._common import (CONF_NAMES, MT_ISOLATE, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
+                      empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
+                      s_mt, s_pick, source_table, typed, vjoin, with_stats)
 
 ID = "S1"
 MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
-KERNELS = "< 6.10 (pcp migratetype cache); on >= 6.10 a mismatch is a model warning (MW)"
+KERNELS = "< 6.10 (pcp migratetype cache); on >= 6.10 a mismatch is a model warning (MW) unless the kprobe saw the type"
 SEVERITY = "high"
 MW_SEVERITY = "info"
+NEEDS = ("mm_page_pcpu_drain",)
 
 
 def applies(kernel) -> bool:
     # Always runs: on live-type kernels it checks the model instead of the kernel.
     return True
+
+
+def drain_judgement(model, kernel, d):
+    """Per drain: (state, usable, unverified, prints_live, tier) shared by S1 and S6."""
+    seq = col(d, "seq", np.int64)
+    pfn = col(d, "pfn", np.uint64)
+    st = model.block_type_at(pfn, seq)
+    known, unverified = typed(model, st)
+    zone_iso = np.asarray(st.zone_isolated, bool)
+    prints_live = np.full(len(seq), bool(kernel.live_drain)) | (zone_iso & kernel.drain_rereads_when_isolated)
+    return st, known, unverified, prints_live, evidence_tier(model, st, seq)
 
 
 def detect(model, kernel):
@@ -38,34 +56,30 @@ def detect(model, kernel):
     seq = col(d, "seq", np.int64)
     pfn = col(d, "pfn", np.uint64)
     printed = col(d, "migratetype", np.int16, -1)
-    st = model.block_type_at(pfn, seq)
+    st, known, unverified, prints_live, tier = drain_judgement(model, kernel, d)
     bmt = np.asarray(st.mt, np.int16)
-    known, unverified = typed(model, st)
-    zone_iso = np.asarray(st.zone_isolated, bool)
-    live = drain_prints_live(kernel)
-    relookup = drain_relooks_when_isolated(kernel)
-
-    # Where the kernel printed the live type, a mismatch is the model's fault.
-    prints_live = np.full(len(seq), live) | (zone_iso & relookup)
-    mism = (known | unverified) & (printed != bmt)
-    kernel_bug = mism & ~prints_live & known
-    model_warn = mism & prints_live
+    probe = known & (tier == TIER_PROBE)
+    race = probe & (bmt == MT_ISOLATE) & (printed != MT_ISOLATE)      # S6's
+    mism = (known | unverified) & (printed != bmt) & ~race
+    # a mismatch against the kprobe's type is the kernel's, whatever the print mode
+    kernel_bug = mism & known & (~prints_live | probe)
+    model_warn = mism & prints_live & ~probe
     skipped = int((~known).sum())
 
     frames = []
     idx = np.flatnonzero(kernel_bug)
     if len(idx):
-        frames.append(_kernel_findings(model, d, st, idx, seq, pfn, printed, bmt))
+        frames.append(_kernel_findings(model, d, st, idx, seq, pfn, printed, bmt, prints_live))
     idx = np.flatnonzero(model_warn)
     if len(idx):
-        frames.append(_model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live))
+        frames.append(_model_warnings(model, d, st, idx, seq, pfn, printed, bmt, kernel.live_drain))
     out = concat_findings(frames)
     return with_stats(out, checked=int(known.sum()), skipped_unknown=skipped,
                       skipped_unverified_mismatch=int((mism & ~prints_live & unverified).sum()),
-                      in_isolation_window=int((known & prints_live & ~np.full(len(seq), live)).sum()))
+                      in_isolation_window=int((known & prints_live & ~np.full(len(seq), kernel.live_drain)).sum()))
 
 
-def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
+def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt, prints_live):
     ridx, res = match_leave(model, "drain", seq[idx])
     n = len(idx)
     sub = np.array(["S1a"] * n, dtype=object)
@@ -93,8 +107,12 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt):
                  s_mt(printed[idx]), " freelist, but pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
                  s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
                  s_pick(source_table(model), np.asarray(st.source)[idx]), ")")
-    head = pc.if_else(pa.array(zone_iso), vjoin(head, " (the zone had an isolated block, but this kernel does "
-                                                 "not re-read the block type on drain)"), head)
+    head = pc.if_else(pa.array(zone_iso & ~prints_live[idx]),
+                      vjoin(head, " (the zone had an isolated block, but this kernel does "
+                                  "not re-read the block type on drain)"), head)
+    head = pc.if_else(pa.array(prints_live[idx]),
+                      vjoin(head, " (this drain should have printed the live block type, and the kprobe "
+                                  "recorded the block's type: the kernel printed another)"), head)
     how = pa.array(np.where(enter_kind == "free", "freed to", "refilled into").astype(object), pa.string())
     ent = vjoin(" pcp cpu", s_int(enter_cpu), " at seq ", s_int(enter_seq))
     t_b = vjoin("; the page was refilled into", ent, " from the ", s_mt(cached), " freelist while its block was ",

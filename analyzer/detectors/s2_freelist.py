@@ -21,6 +21,7 @@ ID = "S2"
 MEANING = "page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it"
 KERNELS = "all (6.1: polluted freelists; >= 6.10 only residual multi-block buddy cases)"
 SEVERITY = "medium"
+NEEDS = ("mm_page_alloc_zone_locked",)
 
 
 def applies(kernel) -> bool:

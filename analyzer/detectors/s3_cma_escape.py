@@ -23,6 +23,7 @@ ID = "S3"
 MEANING = "CMA memory on a non-CMA freelist, stolen by a fallback, or a CMA pageblock retyped (CMA block lost)"
 KERNELS = "all (known cause: mainline < 6.1.57 pcp-trylock free path; any recurrence is a bug)"
 SEVERITY = "critical"
+NEEDS_ANY = ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag")
 
 
 def applies(kernel) -> bool:
@@ -88,7 +89,10 @@ def detect(model, kernel):
                                         explanation=expl))
 
     frames.append(_lost_blocks(model))
-    return with_stats(concat_findings(frames), checked=checked, skipped_unknown=skipped)
+    out = concat_findings(frames)
+    # 7b086755fb8c: the known cause on this kernel (pcp trylock failure frees CMA pages as MOVABLE)
+    return with_stats(out, checked=checked, skipped_unknown=skipped,
+                      known_cause_present=bool(getattr(kernel, "cma_wrong_buddy_list", False)))
 
 
 def _lost_blocks(model):

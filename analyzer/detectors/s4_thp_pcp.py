@@ -1,8 +1,9 @@
 """S4: THP pcp mixing.
 
-Mainline 5.13-6.9 (and Debian 6.1 before 6.1.97) kept one pcp list for all
-THP-sized pages regardless of migratetype ("use only one PCP list for THP-sized
-allocations"), so an unmovable or reclaimable order-9 request could be handed a
+From 5d0a661d808f "mm/page_alloc: use only one PCP list for THP-sized
+allocations" (v6.0) until bf14ed81f571 "mm/page_alloc: Separate THP PCP into movable
+and non-movable categories" (v6.10, stable 6.1.97) one pcp list held all THP-sized
+pages regardless of migratetype (5.13's 44042b449872 had one per type), so an unmovable or reclaimable order-9 request could be handed a
 page that a movable request had refilled or freed there, i.e. a CMA or MOVABLE
 pageblock.  The signature: `mm_page_alloc order=9 migratetype=0|2` whose pfn lies
 in a CMA/MOVABLE block and for which no `mm_page_alloc_zone_locked` of that pfn
@@ -14,16 +15,17 @@ import numpy as np
 
 from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, col, empty_findings,
                       event_frame, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
-                      thp_single_pcp_list, typed, vjoin, with_stats)
+                      typed, vjoin, with_stats)
 
 ID = "S4"
 MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
-KERNELS = "5.13 .. 6.9 mainline, Debian 6.1 < 6.1.97 (one THP pcp list)"
+KERNELS = "6.0 .. 6.9 mainline, 6.1 < 6.1.97 (one THP pcp list)"
+NEEDS = ("mm_page_alloc",)
 SEVERITY = "high"
 
 
 def applies(kernel) -> bool:
-    return thp_single_pcp_list(kernel)
+    return bool(kernel.thp_single_pcp_list)
 
 
 def detect(model, kernel):

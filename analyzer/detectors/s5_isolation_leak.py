@@ -21,6 +21,7 @@ ID = "S5"
 MEANING = "page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment"
 KERNELS = "all (pcp hand-outs after isolation remain possible in 6.12)"
 SEVERITY = "high"
+NEEDS = ("mm_page_alloc",)
 
 
 def applies(kernel) -> bool:

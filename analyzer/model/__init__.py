@@ -37,7 +37,7 @@ from ..kernels import ISOLATE, MIGRATETYPE_NAMES, KernelBehavior
 from ..readers.base import Trace
 from . import infer
 from .events import Table, kprobe_marker_seq, read_events
-from .isolation import Windows, find_windows
+from .isolation import Windows, find_windows, offlined_spans
 from .pcp import pair as _pair, residency as _residency
 from .timeline import KNOWN, SOURCES, Rows, Timeline, agreement
 
@@ -99,6 +99,8 @@ class Model:
     kprobe_live_ts: int | None = None
     zone_names: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    # (block, from_seq, to_seq): ISOLATE but offlined, not in nr_isolate_pageblock (isolation.offlined_spans)
+    offlined: tuple = field(default_factory=lambda: (np.zeros(0, np.int64),) * 3)
     _iso: dict = field(default_factory=dict, repr=False)
     _ctx: Any = field(default=None, repr=False)
 
@@ -124,13 +126,22 @@ class Model:
         return BlockState(mt, conf, src, guess == ISOLATE, zi, block, guess)
 
     def _zone_isolated(self, tl: Timeline, block: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        """Whether the zone counts an isolated pageblock (nr_isolate_pageblock > 0) before `seq`.
+
+        Offlined blocks stay ISOLATE but are not counted (`offlined`): each such span is
+        an "end" at its start and a "start" at its end in the running count."""
         key = id(tl)
         if key not in self._iso:
             ends = tl.end_seq(self.trace_end_seq)
             sel = np.flatnonzero(tl.guess == ISOLATE)
-            z = self._ctx.zone_index(tl.block[sel])
-            self._iso[key] = {int(zz): (np.sort(tl.start_seq[sel][z == zz]), np.sort(ends[sel][z == zz]))
-                              for zz in np.unique(z)}
+            a_b, a_s, a_e = tl.block[sel], tl.start_seq[sel], ends[sel]
+            if tl is self.timeline and len(self.offlined[0]):
+                ob, os_, oe = self.offlined
+                oe = np.where(oe < 0, self.trace_end_seq, oe)
+                a_b = np.concatenate([a_b, ob])
+                a_s, a_e = np.concatenate([a_s, oe]), np.concatenate([a_e, os_])
+            z = self._ctx.zone_index(a_b)
+            self._iso[key] = {int(zz): (np.sort(a_s[z == zz]), np.sort(a_e[z == zz])) for zz in np.unique(z)}
         out = np.zeros(len(block), dtype=bool)
         if not self._iso[key]:
             return out
@@ -319,6 +330,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
                              "hazard_rows_kept": int(len(thin))}
     ground = bool(kp) and any(len(t) for t in kp)
     tl, agree, live_seq, live_ts = inf_tl, None, None, None
+    offl = (np.zeros(0, np.int64),) * 3
     if ground:
         step("ground truth")
         marker = kprobe_marker_seq(base_ev["print"])
@@ -337,6 +349,9 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
         stats["observations_used_ground_truth"] = int(gt_acc.sum())
         stats["kprobe_writes"] = int(len(kr))
         agree = agreement(tl, inf_tl, live_ts, t1)
+        offl = offlined_spans(base_ev["test_pages_isolated"], kp, pbo)
+        if len(offl[0]):
+            stats["offlined_blocks"] = int(len(np.unique(offl[0])))
         # how often a live-type observation contradicted the kprobe truth (should be 0 on >= 6.10)
         if len(obs.mt):
             ii = tl.at(obs.block, obs.seq)
@@ -356,7 +371,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
                   ground_truth=ground, agreement=agree, warnings=warnings, pageblock_order=pbo,
                   trace_end_ts=t1, events=_LazyFrames(ev), trace_start_ts=t0, trace_end_seq=s1,
                   kernel=kernel, meta=meta, timeline=tl, inference=inf_tl, inference_blocks=inf_df,
-                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, _ctx=ctx)
+                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, offlined=offl, _ctx=ctx)
     step("pcp residency")
 
     model.residency = _residency(stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..kernels import CMA, GFP_HIGH, ISOLATE, MOVABLE, KernelBehavior
 from .events import KPROBE_TYPE_FIELDS, Table
-from .isolation import Windows, active_count, window_blocks
+from .isolation import Windows, active_count, exclusion_windows, window_blocks
 from .timeline import CAND, INFERRED, KNOWN, LOST, SET, SRC, TOUCH, UNKNOWN, Rows, SortedRows, Timeline, resolve
 
 MAX_PAGE_ORDER = 10   # MAX_ORDER-1 (6.1) / MAX_PAGE_ORDER (6.12) on 4K-page arm64 and x86_64 Debian
@@ -248,6 +248,9 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
         idx = np.flatnonzero(sel)
         blk = stays.pfn[idx] >> ctx.pbo
         if len(w) and len(idx):
+            # zero-length windows (no event bracketed the isolation) are widened first: a drain
+            # inside them re-read the live type, it is no free-time print
+            w = exclusion_windows(w, ev)
             wz = ctx.zone_index(w.start_pfn >> ctx.pbo)
             dz = ctx.zone_index(blk)
             busy = np.zeros(len(idx), dtype=bool)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import CMA, MOVABLE
+from ..kernels import CMA, ISOLATE, MOVABLE
 from .events import Table
 
 NO_PFN = -1
@@ -182,3 +182,76 @@ def active_count(w: Windows, sel: np.ndarray, seq: np.ndarray) -> np.ndarray:
     a = np.sort(w.start_seq[sel])
     b = np.sort(w.end_seq[sel])
     return np.searchsorted(a, seq, side="left") - np.searchsorted(b, seq, side="left")
+
+
+def offlined_spans(tpi: Table, kp: list[Table], pbo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(block, from_seq, to_seq) spans where a block is MIGRATE_ISOLATE but offlined.
+
+    6.1 offline_pages() leaves offlined blocks ISOLATE but takes them out of the zone's
+    nr_isolate_pageblock right after its last, successful test_pages_isolated (onlining
+    adds them back just before undo_isolate_page_range()).  alloc_contig_range() instead
+    restores the block itself right after its test.  So, with the kprobe: a successful
+    test on a block the probe last set ISOLATE is an offline when the probe's next write
+    on that block is not by the same task, or sets ISOLATE again (online's memmap init),
+    or never comes.  The span ends at that next write (to_seq = -1: trace end).
+    """
+    z = np.zeros(0, np.int64)
+    if not len(tpi) or not kp:
+        return z, z, z
+    from .events import KPROBE_TYPE_FIELDS
+    kb, ks, km, kpid = [], [], [], []
+    for t in kp:
+        field = next((f for f in KPROBE_TYPE_FIELDS if t.has(f)), None)
+        if not len(t) or field is None or not t.has("pfn"):
+            continue
+        sel = np.flatnonzero(t["mask"] == 7) if t.has("mask") else np.arange(len(t))
+        kb.append(t["pfn"][sel] >> pbo)
+        ks.append(t["seq"][sel])
+        km.append(t[field][sel] & 7)
+        kpid.append(t["pid"][sel] if t.has("pid") else np.full(len(sel), -1, np.int64))
+    if not kb:
+        return z, z, z
+    kb, ks, km, kpid = (np.concatenate(x).astype(np.int64) for x in (kb, ks, km, kpid))
+    o = np.lexsort((ks, kb))
+    kb, ks, km, kpid = kb[o], ks[o], km[o], kpid[o]
+    ok = tpi["end_pfn"] <= tpi["fin_pfn"]
+    out_b, out_s, out_e = [], [], []
+    for i in np.flatnonzero(ok):
+        s, p = int(tpi["seq"][i]), int(tpi["pid"][i]) if tpi.has("pid") else -1
+        for b in range(int(tpi["start_pfn"][i]) >> pbo, ((int(tpi["end_pfn"][i]) - 1) >> pbo) + 1):
+            lo = np.searchsorted(kb, b, side="left")
+            hi = np.searchsorted(kb, b, side="right")
+            j = lo + np.searchsorted(ks[lo:hi], s)          # first write after the test
+            if j - 1 < lo or km[j - 1] != ISOLATE:
+                continue                                    # the probe does not have it isolated
+            nxt = j if j < hi else -1
+            if nxt >= 0 and kpid[nxt] == p and km[nxt] != ISOLATE:
+                continue                                    # restored by the same task: contig
+            out_b.append(b)
+            out_s.append(s)
+            out_e.append(int(ks[nxt]) if nxt >= 0 else -1)
+    return np.array(out_b, np.int64), np.array(out_s, np.int64), np.array(out_e, np.int64)
+
+
+def exclusion_windows(w: Windows, ev: dict[str, Table]) -> Windows:
+    """The windows with zero-length ones (start_seq == end_seq: no event bracketed the isolation)
+    widened back to their task's previous record: the isolation, and the drains it caused
+    (free_pcppages_bulk() re-reads the block type then), happened at an untraced moment
+    before the evidence.  Used only to keep such drains from counting as free-time prints."""
+    zero = np.flatnonzero(w.start_seq >= w.end_seq)
+    if not len(zero):
+        return w
+    start_seq, start_ts = w.start_seq.copy(), w.start_ts.copy()
+    for i in zero:
+        p, s = int(w.pid[i]), int(w.start_seq[i])
+        best_s, best_t = -1, 0
+        for t in ev.values():
+            if not len(t) or not t.has("pid"):
+                continue
+            hi = np.searchsorted(t["seq"], s, side="left")
+            m = np.flatnonzero(t["pid"][:hi] == p)
+            if len(m) and int(t["seq"][m[-1]]) > best_s:
+                best_s, best_t = int(t["seq"][m[-1]]), int(t["ts"][m[-1]])
+        start_seq[i], start_ts[i] = best_s, (best_t if best_s >= 0 else 0)
+    return Windows(start_seq, w.end_seq, start_ts, w.end_ts, w.start_pfn, w.end_pfn, w.kind, w.name,
+                   w.restore_mt, w.outcome, w.pid)

@@ -1,0 +1,146 @@
+"""What the traced kernel's prints mean, measured from the trace instead of read from the
+version table.
+
+A harness kernel is patched by definition, so `analyzer/kernels.py` only says what a
+release *should* do.  Wherever the set_pfnblock_flags_mask kprobe establishes a block's
+type (evidence tier "probe"), a print can be compared with it:
+
+* drains (`mm_page_pcpu_drain`): a drained page whose pcp-cached type (from the pcp
+  stay the drain closes) differs from its block's probe type is *informative*: the
+  printed type follows either the cached type or the live type.  Counted separately
+  while a block of the zone is isolated and while none is, this tells the three modes of
+  kernels.DRAIN_MODES apart: "cached-always" (no re-read, < 3.18 or 51bb1a4093cc
+  reverted), "cached" (re-read only while isolated, 3.18 .. 6.9), "live" (>= 6.10).
+* zone_locked (`mm_page_alloc_zone_locked`): prints that differ from the probe type
+  show the "freelist" semantics; none at all is consistent with "block".
+
+`measure(model)` returns the JSON-able dict the analysis exposes as `behaviour`;
+`effective_modes()` turns it into the semantics the records are judged by.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import DRAIN_CACHED, DRAIN_CACHED_ALWAYS, DRAIN_LIVE, DRAIN_MODES, ZL_BLOCK, ZL_FREELIST
+
+# A part (isolated / not isolated) is decided when this share of its informative drains
+# print one way; below it the kernel is reported as "mixed" and not judged by it.
+MAJORITY = 0.9
+# (while no block of the zone is isolated, while one is) -> mode
+_PARTS = {DRAIN_CACHED_ALWAYS: ("cached", "cached"), DRAIN_CACHED: ("cached", "live"), DRAIN_LIVE: ("live", "live")}
+_SAY = {
+    ("isolated", "cached"): "drains do not re-read the block type while a block of the zone is isolated",
+    ("isolated", "live"): "drains re-read the block type while a block of the zone is isolated",
+    ("not_isolated", "cached"): "drains print the cached pcp type while no block of the zone is isolated",
+    ("not_isolated", "live"): "drains print the live block type while no block of the zone is isolated",
+}
+
+
+def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
+    n = int(len(printed))
+    a = int((printed == live).sum())
+    b = int((printed == cached).sum())
+    out = {"informative": n, "printed_live": a, "printed_cached": b, "printed_other": n - a - b, "verdict": None}
+    if n:
+        if a >= MAJORITY * n:
+            out["verdict"] = "live"
+        elif b >= MAJORITY * n:
+            out["verdict"] = "cached"
+        else:
+            out["verdict"] = "mixed"
+    return out
+
+
+def _drain(model, expected: str) -> dict:
+    from ..detectors._common import TIER_PROBE, col, event_frame, evidence_tier, match_leave
+    res = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
+           "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
+           "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
+    d = event_frame(model, "mm_page_pcpu_drain")
+    live_seq = getattr(model, "kprobe_live_seq", None)
+    if d is None or not getattr(model, "ground_truth", False) or live_seq is None:
+        return res
+    seq = col(d, "seq", np.int64)
+    keep = np.flatnonzero(seq > live_seq)
+    seq = seq[keep]
+    pfn = col(d, "pfn", np.uint64)[keep]
+    printed = col(d, "migratetype", np.int16, -1)[keep]
+    st = model.block_type_at(pfn, seq)
+    truth = np.asarray(st.mt, np.int16)
+    probe = (evidence_tier(model, st, seq) == TIER_PROBE) & (truth >= 0)
+    res["ground_truth_drains"] = int(probe.sum())
+    ridx, stays = match_leave(model, "drain", seq)
+    cached = np.full(len(seq), -1, np.int16)
+    have = ridx >= 0
+    if stays is not None and have.any():
+        cached[have] = col(stays.iloc[ridx[have]], "cached_mt", np.int16, -1)
+    info = probe & (cached >= 0) & (cached != truth)
+    iso = np.asarray(st.zone_isolated, bool)
+    for name, m in (("not_isolated", info & ~iso), ("isolated", info & iso)):
+        res[name] = _part(printed[m], truth[m], cached[m])
+    ni, isol = res["not_isolated"]["verdict"], res["isolated"]["verdict"]
+    measured = {k: v for k, v in (("not_isolated", ni), ("isolated", isol)) if v in ("live", "cached")}
+    cands = [m for m in DRAIN_MODES
+             if all(_PARTS[m][0 if k == "not_isolated" else 1] == v for k, v in measured.items())]
+    if len(cands) == 1:
+        res["observed"] = cands[0]
+    if measured:
+        exp = _PARTS[expected]
+        res["disagreements"] = [_SAY[(k, v)] for k, v in measured.items()
+                                if exp[0 if k == "not_isolated" else 1] != v]
+        res["agree"] = not res["disagreements"]
+        res["consistent_with"] = cands
+    return res
+
+
+def _zone_locked(model, expected: str) -> dict:
+    from ..detectors._common import TIER_PROBE, col, event_frame, evidence_tier
+    res = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
+           "printed_block": 0, "printed_other": 0}
+    z = event_frame(model, "mm_page_alloc_zone_locked")
+    live_seq = getattr(model, "kprobe_live_seq", None)
+    if z is None or not getattr(model, "ground_truth", False) or live_seq is None:
+        return res
+    seq = col(z, "seq", np.int64)
+    keep = np.flatnonzero(seq > live_seq)
+    seq = seq[keep]
+    st = model.block_type_at(col(z, "pfn", np.uint64)[keep], seq, zone_isolated=False)
+    truth = np.asarray(st.mt, np.int16)
+    probe = (evidence_tier(model, st, seq) == TIER_PROBE) & (truth >= 0)
+    printed = col(z, "migratetype", np.int16, -1)[keep][probe]
+    n = int(probe.sum())
+    same = int((printed == truth[probe]).sum())
+    res.update(ground_truth_records=n, printed_block=same, printed_other=n - same)
+    if n:
+        res["observed"] = ZL_BLOCK if same == n else ZL_FREELIST
+        # "freelist" allows prints that match the block; only "block" can be contradicted
+        res["agree"] = not (expected == ZL_BLOCK and res["observed"] == ZL_FREELIST)
+    return res
+
+
+def measure(model, kernel) -> dict:
+    """{"drain": {...}, "zone_locked": {...}, "summary": [lines]} (see module doc)."""
+    out = {"drain": _drain(model, kernel.drain_prints),
+           "zone_locked": _zone_locked(model, kernel.zone_locked_prints)}
+    lines = []
+    rel = kernel.describe() if kernel.version or kernel.release else "the assumed kernel"
+    if out["drain"]["agree"] is False:
+        lines.append(f"kernel behaves unlike {rel}: " + "; ".join(out["drain"]["disagreements"]))
+    if out["zone_locked"]["agree"] is False:
+        lines.append(f"kernel behaves unlike {rel}: zone_locked prints differ from the block type "
+                     f"({out['zone_locked']['printed_other']} of {out['zone_locked']['ground_truth_records']})")
+    out["summary"] = lines
+    return out
+
+
+def effective_modes(b: dict) -> tuple[str | None, str | None]:
+    """(drain mode, zone_locked mode) to judge records by: what was observed where it contradicts
+    the table, else None (keep the table's)."""
+    d = b["drain"]
+    drain = None
+    if d.get("agree") is False:
+        cands = d.get("consistent_with") or []
+        drain = d["observed"] or (cands[0] if cands else None)
+    z = b["zone_locked"]
+    zl = z["observed"] if z.get("agree") is False else None
+    return drain, zl
