@@ -34,6 +34,12 @@ def _rows_for(model, lo: int, hi: int, block_lo: int, block_hi: int):
             p = col(df, "pfn", np.uint64).astype(np.int64)
             fo = col(df, "fallback_order", np.int64)
             m = (p < hi) & (p + (np.int64(1) << np.minimum(np.maximum(fo, 0), 40)) > lo)
+            # a claim retypes the whole block (or 2^(fo - pbo) blocks) even when the buddy it
+            # took does not cover the asked pfn: the retype is part of this page's story
+            nblk = np.int64(1) << np.maximum(fo - pbo, 0)
+            head = np.where(fo >= pbo, (p >> np.minimum(np.maximum(fo, 0), 62)) << np.minimum(np.maximum(fo, 0), 62), p) >> pbo
+            claim = col(df, "change_ownership", np.int64) != 0
+            m |= claim & (head <= block_hi) & (head + nblk - 1 >= block_lo)
         elif "pfn" in cols and "mask" in cols or name == "setmt":           # ground-truth kprobe
             b = col(df, "pfn", np.uint64).astype(np.int64) >> pbo
             m = (b >= block_lo) & (b <= block_hi)
@@ -137,9 +143,13 @@ def _block_rows(model, block: int):
         mt = col(bl, "migratetype", np.int16, -1)[sel]
         src = bl["source"].astype(str).to_numpy()[sel]
         conf = bl["confidence"].astype(str).to_numpy()[sel]
+        live_ts = getattr(model, "kprobe_live_ts", None)
         for k in np.argsort(st, kind="stable"):
+            g = (live_ts is not None and getattr(model, "ground_truth", False) and st[k] < live_ts
+                 and conf[k] != "known")
             rows.append((-1, int(st[k]), -1, "model:block-type",
-                         f"model: pageblock {block} is {mt_name(mt[k])} ({src[k]}, {conf[k]})"))
+                         f"model: pageblock {block} is {mt_name(mt[k])} ({src[k]}, {conf[k]}"
+                         + ("; a guess: before the kprobe was live)" if g else ")")))
     iso = getattr(model, "isolation", None)
     if iso is not None and len(iso):
         pbo = int(model.pageblock_order)
@@ -168,6 +178,7 @@ def _describe(model, name: str, df: pd.DataFrame):
     bt = np.asarray(st.mt) if st is not None else None
     order = col(df, "order", np.int64) if "order" in df.columns else np.zeros(len(df), np.int64)
     mt = col(df, "migratetype", np.int16, -1) if "migratetype" in df.columns else None
+    guess = _guessed(model, st, seq) if st is not None else np.zeros(len(df), bool)
     out = []
     if name == "mm_page_free":
         enter = _enter_rows(model, seq, "free")
@@ -175,9 +186,10 @@ def _describe(model, name: str, df: pd.DataFrame):
             if enter[i] is not None:
                 c = enter[i]["cached_mt"]
                 t = f"freed to pcp cpu{cpu[i]} as {mt_name(c)}" + (
-                    f" (block {mt_name(bt[i])})" if bt[i] != c else "")
+                    f" (block {_bt(bt[i], guess[i])})" if bt[i] != c else "")
             else:
-                t = f"freed (order {order[i]}) on cpu{cpu[i]} to the buddy allocator, block {mt_name(bt[i])}"
+                t = (f"freed (order {order[i]}) on cpu{cpu[i]} to the buddy allocator, block "
+                     f"{_bt(bt[i], guess[i])}")
             out.append((seq[i], ts[i], cpu[i], name, t))
     elif name == "mm_page_free_batched":
         out += [(seq[i], ts[i], cpu[i], name, f"batch-freed on cpu{cpu[i]}") for i in range(len(df))]
@@ -187,7 +199,7 @@ def _describe(model, name: str, df: pd.DataFrame):
             what = (f"refilled into pcp cpu{cpu[i]} as {mt_name(mt[i])}" if enter[i] is not None
                     else f"taken by cpu{cpu[i]} from the {mt_name(mt[i])} freelist (order {order[i]})")
             if bt[i] != mt[i]:
-                what += f" while block {mt_name(bt[i])}"
+                what += f" while block {_bt(bt[i], guess[i])}"
             out.append((seq[i], ts[i], cpu[i], name, what))
     elif name == "mm_page_alloc":
         leave, _ = match_leave(model, "alloc", seq)
@@ -199,10 +211,18 @@ def _describe(model, name: str, df: pd.DataFrame):
                 t += " while the block was isolated"
             out.append((seq[i], ts[i], cpu[i], name, t))
     elif name == "mm_page_pcpu_drain":
+        # drain_all_pages() empties other CPUs' lists from the calling CPU: the list is the
+        # CPU the page entered it on (its pcp stay), the record's cpu is who drained it
+        leave, res = match_leave(model, "drain", seq)
+        owner = cpu.copy()
+        if res is not None and (leave >= 0).any():
+            owner[leave >= 0] = col(res.iloc[leave[leave >= 0]], "cpu", np.int64, -1)
         for i in range(len(df)):
+            who = (f"pcp cpu{owner[i]}" if owner[i] == cpu[i]
+                   else f"pcp cpu{owner[i]} (remote drain by cpu{cpu[i]})")
             out.append((seq[i], ts[i], cpu[i], name,
-                        f"drained from pcp cpu{cpu[i]} to the {mt_name(mt[i])} freelist while block "
-                        f"{mt_name(bt[i])}"))
+                        f"drained from {who} to the {mt_name(mt[i])} freelist while block "
+                        f"{_bt(bt[i], guess[i])}"))
     elif name == "mm_page_alloc_extfrag":
         am, fm = col(df, "alloc_migratetype", np.int16, -1), col(df, "fallback_migratetype", np.int16, -1)
         co = col(df, "change_ownership", np.int64)
@@ -244,6 +264,18 @@ def _describe(model, name: str, df: pd.DataFrame):
                 ["seq", "ts", "cpu", "pid", "comm"], errors="ignore"), r))
             out.append((seq[i], ts[i], cpu[i], name, f"{name} {fields}"))
     return [(int(a), int(b), int(c), d, e) for a, b, c, d, e in out]
+
+
+def _guessed(model, st, seq: np.ndarray) -> np.ndarray:
+    """Block types at records before the kprobe was live are the model's guess, unless known."""
+    live = getattr(model, "kprobe_live_seq", None)
+    if not getattr(model, "ground_truth", False) or live is None:
+        return np.zeros(len(seq), bool)
+    return (np.asarray(seq) <= int(live)) & (np.asarray(st.confidence) < 2)
+
+
+def _bt(mt: int, guess: bool) -> str:
+    return f"{mt_name(mt)} (a guess: before the kprobe was live)" if guess else mt_name(mt)
 
 
 def _fmt(k, v):
