@@ -42,8 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output directory (default ./mtaudit-regress-<UTC time>)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--min-events", type=int, default=1000, metavar="N",
-                   help="fewest relevant events a run must give a detector to be judged (default 1000)")
+    p.add_argument("--min-events", type=int, default=1, metavar="N",
+                   help="fewest events a detector must judge in every run to get a verdict (default 1; "
+                        "a side with no findings must also judge >= 10%% of the other side's events)")
     p.add_argument("--arch", help="guest architecture when the SPECs do not say")
     p.add_argument("--smp", type=int, metavar="N", help="guest CPUs (default: the scenario's)")
     p.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: the scenario's)")

@@ -17,6 +17,7 @@ VERDICTS = ("fixed", "improved", "unchanged", "regressed", "new", "inconclusive"
 FAILING_VERDICTS = ("regressed", "new")
 RANGE_RATIO = 1.05        # medians must differ by > 5% (0-day's floor for non-perf stats)
 MIN_RUNS_NONZERO = 3      # 0-day compares a numeric stat only with >= 3 runs on a side
+MIN_JUDGED_SHARE = 0.1    # a side with no findings must have judged >= 10% of the other side's events
 # inconclusive for these reasons means "nothing to compare here" (a SKIP), not "evidence missing"
 SKIP_KINDS = ("not_applicable", "not_checked")
 
@@ -65,7 +66,7 @@ def observed_behaviour(analysis: dict) -> dict[str, Any]:
         if isinstance(v, dict):
             for k, x in v.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), x)
-        elif isinstance(v, (str, int, float, bool)) or v is None:
+        elif isinstance(v, (str, bool)) or v is None:   # what it does, not how often it did it
             out[prefix] = v
 
     beh = analysis.get("behaviour")
@@ -77,7 +78,7 @@ def observed_behaviour(analysis: dict) -> dict[str, Any]:
                 key = str(item.get("what") or item.get("id") or item.get("name") or i)
                 walk(key, {k: v for k, v in item.items() if k not in ("what", "id", "name")})
     kern = analysis.get("kernel") or {}
-    if "drain_prints" in kern and not any(k.endswith("drain_prints") for k in out):
+    if "drain_prints" in kern and not out:
         out["kernel.drain_prints"] = kern["drain_prints"]
     return out
 
@@ -157,6 +158,7 @@ def _inconclusive(det: str, base: list[dict], cand: list[dict], min_events: int)
         missing = [r["label"] for r in ok if det not in r["detectors"]]
         if missing:
             return "missing", f"not in the {side} analysis ({', '.join(missing)})"
+    judged = {}
     for side, runs in (("baseline", base), ("candidate", cand)):
         ds = [r["detectors"][det] for r in runs]
         if any(d.get("applies") is False for d in ds):
@@ -168,9 +170,18 @@ def _inconclusive(det: str, base: list[dict], cand: list[dict], min_events: int)
         if all(isinstance(x, (int, float)) for x in chk):
             if all(x == 0 for x in chk) and all(d["count"] == 0 for d in ds):
                 return "not_checked", f"checked nothing on {side}"
-            if 0 < min(chk) < min_events:
+            if any(x > 0 for x in chk) and min(chk) < min_events:
                 return "too_few_events", (f"only {int(min(chk))} relevant events in a {side} run "
                                           f"(< {min_events})")
+            if any(x > 0 for x in chk):
+                judged[side] = (median(chk), all(d["count"] == 0 for d in ds))
+    if len(judged) == 2:
+        # a clean zero is evidence only if that side judged a comparable number of events
+        for side, other in (("baseline", "candidate"), ("candidate", "baseline")):
+            (mine, zero), (theirs, _) = judged[side], judged[other]
+            if zero and mine < MIN_JUDGED_SHARE * theirs:
+                return "too_few_events", (f"{side} judged {mine:.0f} events per run (median) vs "
+                                          f"{theirs:.0f}: its zero is no evidence")
     return None
 
 
@@ -212,7 +223,7 @@ def verdict(bc: list[int], cc: list[int], bv: list[float], cv: list[float],
 
 
 def compare_detector(det: str, base: list[dict], cand: list[dict], alpha: float = 0.05,
-                     min_events: int = 1000) -> dict:
+                     min_events: int = 1) -> dict:
     """One verdict row: per-run counts/rates of both sides, spread, tests, verdict and why."""
     info = next((r["detectors"][det] for r in base + cand if det in r["detectors"]), {})
     row: dict[str, Any] = {"id": det, "kind": "detector", "meaning": info.get("meaning", ""),
@@ -319,7 +330,7 @@ def compare_behaviour(base: list[dict], cand: list[dict]) -> list[dict]:
 # whole comparison
 
 def compare(base: list[dict], cand: list[dict], expect_fix: list[str] | None = None,
-            alpha: float = 0.05, min_events: int = 1000) -> dict:
+            alpha: float = 0.05, min_events: int = 1) -> dict:
     """Every detector found in any run (first-seen order), the checks, behaviour, expectations
     and the exit status: 1 regression or unmet expectation, 3 inconclusive, 0 pass."""
     ids: list[str] = []

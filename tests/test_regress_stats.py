@@ -119,8 +119,14 @@ def test_not_applicable_and_checked_nothing_and_too_few_events():
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "not_applicable")
     r = compare_detector("S1", side("baseline", [0, 0], checked=0), side("candidate", [0, 0], checked=0))
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "not_checked")
-    r = compare_detector("S1", side("baseline", [3, 4], checked=500), side("candidate", [0, 0], checked=500))
+    r = compare_detector("S1", side("baseline", [3, 4], checked=500), side("candidate", [0, 0], checked=500),
+                         min_events=1000)
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "too_few_events")
+    # a candidate zero over 5% of the baseline's judged events is no evidence of a fix
+    r = compare_detector("S1", side("baseline", [30, 40], checked=100_000), side("candidate", [0, 0], checked=5_000))
+    assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "too_few_events")
+    r = compare_detector("S1", side("baseline", [30, 40], checked=100_000), side("candidate", [0, 0], checked=40_000))
+    assert r["verdict"] == "fixed"
     r = compare_detector("S1", side("baseline", [3, 4], status="not checked"), side("candidate", [0, 0]))
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "not_checked")
 
@@ -195,11 +201,13 @@ def test_behaviour_read_generically():
          "kernel": {"drain_prints": "cached"}}
     beh = observed_behaviour(a)
     assert beh["drains.observed"] == "cached" and beh["zone_locked.observed"] == "live-while-isolated"
-    assert "kernel.drain_prints" not in beh or beh["kernel.drain_prints"] == "cached"
+    assert "kernel.drain_prints" not in beh
+    # counts inside the behaviour section are measurements, not behaviour: not compared
+    assert observed_behaviour({"behaviour": {"drain": {"observed": "live", "ground_truth_drains": 5}}}) \
+        == {"drain.observed": "live"}
     # older analyses: fall back to kernel.drain_prints
     assert observed_behaviour({"kernel": {"drain_prints": "live"}}) == {"kernel.drain_prints": "live"}
-    b = side("baseline", [1], drain="cached") if False else \
-        [run_record("b1", "baseline", [], analysis([det("S1", 1)], drain="cached"))]
+    b = [run_record("b1", "baseline", [], analysis([det("S1", 1)], drain="cached"))]
     c = [run_record("c1", "candidate", [], analysis([det("S1", 0)], drain="live"))]
     beh_rows = compare(b, c)["behaviour"]
     assert beh_rows == [{"key": "kernel.drain_prints", "baseline": ["cached"], "candidate": ["live"],
