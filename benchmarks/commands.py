@@ -24,7 +24,8 @@ def register(subparsers) -> None:
                         description=build.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     build.add_arguments(pb)
     pb.set_defaults(func=build.run)
-    for name, what in (("analyze", "analyze() events/s vs trace-cmd report"), ("model", "pageblock model speed")):
+    for name, what in (("analyze", "analyze() events/s vs trace-cmd report"), ("model", "pageblock model speed"),
+                       ("regress", "time to a regress verdict per phase, --jobs 1 vs 2 (real QEMU)")):
         ps = sub.add_parser(name, help=what, add_help=False)
         ps.add_argument("args", nargs=argparse.REMAINDER)
         ps.set_defaults(func=lambda a, _n=name: int(importlib.import_module(f"benchmarks.{_n}").main(a.args) or 0))
