@@ -30,6 +30,10 @@ def _f(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}" if v >= 10 or v == 0 else f"{v:.2g}"
+
+
 def _p(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
@@ -217,13 +221,13 @@ def print_table(res: dict) -> None:
                     f"{res['candidate']} (candidate), {st['baseline']}+{st['candidate']} runs")
     for col in ("detector", "baseline counts", "candidate counts", "rate/1e6 b → c", "fail:runs",
                 "p perm", "verdict"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("detector", "verdict", "fail:runs", "rate/1e6 b → c"))
     colour = {"regressed": "bold red", "new": "bold red", "fixed": "bold green", "improved": "green",
               "inconclusive": "yellow", "unchanged": ""}
     for d in res["detectors"]:
         b = " ".join(_f(x["count"]) + ("" if x["ok"] else "!") for x in d["baseline"]["runs"])
         c = " ".join(_f(x["count"]) + ("" if x["ok"] else "!") for x in d["candidate"]["runs"])
-        r = f"{_f(d['baseline']['rate_per_1e6']['median'])} → {_f(d['candidate']['rate_per_1e6']['median'])}"
+        r = f"{_rate(d['baseline']['rate_per_1e6']['median'])} → {_rate(d['candidate']['rate_per_1e6']['median'])}"
         t.add_row(d["id"] + ("" if d["gating"] else " (info)"), b, c, r,
                   f"{d['baseline']['fail_runs']} → {d['candidate']['fail_runs']}",
                   _p(d["p_permutation"]), Text(d["verdict"], style=colour.get(d["verdict"], "")))
@@ -232,6 +236,9 @@ def print_table(res: dict) -> None:
         cc = " ".join(_f(x["value"]) for x in c["candidate"]["runs"])
         t.add_row(c["id"], b, cc, "", "", "", Text(c["verdict"], style=colour.get(c["verdict"], "")))
     con.print(t)
+    for d in res["detectors"]:
+        if d["gating"] and d["verdict"] != "unchanged":
+            con.print(f"  {d['id']} {d['verdict']}: {d['reason']}")
     for b in res["behaviour"]:
         if b["changed"]:
             con.print(f"behaviour {b['key']}: {', '.join(b['baseline'])} → {', '.join(b['candidate'])}")
