@@ -37,6 +37,7 @@ def test_summary_is_json_and_complete():
     a, p = _analysis()
     js = json.loads(json.dumps(a.summary()))
     assert js["findings"] == {"total": 3, "kernel": 3, "model_warnings": 0,
+                              "evidence": {"probe": 1, "observed": 0, "traced": 2, "inferred": 0},
                               "by_detector": {"S1a": 2, "S3": 1}}
     assert js["exit_status"] == 1
     assert [b["block"] for b in js["top_blocks"]] == [6, 2]       # critical S3 first

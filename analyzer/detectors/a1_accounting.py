@@ -152,7 +152,7 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
 def detect(model, kernel):
     meta = getattr(model, "meta", None)
     bad, seen = check_capture(meta) if meta is not None else ([], [])
-    stats = dict(checked=len(seen), skipped_unknown=0, snapshots=seen)
+    stats = dict(checked=len(seen), skipped_unknown=0)
     if not bad:
         out = empty_findings()
     else:
@@ -165,5 +165,6 @@ def detect(model, kernel):
                             block=np.full(n, -1), event=[f"accounting:{b['check']}" for b in bad],
                             printed_mt=np.full(n, -1), block_mt=np.full(n, -1),
                             explanation=[b["text"] for b in bad])
-    out.attrs["violations"] = bad
+    if bad:
+        out.attrs["violations"] = bad
     return with_stats(out, **stats)

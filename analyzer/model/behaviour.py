@@ -56,6 +56,8 @@ def _drain(model, expected: str) -> dict:
     res = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
            "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
            "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
+    for i, name in enumerate(("not_isolated", "isolated")):
+        res[name]["expected"] = _PARTS[expected][i]
     d = event_frame(model, "mm_page_pcpu_drain")
     live_seq = getattr(model, "kprobe_live_seq", None)
     if d is None or not getattr(model, "ground_truth", False) or live_seq is None:
@@ -78,6 +80,8 @@ def _drain(model, expected: str) -> dict:
     iso = np.asarray(st.zone_isolated, bool)
     for name, m in (("not_isolated", info & ~iso), ("isolated", info & iso)):
         res[name] = _part(printed[m], truth[m], cached[m])
+    for i, name in enumerate(("not_isolated", "isolated")):
+        res[name]["expected"] = _PARTS[expected][i]
     ni, isol = res["not_isolated"]["verdict"], res["isolated"]["verdict"]
     measured = {k: v for k, v in (("not_isolated", ni), ("isolated", isol)) if v in ("live", "cached")}
     cands = [m for m in DRAIN_MODES

@@ -209,6 +209,11 @@ def section_metadata(analysis: Any, p: str = "") -> str:
         ("ground truth (kprobe)", "yes" if gt else ("no" if gt is not None else "unknown")),
         ("ground-truth agreement", _agreement_text(model)),
     ]
+    table_k = getattr(analysis, "table_kernel", None)
+    if table_k is not None and kernel is not None and table_k is not kernel:
+        rows.append(("judged by", f"drains: {kernel.drain_prints}, zone_locked: {kernel.zone_locked_prints} "
+                                  f"(observed in the trace; the version table says {table_k.drain_prints} / "
+                                  f"{table_k.zone_locked_prints})"))
     assumed = list(getattr(kernel, "assumed", None) or [])
     if assumed:
         rows.append(("assumptions", "; ".join(map(str, assumed))))
@@ -234,12 +239,65 @@ def section_metadata(analysis: Any, p: str = "") -> str:
     return "".join(out)
 
 
-_DET_COLS = ["id", "meaning", "kernels", "applies", "count", "severity", "subcounts", "checked",
+_DET_COLS = ["id", "meaning", "kernels", "applies", "status", "count", "severity", "subcounts", "evidence", "checked",
              "skipped_unknown", "notes"]
-_DET_COLS_COMPACT = ["id", "kernels", "applies", "count", "severity", "subcounts"]
+_DET_COLS_COMPACT = ["id", "kernels", "applies", "status", "count", "severity", "subcounts", "evidence"]
 
 
-def section_summary(analysis: Any, p: str = "", compact: bool = False) -> str:
+def section_behaviour(analysis: Any, p: str = "") -> str:
+    """The detectors table (status, counts, evidence) and the measured kernel behaviour."""
+    det = getattr(analysis, "detectors", None)
+    body = ["<h2>Detectors and kernel behaviour</h2>"]
+    if det is not None and len(det):
+        det = det.copy()
+        if "evidence" in det.columns:    # "probe 16, observed 63": zero tiers left out
+            det["evidence"] = [", ".join(f"{k} {v}" for k, v in ev.items() if v) if isinstance(ev, dict) else ""
+                               for ev in det["evidence"]]
+        body.append(frame_table(det, [c for c in _DET_COLS if c in det.columns]))
+        body.append('<p class="muted">Greyed rows: the detector does not apply to this kernel '
+                    "(its bug is absent or its evidence cannot appear).</p>")
+    body.append(behaviour_html(analysis).replace("<h2>", "<h3>").replace("</h2>", "</h3>"))
+    return f'<section id="{p}behaviour">' + "".join(body) + "</section>"
+
+
+def behaviour_html(analysis: Any) -> str:
+    """The print semantics the table expected vs what the trace showed (drains, zone_locked)."""
+    b = getattr(analysis, "behaviour", None) or {}
+    if not b:
+        return ""
+    rows = []
+    d, z = b.get("drain", {}), b.get("zone_locked", {})
+    for part in ("not_isolated", "isolated"):
+        c = d.get(part, {})
+        rows.append((f"drain ({part.replace('_', ' ')})", c.get("expected"), c.get("verdict") or "no evidence",
+                     c.get("informative", 0), c.get("printed_live", 0), c.get("printed_cached", 0),
+                     c.get("printed_other", 0)))
+    rows.append(("zone_locked", z.get("expected"), z.get("observed") or "no evidence",
+                 z.get("ground_truth_records", 0), z.get("printed_block", 0), "", z.get("printed_other", 0)))
+    agree = d.get("agree")
+    verdict = ("agrees with the version table" if agree else "no kprobe-established evidence to compare"
+               if agree is None else "DISAGREES with the version table")
+    lines = "".join(f"<li><b>{e(x)}</b></li>" for x in b.get("summary", []))
+    return ("<h2>Kernel behaviour: expected vs observed</h2>"
+            f"<p>drains: expected <b>{e(str(d.get('expected')))}</b>, observed "
+            f"<b>{e(str(d.get('observed') or 'undetermined'))}</b> ({verdict}).</p>"
+            + (f"<ul>{lines}</ul>" if lines else "")
+            + table(rows, ["records", "expected", "observed", "informative", "printed live/block",
+                           "printed cached", "printed other"])
+            + '<p class="muted">Only records whose block type the kprobe established count; a drain is '
+              "informative when its pcp-cached type differs from that type.</p>")
+
+
+def evidence_html(analysis: Any) -> str:
+    ev = analysis.evidence() if callable(getattr(analysis, "evidence", None)) else {}
+    if not ev or not sum(ev.values()):
+        return ""
+    return ("<p>What the kernel findings rest on: " + ", ".join(f"<b>{e(k)}</b> {v}" for k, v in ev.items())
+            + ' <span class="muted">(probe: the kprobe recorded the block type; observed: the kernel printed '
+              "it live; traced: a tracepoint fact; inferred: the model's best guess)</span></p>")
+
+
+def section_summary(analysis: Any, p: str = "", compact: bool = False, detectors_here: bool = True) -> str:
     f = getattr(analysis, "findings", None)
     n = 0 if f is None else len(f)
     out = [f'<section id="{p}summary"><h2>Summary</h2>']
@@ -251,12 +309,28 @@ def section_summary(analysis: Any, p: str = "", compact: bool = False) -> str:
             + f" &nbsp; {n} findings in total.</p>")
     else:
         out.append('<p class="ok">No findings.</p>')
+    out.append(evidence_html(analysis))
+    nc = analysis.not_checked() if callable(getattr(analysis, "not_checked", None)) else []
+    if nc:
+        out.append(f'<p class="bad">Not checked (the events they need are missing): {e(", ".join(nc))} - '
+                   "the result is inconclusive.</p>")
+    for line in (getattr(analysis, "behaviour", None) or {}).get("summary", []):
+        out.append(f'<p class="bad"><b>{e(line)}</b> (records are judged by what was observed)</p>')
+    if not detectors_here:
+        out.append('<p class="muted">Per-detector counts, what was checked and the kernel behaviour the '
+                   'records were judged by: <a href="#' + p + 'behaviour">Detectors and kernel behaviour</a>.</p>')
+        out.append("</section>")
+        return "".join(out)
     out.append("<h3>Detectors</h3>")
     det = getattr(analysis, "detectors", None)
     want = _DET_COLS_COMPACT if compact else _DET_COLS
     cols = None
     if det is not None and len(det):
         cols = [c for c in want if c in det.columns] or None
+        det = det.copy()
+        if "evidence" in det.columns:    # "probe 16, observed 63": zero tiers left out
+            det["evidence"] = [", ".join(f"{k} {v}" for k, v in ev.items() if v) if isinstance(ev, dict) else ""
+                               for ev in det["evidence"]]
     out.append(frame_table(det, cols))
     out.append('<p class="muted">Greyed rows: the detector does not apply to this kernel '
                "(its bug is absent or its evidence cannot appear).</p></section>")
@@ -298,15 +372,18 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
         out.append('<p class="ok">No findings.</p></section>')
         return "".join(out)
     t = _top_findings(f, top)
+    from ..detectors import finding_tiers
+    model = getattr(analysis, "model", None)
+    tiers = finding_tiers(model, t) if hasattr(model, "block_type_at") else [""] * len(t)
     rows = []
-    for r in t.itertuples(index=False):
+    for r, tier in zip(t.itertuples(index=False), tiers):
         if compact:
-            rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", f"{int(r.pfn):#x}", r.explanation))
+            rows.append((r.detector, r.severity, tier, f"{int(r.ts) / 1e9:.6f}", f"{int(r.pfn):#x}", r.explanation))
         else:
-            rows.append((r.detector, r.severity, f"{int(r.ts) / 1e9:.6f}", r.seq, r.cpu, f"{int(r.pfn):#x}",
+            rows.append((r.detector, r.severity, tier, f"{int(r.ts) / 1e9:.6f}", r.seq, r.cpu, f"{int(r.pfn):#x}",
                          r.block, r.event, _mt_name(r.printed_mt), _mt_name(r.block_mt), r.explanation))
-    out.append(table(rows, ["detector", "severity", "t [s]", "pfn", "explanation"] if compact else
-                     ["detector", "severity", "t [s]", "seq", "cpu", "pfn", "block", "event",
+    out.append(table(rows, ["detector", "severity", "evidence", "t [s]", "pfn", "explanation"] if compact else
+                     ["detector", "severity", "evidence", "t [s]", "seq", "cpu", "pfn", "block", "event",
                       "printed type", "block type", "explanation"]))
     out.append(f'<p class="muted">{len(t)} of {len(f)} findings (highest severity first, one per detector and '
                "block).</p>")
@@ -403,10 +480,10 @@ def render_report(analysis: Any, *, title: str | None = None, source: str | None
     kr = getattr(analysis.meta, "kernel_release", None) or "unknown kernel"
     title = title or f"mtaudit report — {kr}"
     sub = _generated() + (f" from {source}" if source else "")
-    body = (section_summary(analysis) + section_metadata(analysis) + section_plots(analysis, render_plots(analysis, opts))
-            + section_findings(analysis, top) + section_consistency(analysis))
+    body = (section_summary(analysis, detectors_here=False) + section_metadata(analysis) + section_plots(analysis, render_plots(analysis, opts))
+            + section_behaviour(analysis) + section_findings(analysis, top) + section_consistency(analysis))
     nav = [("summary", "Summary"), ("metadata", "Capture"), ("timeline", "Timeline"), ("counts", "Block counts"),
-           ("findings", "Findings"), ("consistency", "Consistency")]
+           ("behaviour", "Detectors"), ("findings", "Findings"), ("consistency", "Consistency")]
     return _page(title, sub, nav, body)
 
 
