@@ -113,5 +113,6 @@ def write_html(path: Path, res: dict, runs, quiet: bool = False) -> str | None:
     mine = verdict_section(res)
     anchor = '<section id="comparison">'
     page = page.replace(anchor, mine + anchor, 1) if anchor in page else page.replace("</body>", mine + "</body>", 1)
+    page = page.replace("<nav>", '<nav><a href="#verdicts">Verdicts</a>', 1)
     write_text(str(path), page)
     return path.name
