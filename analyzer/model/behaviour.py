@@ -86,8 +86,11 @@ def _drain(model, expected: str) -> dict:
     measured = {k: v for k, v in (("not_isolated", ni), ("isolated", isol)) if v in ("live", "cached")}
     cands = [m for m in DRAIN_MODES
              if all(_PARTS[m][0 if k == "not_isolated" else 1] == v for k, v in measured.items())]
-    if len(cands) == 1:
-        res["observed"] = cands[0]
+    # observed: the one mode the measured parts allow; when they allow several, the table's if it
+    # is among them (the trace is consistent with it; `determined_by` says which parts were seen)
+    if len(cands) == 1 or (measured and expected in cands):
+        res["observed"] = cands[0] if len(cands) == 1 else expected
+    res["determined_by"] = sorted(measured)
     if measured:
         exp = _PARTS[expected]
         res["disagreements"] = [_SAY[(k, v)] for k, v in measured.items()
