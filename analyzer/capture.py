@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MtauditError
+from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN
 from .readers import load
 from .readers.base import Trace
 
@@ -462,8 +463,9 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         meta.pageblock_order = DEFAULT_PAGEBLOCK_ORDER
         meta.provenance["pageblock_order"] = "default"
         meta.unknowns.append(f"pageblock order unknown (no pagetypeinfo): assumed {DEFAULT_PAGEBLOCK_ORDER}")
-    if not 1 <= meta.pageblock_order <= 20:
-        raise CaptureError(f"pageblock order {meta.pageblock_order} out of range 1..20")
+    if not PAGEBLOCK_ORDER_MIN <= meta.pageblock_order <= PAGEBLOCK_ORDER_MAX:
+        raise CaptureError(f"pageblock order {meta.pageblock_order} out of range "
+                           f"{PAGEBLOCK_ORDER_MIN}..{PAGEBLOCK_ORDER_MAX}")
     # -- zones -------------------------------------------------------------------------
     for name in ("zoneinfo-end.txt", "zoneinfo-start.txt"):
         if name in texts:

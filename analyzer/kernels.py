@@ -31,9 +31,9 @@ MIGRATE_PCPTYPES = 3
 PAGE_ALLOC_COSTLY_ORDER = 3
 MIGRATETYPE_MASK = 7
 GFP_HIGH = 0x20          # ___GFP_HIGH, bit 5 in both 6.1 (#define) and 6.12 (enum bit)
-# pageblock_order bounds accepted from users and capture files (MAX_ORDER is at most 20 on
-# any architecture with CONFIG_ARCH_FORCE_MAX_ORDER; a pageblock is never larger).
-PAGEBLOCK_ORDER_MIN, PAGEBLOCK_ORDER_MAX = 1, 19
+# pageblock_order bounds accepted from users and capture files (one pair for the CLI and the
+# capture reader; real kernels use 9..13: a pageblock is never larger than MAX_PAGE_ORDER).
+PAGEBLOCK_ORDER_MIN, PAGEBLOCK_ORDER_MAX = 1, 20
 
 # What a drain (mm_page_pcpu_drain) prints:
 DRAIN_CACHED_ALWAYS = "cached-always"   # the pcp-cached type, even while a block of the zone is isolated

@@ -10,6 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from .errors import MtauditError
+from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN
 
 if TYPE_CHECKING:
     from .analysis import Analysis
@@ -63,8 +64,9 @@ def overrides(args: argparse.Namespace) -> dict:
     if args.kernel:
         ov["kernel"] = args.kernel
     if args.pageblock_order is not None:
-        if not 0 < args.pageblock_order < 20:
-            raise MtauditError(f"--pageblock-order {args.pageblock_order}: expected 1..19")
+        if not PAGEBLOCK_ORDER_MIN <= args.pageblock_order <= PAGEBLOCK_ORDER_MAX:
+            raise MtauditError(f"--pageblock-order {args.pageblock_order}: expected "
+                               f"{PAGEBLOCK_ORDER_MIN}..{PAGEBLOCK_ORDER_MAX}")
         ov["pageblock_order"] = args.pageblock_order
     if args.cma:
         ov["cma"] = list(args.cma)
