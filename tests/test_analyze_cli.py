@@ -145,7 +145,7 @@ def test_console_fits_80_columns_and_keeps_the_legend_behind_explain():
     assert lines[0].startswith("CLEAN on 6.12.") and lines[0].endswith("-> exit 0")
     assert max(len(ln.rstrip()) for ln in lines) <= 80         # piped: rich's 80 columns
     header = next(ln for ln in lines if ln.startswith("id "))
-    assert header.split() == ["id", "severity", "runs", "findings", "known/inf", "checked", "skipped",
+    assert header.split() == ["id", "severity", "runs", "findings", "evidence", "checked", "skipped",
                               "sub-classes"]                     # no header cut to "known/in..."
     assert "\u2026" not in stdout
     assert "S4: not applicable to this kernel" in stdout        # the README's promise
@@ -153,7 +153,7 @@ def test_console_fits_80_columns_and_keeps_the_legend_behind_explain():
     assert len(lines) < 35
     rc, explained, err = mtaudit("analyze", CAP612, "--explain")
     assert rc == 0, err
-    assert "stale pcp migratetype" in explained and "known/inf: findings on a block type" in explained
+    assert "stale pcp migratetype" in explained and "evidence: what a finding's block type rests on" in explained
     assert "Consistency: end state vs /proc/pagetypeinfo" in explained
 
 

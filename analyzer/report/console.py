@@ -41,6 +41,8 @@ def _found_text(s: dict) -> str:
         found = " ".join(f"{k}={v}" for k, v in sorted(by.items()) if k != "MW")
     if fs["model_warnings"]:
         found += f"; {fs['model_warnings']} model warnings"
+    if s.get("not_checked"):
+        found += f"; not checked: {', '.join(s['not_checked'])}"
     return found
 
 
@@ -77,6 +79,7 @@ def render(a, console: Console | None = None, examples: int | None = None, expla
             continue
         c.print(f"[yellow]assumed:[/] {note}", highlight=False)
 
+    _behaviour(c, s)
     _detectors(c, s, explain)
     _examples(c, a, examples if examples is not None else (3 if explain else 1))
     _top_blocks(c, s, 10 if explain else 5)
@@ -105,7 +108,7 @@ def _detectors(c: Console, s: dict, explain: bool) -> None:
     _col(t, "severity")
     _col(t, "runs")
     _col(t, "findings", right=True)
-    _col(t, "known/inf", right=True)
+    _col(t, "evidence", wrap=True)
     _col(t, "checked", right=True)
     _col(t, "skipped", right=True)
     _col(t, "sub-classes", wrap=True)
@@ -113,22 +116,51 @@ def _detectors(c: Console, s: dict, explain: bool) -> None:
     for d in s["detectors"]:
         sev = d["severity"]
         subs = ", ".join(f"{k}={v}" for k, v in d.get("subcounts", {}).items()) or "-"
-        split = "-" if d.get("on_known") is None else f"{d['on_known']}/{d['on_inferred']}"
+        ev = d.get("evidence") or {}
+        split = " ".join(f"{k[0]}{v}" for k, v in ev.items() if v) or "-"
         if not d["applies"]:
             not_applicable.append(d)
-        t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]",
-                  "yes" if d["applies"] else "[dim]n/a[/]", str(d["count"]), split,
+        status = d.get("status", "checked")
+        runs = {"checked": "yes", "not applicable": "[dim]n/a[/]", "not checked": "[bold yellow]NO[/]",
+                "no snapshots": "[dim]none[/]"}.get(status, status)
+        t.add_row(d["id"], f"[{SEV_STYLE.get(sev, '')}]{sev}[/]", runs, str(d["count"]), split,
                   str(d.get("checked", "")), str(d.get("skipped_unknown", "")), subs)
     c.print(t)
     for d in not_applicable:
         c.print(f"{d['id']}: not applicable to this kernel (applies to: {d['kernels']})", highlight=False)
+    for d in s["detectors"]:
+        miss = (d.get("notes") or {}).get("missing_events")
+        if d.get("status") == "not checked":
+            c.print(f"[yellow]{d['id']}: not checked[/] (the trace has no {', '.join(miss or ['?'])}): "
+                    "inconclusive, not clean", highlight=False)
+    ev = s.get("evidence") or {}
+    if any(ev.values()):
+        c.print("kernel findings rest on: " + ", ".join(f"{k} {v}" for k, v in ev.items()), highlight=False)
     if explain:
-        c.print("known/inf: findings on a block type the model knows / only infers; checked: records "
+        c.print("evidence: what a finding's block type rests on: p(robe) the kprobe recorded it, o(bserved) "
+                "the kernel printed it live, t(raced) a tracepoint fact, i(nferred) the model's guess; "
+                "runs NO: the events it needs are missing (exit 3); checked: records "
                 "compared; skipped: records whose block type is unknown or only guessed (unconfirmed "
                 "boot seed, backfill): never reported; runs n/a: the kernel cannot have this bug",
                 style="dim", highlight=False)
         for d in s["detectors"]:
             c.print(f"  [bold]{d['id']}[/]: {d['meaning']} [dim](kernels: {d['kernels']})[/]", highlight=False)
+
+
+def _behaviour(c: Console, s: dict) -> None:
+    """Measured vs expected print semantics; a disagreement is one bold line each."""
+    b = s.get("behaviour") or {}
+    for line in b.get("summary", []):
+        c.print(f"[bold red]{line}[/] (records judged by what was observed)", highlight=False)
+    d = b.get("drain") or {}
+    if d and not b.get("summary"):
+        if d.get("agree") is None:
+            c.print(f"drain behaviour: expected {d.get('expected')}, not measurable here (no kprobe-typed "
+                    "drain whose cached type differs from its block)", style="dim", highlight=False)
+        else:
+            c.print(f"drain behaviour: expected {d.get('expected')}, observed {d.get('observed')} "
+                    f"(from {', '.join(x.replace('_', ' ') for x in d.get('determined_by', []))} drains)",
+                    style="dim", highlight=False)
 
 
 def _examples(c: Console, a, n: int) -> None:
