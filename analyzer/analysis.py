@@ -16,10 +16,10 @@ import pandas as pd
 
 from .capture import CaptureMeta
 from .detectors import MODEL_WARNING_IDS, SEVERITY_RANK, finding_tiers, run_all
-from .detectors import consistency as _consistency
-from .detectors._common import REPORTED_TIERS, col
+from .model.query import REPORTED_TIERS, col
 from .kernels import KernelBehavior
 from .model import Model
+from .model.consistency import check as _check_consistency
 
 TOP_BLOCKS = 10
 
@@ -175,7 +175,7 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
     `meta`: CaptureMeta (None: what the trace alone tells).  `kernel`: KernelBehavior
     (None: from the capture's uname/release).  `progress`: passed to build_model.
     """
-    from .capture import CaptureMeta, load_capture
+    from .capture import CaptureMeta, check_extents, load_capture
     from .kernels import behavior_for
     from .model import build_model
     if isinstance(trace, (str, os.PathLike)):
@@ -186,6 +186,7 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
         meta.kernel_release = getattr(trace.meta, "kernel_release", None)
         meta.uname = getattr(trace.meta, "uname", None)
         meta.unknowns.append("no capture metadata: zones, CMA areas and pagetypeinfo unknown")
+    check_extents(meta)   # zones/CMA areas from code too: inside real memory, not 2^52 pageblocks
     if kernel is None:
         kernel = behavior_for(getattr(meta, "kernel_id", None) or getattr(trace.meta, "uname", None)
                               or getattr(trace.meta, "kernel_release", None))
@@ -205,15 +206,11 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
     findings, detectors = run_all(
         model, kernel, progress=(lambda d: progress.update(task, advance=1, description=f"detector {d}"))
         if task is not None else None)
-    cons = _consistency.check(model, meta)
-    try:
-        lost = trace.lost_df()
-    except Exception:   # a reader without loss information
-        lost = pd.DataFrame(columns=["cpu", "ts_start", "ts_end", "count"])
-    try:   # the reader's own counts: asking the model's frames would convert every one of them
-        counts = dict(trace.events())
-    except Exception:
-        counts = {}
+    cons = model.consistency() if model.meta is meta else _check_consistency(model, meta)
+    # every reader implements `lost` and `events()` (abstract in readers.base.Trace): an error
+    # here is a reader bug and must surface, never read as "no events lost"
+    lost = trace.lost_df()
+    counts = dict(trace.events())   # the reader's own counts (the model's frames would convert every one)
     return Analysis(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
                     consistency=cons, lost=lost, event_counts=counts, behaviour=behaviour,
                     table_kernel=table_kernel)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .detectors._common import col, fmt_pfn, match_leave, mt_name, str_eq
+from .kernels import mt_name
+from .model.query import col, fmt_pfn, match_leave, str_eq
 
 HISTORY_COLUMNS = ["seq", "ts", "cpu", "event", "text"]
 _WHO = {"cma": "cma_alloc", "contig": "alloc_contig_range", "offline": "memory offline"}

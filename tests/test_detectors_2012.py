@@ -72,7 +72,7 @@ def test_2012_stale_drain_on_6_1_in_window_is_a_model_warning():
 
 
 def test_2012_narrative_tells_the_thread_story():
-    from analyzer.detectors import consistency
+    from analyzer.model import consistency
     from analyzer.narrative import history, narrative
     s, p, seq = story_2012(isolated_drain_prints=CMA)
     m = s.build()

@@ -12,7 +12,8 @@ from rich.console import Console
 from _synth_model import K61, Story
 from analyzer import kernels
 from analyzer.analysis import Analysis
-from analyzer.detectors import consistency, run_all
+from analyzer.detectors import run_all
+from analyzer.model import consistency
 from analyzer.report import export
 from analyzer.report.console import render
 
@@ -61,7 +62,7 @@ def test_console_report_sections():
     out = io.StringIO()
     render(a, Console(file=out, width=120))
     text = out.getvalue()
-    assert text.splitlines()[0] == "FINDINGS on 6.1.0-50-arm64: S1a=2 S3=1 -> exit 1"
+    assert text.splitlines()[0] == "FINDINGS on 6.1.0-50-arm64: S1a=2 S3=1; not checked: S2, S5 -> exit 1"
     for needle in ("Detectors", "S1a=2", "critical", "Top pageblocks", "not checked"):
         assert needle in text, needle
     assert "kernels: < 6.10" not in text                   # the legend is behind --explain

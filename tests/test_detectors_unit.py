@@ -219,7 +219,7 @@ def _pti(counts):
 
 
 def test_consistency_pass_and_fail():
-    from analyzer.detectors import consistency
+    from analyzer.model import consistency
     s = Story(nblocks=8, cma_blocks=(6, 7))
     s.retype(2, UNMOV)
     m = s.build()
@@ -235,7 +235,7 @@ def test_consistency_pass_and_fail():
 
 
 def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
-    from analyzer.detectors import consistency
+    from analyzer.model import consistency
     s = Story(nblocks=4, initial={3: -1})
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 1, 1: 3})
@@ -246,7 +246,7 @@ def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
 
 
 def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
-    from analyzer.detectors import consistency
+    from analyzer.model import consistency
     s = Story(nblocks=4, confidence=1)          # boot seed only inferred: retypes before tracing unseen
     s.retype(0, RECL)                           # evidenced by the kprobe
     m = s.build()

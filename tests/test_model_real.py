@@ -96,6 +96,7 @@ def test_consistency_with_pagetypeinfo_end(real):
     c = m.consistency()
     rec = dict(zip(c["migratetype"], c["reconstructed"]))
     ref = dict(zip(c["migratetype"], c["pagetypeinfo"]))
+    rec[-1] = int(c["unknown"].iloc[0])
     got = [rec[t] for t in (0, 1, 2, 3, 4, 5, -1)]
     want_rec, want_ref = END_COUNTS[name]
     print(f"\n{name}: reconstructed {got} vs pagetypeinfo-end {[ref[t] for t in range(6)]}")
@@ -186,6 +187,7 @@ def test_x86_capture_without_kprobe():
     c = m.consistency()
     rec = dict(zip(c["migratetype"], c["reconstructed"]))
     ref = dict(zip(c["migratetype"], c["pagetypeinfo"]))
+    rec[-1] = int(c["unknown"].iloc[0])
     got = [rec[t] for t in (0, 1, 2, 3, 4, 5, -1)]
     print(f"\nx86 (cma + drain events only): reconstructed {got} vs pagetypeinfo-end {[ref[t] for t in range(6)]}")
     # only CMA is knowable from cma + drain events; the rest is the boot default

@@ -347,3 +347,20 @@ def test_two_nodes_same_zone_name_are_summed_in_consistency():
     assert list(c["zone"].unique()) == ["Normal"]
     row = c[c["migratetype"] == MOVABLE].iloc[0]
     assert (row["reconstructed"], row["pagetypeinfo"]) == (6, 6)
+
+
+def test_observation_fixed_point_that_is_not_reached_says_so():
+    from analyzer.model import infer
+    tr = SyntheticTrace()
+    tr.add("mm_page_free", pfn=Z0 + 5, order=0)
+    tr.add("mm_page_pcpu_drain", pfn=Z0 + 5, order=0, migratetype=UNMOVABLE)
+    m = build_model(tr, meta(), K612)               # converges: no warning
+    assert not any("fixed point" in w for w in m.warnings)
+    ctx = m._ctx
+    obs = infer.Obs(np.array([blk(Z0)]), np.array([1]), np.array([2000]), np.array([UNMOVABLE], np.int8),
+                    np.array([SOURCES.index("drain-observed")], np.int8))
+    warn: list[str] = []
+    rows = infer.boot_rows(ctx)
+    infer.resolve_with_observations(rows, obs, np.array([1], np.int8), np.zeros(1, bool), ctx, max_iter=0,
+                                    warnings=warn)
+    assert warn and "not reached after 0 passes: 1 observation(s) left unchecked" in warn[0]

@@ -10,16 +10,34 @@ without /proc snapshots), counts, and what the findings rest on (evidence tiers)
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
+
+from ..kernels import KernelBehavior
+from ..model.query import ModelView
 
 from . import a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race
 from ._common import (FINDING_COLUMNS, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
                       empty_findings, evidence_tier)
 
-ALL = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race, a1_accounting]
+
+
+class Detector(Protocol):
+    """What a detector module provides (contracts section 2b)."""
+
+    ID: str
+    MEANING: str
+    KERNELS: str
+    SEVERITY: str
+
+    def applies(self, kernel: KernelBehavior) -> bool: ...
+
+    def detect(self, model: ModelView, kernel: KernelBehavior) -> pd.DataFrame: ...
+
+
+ALL: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race, a1_accounting]
 
 __all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events"]
 
@@ -29,7 +47,7 @@ MODEL_WARNING_IDS = ("MW",)
 _NO_BLOCK_EVENTS = ("accounting:",)
 
 
-def missing_events(mod, model) -> list[str]:
+def missing_events(mod: Detector, model: ModelView) -> list[str]:
     """The events `mod` needs that the trace does not have (empty: it can run)."""
     ev = getattr(model, "events", None) or {}
 
@@ -43,7 +61,7 @@ def missing_events(mod, model) -> list[str]:
     return miss
 
 
-def run_all(model, kernel, progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_all(model: ModelView, kernel: KernelBehavior, progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings, detectors table).  A detector that does not apply, or lacks its events, is not run."""
     frames, rows = [], []
     for mod in ALL:
@@ -90,7 +108,7 @@ def run_all(model, kernel, progress: Callable[[str], None] | None = None) -> tup
     return findings, table
 
 
-def finding_tiers(model, df: pd.DataFrame) -> np.ndarray:
+def finding_tiers(model: ModelView, df: pd.DataFrame) -> np.ndarray:
     """Evidence tier name of each finding row ("" for findings not about a block)."""
     out = np.full(len(df), "", dtype=object)
     if not len(df):
@@ -111,7 +129,7 @@ def finding_tiers(model, df: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _tiers(model, df: pd.DataFrame) -> dict[str, int]:
+def _tiers(model: ModelView, df: pd.DataFrame) -> dict[str, int]:
     """Kernel findings of one detector by what their block type rests on."""
     out = {k: 0 for k in REPORTED_TIERS}
     if not len(df):

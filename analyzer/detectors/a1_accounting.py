@@ -22,8 +22,10 @@ import os
 import re
 
 import numpy as np
+import pandas as pd
 
-from ._common import empty_findings, make_findings, with_stats
+from ..kernels import KernelBehavior
+from ._common import ModelView, empty_findings, make_findings, with_stats
 
 ID = "A1"
 MEANING = "free-page counters disagree with the freelists or exceed their totals (double-counted free pages)"
@@ -34,7 +36,7 @@ TOLERANCE_PAGES = 256
 PAGE_KB = 4
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
@@ -149,7 +151,7 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
     return bad, seen
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     meta = getattr(model, "meta", None)
     bad, seen = check_capture(meta) if meta is not None else ([], [])
     stats = dict(checked=len(seen), skipped_unknown=0)

@@ -18,10 +18,12 @@ Drains of a page of an isolated block onto another freelist are S6's.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._common import (CONF_NAMES, MT_ISOLATE, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, CONF_NAMES, MT_ISOLATE, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
                       empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
 
@@ -33,7 +35,7 @@ MW_SEVERITY = "info"
 NEEDS = ("mm_page_pcpu_drain",)
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     # Always runs: on live-type kernels it checks the model instead of the kernel.
     return True
 
@@ -49,7 +51,7 @@ def drain_judgement(model, kernel, d):
     return st, known, unverified, prints_live, evidence_tier(model, st, seq)
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     d = event_frame(model, "mm_page_pcpu_drain")
     if d is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

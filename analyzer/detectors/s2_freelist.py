@@ -12,8 +12,10 @@ the same CPU since that CPU's previous `mm_page_alloc` (i.e. in this allocation)
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from ._common import (CONF_NAMES, col, concat_findings, empty_findings, event_frame, first_after,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, CONF_NAMES, col, concat_findings, empty_findings, event_frame, first_after,
                       last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table, typed, vjoin,
                       with_stats)
 
@@ -24,7 +26,7 @@ SEVERITY = "medium"
 NEEDS = ("mm_page_alloc_zone_locked",)
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
@@ -82,7 +84,7 @@ def extfrag_cover(model, ext, q_cpu, q_seq, q_block, q_mt, since_seq, until_seq)
     return ok
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     z = event_frame(model, "mm_page_alloc_zone_locked")
     if z is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

@@ -13,10 +13,12 @@ allocations (and be reclaimable by cma_alloc) leaking into general use:
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._common import (MT_CMA, MT_ISOLATE, cma_block_mask, col, concat_findings, empty_findings,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, MT_CMA, MT_ISOLATE, cma_block_mask, col, concat_findings, empty_findings,
                       event_frame, make_findings, s_hex, s_int, s_mt, typed, vjoin, with_stats)
 
 ID = "S3"
@@ -26,11 +28,11 @@ SEVERITY = "critical"
 NEEDS_ANY = ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag")
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     pbo = np.uint64(int(model.pageblock_order))
     frames, checked, skipped = [], 0, 0
     for name in ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain"):

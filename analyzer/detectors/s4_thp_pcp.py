@@ -12,8 +12,10 @@ happened in the same allocation (so it came off the pcp list, not the buddy).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from ._common import (CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, col, empty_findings,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, col, empty_findings,
                       event_frame, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
                       typed, vjoin, with_stats)
 
@@ -24,11 +26,11 @@ NEEDS = ("mm_page_alloc",)
 SEVERITY = "high"
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return bool(kernel.thp_single_pcp_list)
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     a = event_frame(model, "mm_page_alloc")
     if a is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

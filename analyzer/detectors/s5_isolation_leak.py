@@ -11,10 +11,12 @@ Signature: `mm_page_alloc` whose first or last pageblock is isolated at that mom
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._common import (MT_ISOLATE, col, empty_findings, event_frame, make_findings, s_hex, s_int, s_mt,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, MT_ISOLATE, col, empty_findings, event_frame, make_findings, s_hex, s_int, s_mt,
                       s_pick, source_table, vjoin, with_stats)
 
 ID = "S5"
@@ -24,11 +26,11 @@ SEVERITY = "high"
 NEEDS = ("mm_page_alloc",)
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     a = event_frame(model, "mm_page_alloc")
     if a is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

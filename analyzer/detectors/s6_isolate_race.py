@@ -16,8 +16,10 @@ enough (the window edges are approximate): those drains are counted, not reporte
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from ._common import (MT_ISOLATE, TIER_PROBE, col, empty_findings, event_frame, make_findings, match_leave,
+from ..kernels import KernelBehavior
+from ._common import (ModelView, MT_ISOLATE, TIER_PROBE, col, empty_findings, event_frame, make_findings, match_leave,
                       s_hex, s_int, s_mt, vjoin, with_stats)
 from .s1_pcp_drain import drain_judgement
 
@@ -28,11 +30,11 @@ SEVERITY = "critical"
 NEEDS = ("mm_page_pcpu_drain",)
 
 
-def applies(kernel) -> bool:
+def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model, kernel):
+def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     d = event_frame(model, "mm_page_pcpu_drain")
     if d is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

@@ -33,15 +33,15 @@ import pandas as pd
 import pyarrow as pa
 
 from ..capture import CaptureMeta
-from ..kernels import ISOLATE, MIGRATETYPE_NAMES, KernelBehavior
+from ..kernels import ISOLATE, MOVABLE, KernelBehavior
 from ..readers.base import Trace
 from . import infer
 from .events import Table, kprobe_marker_seq, read_events
 from .isolation import Windows, find_windows, offlined_spans
 from .pcp import pair as _pair, residency as _residency
-from .timeline import KNOWN, SOURCES, Rows, Timeline, agreement
+from .timeline import CONF_NAMES, INFERRED, KNOWN, SOURCES, UNKNOWN, Rows, Timeline, agreement
 
-__all__ = ["build_model", "Model", "BlockState", "SOURCES", "consistency"]
+__all__ = ["build_model", "Model", "BlockState", "SOURCES"]
 
 
 @dataclass
@@ -118,10 +118,11 @@ class Model:
         i = tl.at(block, seq)
         ok = i >= 0
         ii = np.maximum(i, 0)
-        mt = np.where(ok, tl.mt[ii], -1).astype(np.int8)
-        guess = np.where(ok, tl.guess[ii], -1).astype(np.int8)
-        conf = np.where(ok, tl.conf[ii], 0).astype(np.int8)
-        src = np.where(ok, tl.src[ii], -1).astype(np.int8)
+        n = len(tl.mt)       # an empty history answers "unknown" (and has no row 0 to index)
+        mt = np.where(ok, tl.mt[ii], -1).astype(np.int8) if n else np.full(len(block), -1, np.int8)
+        guess = np.where(ok, tl.guess[ii], -1).astype(np.int8) if n else mt.copy()
+        conf = np.where(ok, tl.conf[ii], 0).astype(np.int8) if n else np.zeros(len(block), np.int8)
+        src = np.where(ok, tl.src[ii], -1).astype(np.int8) if n else mt.copy()
         zi = self._zone_isolated(tl, block, seq) if zone_isolated else np.zeros(len(block), dtype=bool)
         return BlockState(mt, conf, src, guess == ISOLATE, zi, block, guess)
 
@@ -158,7 +159,9 @@ class Model:
         return df[df["block"] == block]
 
     def consistency(self) -> pd.DataFrame:
-        return consistency(self)
+        """Reconstructed end-state block counts vs /proc/pagetypeinfo-end (model/consistency.py)."""
+        from .consistency import check
+        return check(self, self.meta)
 
     def summary(self) -> dict:
         return {"ground_truth": self.ground_truth, "agreement": self.agreement, "warnings": self.warnings,
@@ -231,11 +234,8 @@ def _universe(ev: dict[str, Table], meta: CaptureMeta, pbo: int) -> tuple[np.nda
 
 
 def _lost(trace: Trace, ev: dict[str, Table]) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        lost = trace.lost
-    except Exception:  # readers without lost-event info
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if lost is None or lost.num_rows == 0:
+    lost = trace.lost      # every reader implements it: a failure is a reader bug, not "no loss"
+    if lost is None or lost.num_rows == 0 or not any(len(t) for t in ev.values()):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     te = lost.column("ts_end").to_numpy(zero_copy_only=False).astype(np.int64)
     seqs = np.concatenate([t["seq"] for t in ev.values() if len(t)])
@@ -256,7 +256,8 @@ def _blocks_frame(tl: Timeline, ctx: infer.Context, end_ts: int, end_seq: int) -
         "end_ts": pa.array(tl.end_ts(end_ts)),
         "migratetype": pa.array(tl.mt.astype(np.int8)),
         "source": pa.array(list(SOURCES)).take(pa.array(tl.src.astype(np.int64))),
-        "confidence": pa.array(["unknown", "inferred", "known"]).take(pa.array(tl.conf.astype(np.int64))),
+        "confidence": pa.array([CONF_NAMES[c] for c in (UNKNOWN, INFERRED, KNOWN)]).take(
+            pa.array(tl.conf.astype(np.int64))),
         "start_seq": pa.array(tl.start_seq),
         "end_seq": pa.array(tl.end_seq(end_seq)),
         "guess_mt": pa.array(tl.guess.astype(np.int8)),
@@ -291,7 +292,7 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     step = _progress(progress)
     pbo = meta.pageblock_order
     step("reading events")
-    ev = read_events(trace, meta.ground_truth_events)
+    ev = read_events(trace, meta.ground_truth_events, pbo)
     kp = [t for k, t in ev.items() if k.startswith("kprobe:")]
     base_ev = {k: t for k, t in ev.items() if not k.startswith("kprobe:")}
     t0, t1, s1 = _span(ev)
@@ -299,6 +300,10 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     cma_known = bool(meta.cma_areas) or not any("CMA areas unknown" in u for u in meta.unknowns)
     ctx = infer.Context(pbo, blocks, bzone, znames, cma, cma_known, t0, t1, s1, kernel)
     warnings: list[str] = list(kernel.assumed)
+    dropped = {k: t.dropped for k, t in ev.items() if t.dropped}
+    if dropped:
+        warnings.append("records with impossible page numbers or counts ignored (corrupt input): "
+                        + ", ".join(f"{k} {n}" for k, n in sorted(dropped.items())))
     step("isolation windows")
     w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno)
     step("tracepoint inference")
@@ -318,13 +323,14 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     rows = Rows.concat([sets, thin])
     obs_conf = infer.conf_by_type(obs.mt)
     no_up = np.zeros(len(obs.mt), bool)
-    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx)
+    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, warnings=warnings)
     bf, bf_obs = infer.backfill(rows, obs, inf_acc, inf_tl, ctx)
     if len(bf):   # keep the revealing observations visible as the point where the type was seen
         rows = Rows.concat([rows, bf])
         first = inf_acc.copy()       # already includes the revealing observations: few passes left
         first[bf_obs] = True
-        inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first)
+        inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first,
+                                                            warnings=warnings)
     stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum()),
                              "backfilled_blocks": int(len(bf)), "hazard_rows": int(len(hz)),
                              "hazard_rows_kept": int(len(thin))}
@@ -335,7 +341,9 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
         step("ground truth")
         marker = kprobe_marker_seq(base_ev["print"])
         kr = infer.kprobe_rows(kp, ctx)
-        if marker is None:
+        if marker is None and not len(kr.seq):     # kprobe records, none on a tracked block
+            live_seq, live_ts = s1, t1
+        elif marker is None:
             i = int(np.argmin(kr.seq))
             live_seq, live_ts = int(kr.seq[i]) - 1, int(kr.ts[i])
             warnings.append("no 'pb/setmt kprobe active' marker: ground truth assumed live from the first kprobe event")
@@ -345,7 +353,8 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
         post_src = obs.seq > live_seq
         gconf = np.where(post_src, KNOWN, obs_conf).astype(np.int8)
         kr = kr.take(np.flatnonzero(np.isin(kr.block, blocks)))
-        tl, gt_acc = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_src, ctx)
+        tl, gt_acc = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_src, ctx,
+                                                     warnings=warnings)
         stats["observations_used_ground_truth"] = int(gt_acc.sum())
         stats["kprobe_writes"] = int(len(kr))
         agree = agreement(tl, inf_tl, live_ts, t1)
@@ -367,44 +376,22 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     step("blocks")
     blocks_df = _blocks_frame(tl, ctx, t1, s1)
     inf_df = blocks_df if tl is inf_tl else _blocks_frame(inf_tl, ctx, t1, s1)
-    model = Model(blocks=blocks_df, isolation=_isolation_frame(w, ctx), residency=pd.DataFrame(),
+    step("pcp residency")
+    residency = _residency(stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))
+    model = Model(blocks=blocks_df, isolation=_isolation_frame(w, ctx), residency=residency,
                   ground_truth=ground, agreement=agree, warnings=warnings, pageblock_order=pbo,
                   trace_end_ts=t1, events=_LazyFrames(ev), trace_start_ts=t0, trace_end_seq=s1,
                   kernel=kernel, meta=meta, timeline=tl, inference=inf_tl, inference_blocks=inf_df,
-                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats, offlined=offl, _ctx=ctx)
-    step("pcp residency")
-
-    model.residency = _residency(stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))
+                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats,
+                  offlined=offl, _ctx=ctx)
     if meta.pagetypeinfo_end is not None:
-        c = consistency(model)
-        mov = c[c["migratetype"] == 1]
-        extra = int((mov["reconstructed"] - mov["pagetypeinfo"].fillna(mov["reconstructed"])).clip(lower=0).sum())
+        c = model.consistency()
+        mov = c[c["migratetype"] == MOVABLE]
+        extra = int((mov["reconstructed"] - mov["pagetypeinfo"].astype("float").fillna(mov["reconstructed"]))
+                    .clip(lower=0).sum())
         if extra:
             warnings.append(f"{extra} pageblock(s) the model shows as MOVABLE (boot default, never revealed) are "
                             "not MOVABLE per pagetypeinfo-end: retyped before tracing began (or untraced); "
                             "which ones cannot be told from the trace")
     step("done")
     return model
-
-
-def consistency(model: Model) -> pd.DataFrame:
-    """Reconstructed end-of-trace block counts per zone/type vs pagetypeinfo-end's table."""
-    tl, ctx = model.timeline, model._ctx
-    last = np.ones(len(tl.block), dtype=bool)
-    last[:-1] = tl.block[1:] != tl.block[:-1]
-    z = ctx.zone_index(tl.block[last])
-    mt = tl.mt[last]
-    pti = model.meta.pagetypeinfo_end if model.meta else None
-    rows = []
-    for zname in dict.fromkeys(ctx.zone_names):        # one row set per zone name (nodes summed,
-        sel = np.isin(z, [i for i, n in enumerate(ctx.zone_names) if n == zname])   # as pagetypeinfo)
-        ref = pti.zone_blocks(zname) if pti else {}
-        types = sorted(set(range(6)) | set(ref))
-        for t in types:
-            rows.append((zname, int(t), MIGRATETYPE_NAMES.get(t, str(t)), int(np.sum(mt[sel] == t)),
-                         ref.get(t) if pti else None))
-        unk = int(np.sum(mt[sel] < 0))
-        rows.append((zname, -1, "unknown", unk, 0 if pti else None))
-    df = pd.DataFrame(rows, columns=["zone", "migratetype", "name", "reconstructed", "pagetypeinfo"])
-    df["diff"] = df["reconstructed"] - df["pagetypeinfo"].astype("float")
-    return df

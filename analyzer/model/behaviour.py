@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import DRAIN_CACHED, DRAIN_CACHED_ALWAYS, DRAIN_LIVE, DRAIN_MODES, ZL_BLOCK, ZL_FREELIST
+from .query import TIER_PROBE, col, evidence_tier, match_leave
 
 # A part (isolated / not isolated) is decided when this share of its informative drains
 # print one way; below it the kernel is reported as "mixed" and not judged by it.
@@ -34,6 +35,12 @@ _SAY = {
     ("not_isolated", "cached"): "drains print the cached pcp type while no block of the zone is isolated",
     ("not_isolated", "live"): "drains print the live block type while no block of the zone is isolated",
 }
+
+
+def _events(model, name: str):
+    ev = getattr(model, "events", None) or {}
+    df = ev.get(name) if name in ev else None
+    return df if df is not None and len(df) else None
 
 
 def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
@@ -52,13 +59,12 @@ def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
 
 
 def _drain(model, expected: str) -> dict:
-    from ..detectors._common import TIER_PROBE, col, event_frame, evidence_tier, match_leave
     res = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
            "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
            "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
     for i, name in enumerate(("not_isolated", "isolated")):
         res[name]["expected"] = _PARTS[expected][i]
-    d = event_frame(model, "mm_page_pcpu_drain")
+    d = _events(model, "mm_page_pcpu_drain")
     live_seq = getattr(model, "kprobe_live_seq", None)
     if d is None or not getattr(model, "ground_truth", False) or live_seq is None:
         return res
@@ -101,10 +107,9 @@ def _drain(model, expected: str) -> dict:
 
 
 def _zone_locked(model, expected: str) -> dict:
-    from ..detectors._common import TIER_PROBE, col, event_frame, evidence_tier
     res = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
            "printed_block": 0, "printed_other": 0}
-    z = event_frame(model, "mm_page_alloc_zone_locked")
+    z = _events(model, "mm_page_alloc_zone_locked")
     live_seq = getattr(model, "kprobe_live_seq", None)
     if z is None or not getattr(model, "ground_truth", False) or live_seq is None:
         return res

@@ -293,15 +293,21 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
     return o.take(keep)
 
 
+MAX_OBSERVATION_PASSES = 12
+
+
 def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrade: np.ndarray,
-                              ctx: Context, max_iter: int = 12,
-                              initial: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
+                              ctx: Context, max_iter: int = MAX_OBSERVATION_PASSES,
+                              initial: np.ndarray | None = None,
+                              warnings: list[str] | None = None) -> tuple[Timeline, np.ndarray]:
     """Add observations that disagree with (or, where `upgrade`, are surer than) the state.
 
     `upgrade` marks observations made while ground truth is live: those only refine states
     the truth does not know (they never override a kprobe write).
 
-    Accepting one observation can make later ones disagree, so iterate to a fixed point.
+    Accepting one observation can make later ones disagree, so iterate to a fixed point;
+    if `max_iter` passes do not reach it, say so in `warnings` (the later observations
+    were not all considered) instead of stopping silently.
     """
     accepted = np.zeros(len(obs.block), dtype=bool) if initial is None else initial.copy()
 
@@ -346,6 +352,10 @@ def resolve_with_observations(rows: Rows, obs: Obs, obs_conf: np.ndarray, upgrad
             check = np.flatnonzero((obs.seq >= first[obs.block - ob0]) & ~accepted)
         else:
             check = np.flatnonzero(np.isin(obs.block, np.unique(obs.block[new])) & ~accepted)
+    else:
+        if len(check) and warnings is not None:
+            warnings.append(f"observation fixed point not reached after {max_iter} passes: "
+                            f"{len(check)} observation(s) left unchecked (block types after them may be stale)")
     return tl, accepted
 
 

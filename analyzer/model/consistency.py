@@ -12,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._common import MT_MOVABLE, col
+from ..kernels import ISOLATE, MIGRATETYPE_NAMES, MOVABLE as MT_MOVABLE
+from .query import UNVERIFIED_SOURCES, col
 
-TYPE_NAMES = ["Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate"]
+# /proc/pagetypeinfo's column names, in migratetype order: the one table's names
+TYPE_NAMES = [MIGRATETYPE_NAMES[t] for t in range(ISOLATE + 1)]
 
 
 def normalize_pti(obj) -> dict[str, dict[str, int]] | None:
@@ -74,11 +76,6 @@ def final_types(model) -> pd.DataFrame:
     })
 
 
-# Final types that rest on no evidence from the trace: an unconfirmed boot seed (every
-# block starts MOVABLE, but retypes before tracing started are invisible) or unknown.
-UNVERIFIED_SOURCES = ("boot",)
-
-
 def check(model, meta) -> pd.DataFrame:
     """Table zone/type/reconstructed/pagetypeinfo/diff plus the evidenced part of each count.
 
@@ -112,15 +109,15 @@ def check(model, meta) -> pd.DataFrame:
             if ref is not None:
                 diffs.append(diff)
                 ev_diffs.append(evid - ref)
-            rows.append({"zone": z, "type": name, "reconstructed": rec, "evidenced": evid,
+            rows.append({"zone": z, "type": name, "migratetype": t, "reconstructed": rec, "evidenced": evid,
                          "pagetypeinfo": ref, "diff": diff, "unknown": unk, "unverified": n_unv})
         if pti is not None and z in pti:
             short = sum(-d for d in ev_diffs if d < 0)
             zone_ok = all(d <= 0 for d in ev_diffs) and short == n_unv
             exact = exact and unk == 0 and all(d == 0 for d in diffs)
             passed = passed and zone_ok
-    out = pd.DataFrame(rows, columns=["zone", "type", "reconstructed", "evidenced", "pagetypeinfo", "diff",
-                                      "unknown", "unverified"])
+    out = pd.DataFrame(rows, columns=["zone", "type", "migratetype", "reconstructed", "evidenced", "pagetypeinfo",
+                                      "diff", "unknown", "unverified"])
     out.attrs["available"] = pti is not None
     out.attrs["passed"] = bool(passed) if pti is not None else None
     out.attrs["exact"] = bool(exact) if pti is not None else None
