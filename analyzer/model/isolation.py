@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,17 +57,55 @@ def _align(lo: int, hi: int, pbo: int) -> tuple[int, int]:
     return lo & ~m, (hi + m) & ~m
 
 
-def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
-    rows: list[tuple] = []
+class _CmaEvent(NamedTuple):
+    """One cma_alloc_{start,busy_retry,finish} record (sorted by seq)."""
+
+    seq: int
+    ts: int
+    pid: int
+    kind: str                 # "start" | "busy" | "finish"
+    name: str
+    pfn: int                  # NO_PFN for start (and for a finish that found no range)
+    count: int
+    ok: bool | None           # finish: did the allocation succeed (None: the format cannot say)
+
+
+class _ContigEvidence(NamedTuple):
+    """A record showing an alloc_contig_range()/offline isolation outside any cma attempt."""
+
+    seq: int
+    ts: int
+    pid: int
+    start_pfn: int
+    end_pfn: int
+    kind: str                 # "mri" (mm_alloc_contig_migrate_range_info) | "tpi" (test_pages_isolated)
+    migratetype: int          # mri: the caller's migratetype; tpi: -1
+    passed: bool | None       # tpi: the range tested isolated; mri: None
+
+
+class _Window(NamedTuple):
+    start_seq: int
+    end_seq: int
+    start_ts: int
+    end_ts: int
+    start_pfn: int
+    end_pfn: int
+    kind: str
+    name: str
+    restore_mt: int
+    outcome: str
+    pid: int
+
+
+def _cma_events(ev: dict[str, Table], has_errorno: bool) -> list[_CmaEvent]:
     start, fin, busy = ev["cma_alloc_start"], ev["cma_alloc_finish"], ev["cma_alloc_busy_retry"]
-    # (seq, ts, pid, type, name, pfn, count, ok)
-    evs: list[tuple] = []
+    out: list[_CmaEvent] = []
     if len(start):
         for s, t, p, n in zip(start["seq"], start["ts"], start["pid"], start["name"]):
-            evs.append((int(s), int(t), int(p), "start", n, NO_PFN, 0, None))
+            out.append(_CmaEvent(int(s), int(t), int(p), "start", n, NO_PFN, 0, None))
     if len(busy):
         for s, t, p, n, pf, c in zip(busy["seq"], busy["ts"], busy["pid"], busy["name"], busy["pfn"], busy["count"]):
-            evs.append((int(s), int(t), int(p), "busy", n, int(pf), int(c), False))
+            out.append(_CmaEvent(int(s), int(t), int(p), "busy", n, int(pf), int(c), False))
     if len(fin):
         err = fin["errorno"] if (has_errorno and fin.has("errorno")) else None
         page = fin["page"] if fin.has("page") else None
@@ -77,51 +116,66 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
                 ok = int(page[i]) != 0
             else:
                 ok = None
-            evs.append((int(s), int(t), int(p), "finish", n, int(pf), int(c), ok))
-    evs.sort()
+            out.append(_CmaEvent(int(s), int(t), int(p), "finish", n, int(pf), int(c), ok))
+    out.sort(key=lambda e: e.seq)
+    return out
+
+
+def _cma_windows(evs: list[_CmaEvent], pbo: int) -> list[_Window]:
+    """One window per alloc_contig_range() attempt of each cma_alloc call (see module doc)."""
+    rows: list[_Window] = []
     open_call: dict[int, dict] = {}
-    for s, t, p, typ, n, pf, c, ok in evs:
-        call = open_call.get(p)
-        if typ == "start":
-            open_call[p] = {"seq": s, "ts": t, "last_pfn": None}
+    for e in evs:
+        call = open_call.get(e.pid)
+        if e.kind == "start":
+            open_call[e.pid] = {"seq": e.seq, "ts": e.ts, "last_pfn": None}
             continue
         if call is None:                      # trace began inside the call
-            call = {"seq": s, "ts": t, "last_pfn": None}
-        if pf != NO_PFN and not (typ == "finish" and call["last_pfn"] == pf):
-            lo, hi = _align(pf, pf + c, pbo)
-            outcome = "busy" if typ == "busy" else ("success" if ok else ("fail" if ok is False else "unknown"))
-            rows.append((call["seq"], s, call["ts"], t, lo, hi, "cma", n or "", CMA, outcome, p))
-        if typ == "busy":
-            call.update(seq=s, ts=t, last_pfn=pf)
-            open_call[p] = call
+            call = {"seq": e.seq, "ts": e.ts, "last_pfn": None}
+        if e.pfn != NO_PFN and not (e.kind == "finish" and call["last_pfn"] == e.pfn):
+            lo, hi = _align(e.pfn, e.pfn + e.count, pbo)
+            outcome = "busy" if e.kind == "busy" else ("success" if e.ok else ("fail" if e.ok is False else "unknown"))
+            rows.append(_Window(call["seq"], e.seq, call["ts"], e.ts, lo, hi, "cma", e.name or "", CMA, outcome, e.pid))
+        if e.kind == "busy":
+            call.update(seq=e.seq, ts=e.ts, last_pfn=e.pfn)
+            open_call[e.pid] = call
         else:
-            open_call.pop(p, None)
-    cma_rows = list(rows)
+            open_call.pop(e.pid, None)
+    return rows
 
-    def in_cma(seq: int, lo: int, hi: int) -> bool:
-        return any(a < seq <= b and lo < e and s_ < hi for a, b, _, _, s_, e, *_ in cma_rows)
 
-    # contig evidence: migrate_range_info (start, end, migratetype) and test_pages_isolated
+def _contig_evidence(ev: dict[str, Table]) -> list[_ContigEvidence]:
     mri, tpi = ev["mm_alloc_contig_migrate_range_info"], ev["test_pages_isolated"]
-    evid: list[tuple] = []
+    out: list[_ContigEvidence] = []
     if len(mri):
         for s, t, p, a, b, m in zip(mri["seq"], mri["ts"], mri["pid"], mri["start"], mri["end"], mri["migratetype"]):
-            evid.append((int(s), int(t), int(p), int(a), int(b), int(m), "mri"))
+            out.append(_ContigEvidence(int(s), int(t), int(p), int(a), int(b), "mri", int(m), None))
     if len(tpi):
         for s, t, p, a, b, f in zip(tpi["seq"], tpi["ts"], tpi["pid"], tpi["start_pfn"], tpi["end_pfn"], tpi["fin_pfn"]):
-            evid.append((int(s), int(t), int(p), int(a), int(b), int(b) <= int(f), "tpi"))
-    evid.sort()
+            out.append(_ContigEvidence(int(s), int(t), int(p), int(a), int(b), "tpi", -1, int(b) <= int(f)))
+    out.sort(key=lambda e: e.seq)
+    return out
+
+
+def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
+    """Isolation windows from the cma_* and contig evidence records (see the module doc)."""
+    evs = _cma_events(ev, has_errorno)
+    cma_rows = _cma_windows(evs, pbo)
+    rows = list(cma_rows)
+
+    def in_cma(seq: int, lo: int, hi: int) -> bool:
+        return any(w.start_seq < seq <= w.end_seq and lo < w.end_pfn and w.start_pfn < hi for w in cma_rows)
+
+    evid = _contig_evidence(ev)
     # per task: the last event after which an isolation may have started
     anchors: dict[int, list[tuple[int, int]]] = {}
-    for s, t, p, typ, *_ in evs:
-        if typ in ("finish", "busy"):
-            anchors.setdefault(p, []).append((s, t))
+    for e in evs:
+        if e.kind in ("finish", "busy"):
+            anchors.setdefault(e.pid, []).append((e.seq, e.ts))
     last_end: dict[int, tuple[int, int]] = {}
     nexts: dict[int, list[tuple[int, int]]] = {}
-    for s, t, p, *_ in evs:
-        nexts.setdefault(p, []).append((s, t))
-    for s, t, p, *_ in evid:
-        nexts.setdefault(p, []).append((s, t))
+    for x in (*evs, *evid):
+        nexts.setdefault(x.pid, []).append((x.seq, x.ts))
     for v in nexts.values():
         v.sort()
 
@@ -137,35 +191,36 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
         if i >= 0 and (best is None or lst[i][0] > best[0]):
             best = lst[i]
         return best if best is not None and best[0] < seq else (seq, ts)
-    pending: dict[int, tuple] = {}   # pid -> mri waiting for its test_pages_isolated
-    for s, t, p, a, b, x, typ in evid:
-        lo, hi = _align(a, b, pbo)
-        if in_cma(s, lo, hi) or (typ == "mri" and x == CMA):
+    pending: dict[int, _ContigEvidence] = {}   # pid -> mri waiting for its test_pages_isolated
+    for e in evid:
+        lo, hi = _align(e.start_pfn, e.end_pfn, pbo)
+        if in_cma(e.seq, lo, hi) or (e.kind == "mri" and e.migratetype == CMA):
             continue
-        if typ == "mri":
-            pending[p] = (s, t, lo, hi, x)
+        if e.kind == "mri":
+            pending[e.pid] = e._replace(start_pfn=lo, end_pfn=hi)
             continue
-        m = pending.pop(p, None)
-        if m is not None and m[2] < hi and lo < m[3]:
-            ss, st, lo, hi = m[0], m[1], min(lo, m[2]), max(hi, m[3])
+        m = pending.pop(e.pid, None)
+        if m is not None and m.start_pfn < hi and lo < m.end_pfn:
+            ss, st, lo, hi = m.seq, m.ts, min(lo, m.start_pfn), max(hi, m.end_pfn)
         else:
-            ss, st = s, t
-        ss, st = anchor(p, ss, st)
-        es, et = next_after(p, s, t)
-        rows.append((ss, es, st, et, lo, hi, "contig", "", MOVABLE, "success" if x else "fail", p))
-        last_end[p] = (es, et)
-    for p, (s, t, lo, hi, x) in pending.items():   # migration without a test: window ends there
-        ss, st = anchor(p, s, t)
-        rows.append((ss, s, st, t, lo, hi, "contig", "", MOVABLE, "unknown", p))
+            ss, st = e.seq, e.ts
+        ss, st = anchor(e.pid, ss, st)
+        es, et = next_after(e.pid, e.seq, e.ts)
+        rows.append(_Window(ss, es, st, et, lo, hi, "contig", "", MOVABLE, "success" if e.passed else "fail", e.pid))
+        last_end[e.pid] = (es, et)
+    for p, m in pending.items():   # migration without a test: window ends there
+        ss, st = anchor(p, m.seq, m.ts)
+        rows.append(_Window(ss, m.seq, st, m.ts, m.start_pfn, m.end_pfn, "contig", "", MOVABLE, "unknown", p))
     rows.sort()
     if not rows:
         z = np.zeros(0, dtype=np.int64)
         return Windows(z, z, z, z, z, z, [], [], np.zeros(0, np.int8), [], z)
-    cols = list(zip(*rows))
-    return Windows(np.array(cols[0], np.int64), np.array(cols[1], np.int64), np.array(cols[2], np.int64),
-                   np.array(cols[3], np.int64), np.array(cols[4], np.int64), np.array(cols[5], np.int64),
-                   list(cols[6]), list(cols[7]), np.array(cols[8], np.int8), list(cols[9]),
-                   np.array(cols[10], np.int64))
+
+    def ints(field: str, dt=np.int64) -> np.ndarray:
+        return np.array([getattr(r, field) for r in rows], dt)
+    return Windows(ints("start_seq"), ints("end_seq"), ints("start_ts"), ints("end_ts"), ints("start_pfn"),
+                   ints("end_pfn"), [r.kind for r in rows], [r.name for r in rows], ints("restore_mt", np.int8),
+                   [r.outcome for r in rows], ints("pid"))
 
 
 def window_blocks(w: Windows, pbo: int) -> tuple[np.ndarray, np.ndarray]:
