@@ -288,8 +288,56 @@ def _mt_at(tl: Timeline, pfn: np.ndarray, seq: np.ndarray, pbo: int) -> np.ndarr
     return np.where(i >= 0, tl.mt[np.maximum(i, 0)], -1).astype(np.int8)
 
 
+@dataclass
+class _Source:
+    """Phase 1: the events, the block universe, isolation windows and what was lost."""
+
+    ev: dict[str, Table]              # every event table, kprobe ones under "kprobe:<name>"
+    base: dict[str, Table]            # the tracepoint tables alone
+    kprobe: list[Table]
+    ctx: infer.Context
+    windows: Windows
+    lost_ts: np.ndarray
+    lost_seq: np.ndarray
+    warnings: list[str]
+
+
+@dataclass
+class _Inference:
+    """Phase 2: the tracepoint-only history (assertion rows, observations, pcp stays)."""
+
+    rows: Rows                        # SET + kept hazard rows (+ backfill)
+    obs: infer.Obs
+    obs_conf: np.ndarray
+    stays: Any
+    timeline: Timeline
+    stats: dict[str, Any]
+
+
+@dataclass
+class _Truth:
+    """Phase 3: the kprobe ground-truth history (the inference's when there is no probe)."""
+
+    timeline: Timeline
+    ground: bool = False
+    agreement: dict | None = None
+    live_seq: int | None = None
+    live_ts: int | None = None
+    offlined: tuple = field(default_factory=lambda: (np.zeros(0, np.int64),) * 3)
+
+
 def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progress=None) -> Model:
+    """Pageblock history of a capture in four phases: read, infer from tracepoints, apply the
+    kprobe ground truth, assemble the frames (contracts section 2b)."""
     step = _progress(progress)
+    src = _read(trace, meta, kernel, step)
+    step("tracepoint inference")
+    inf = _infer(src, kernel)
+    truth = _ground_truth(src, inf, step)
+    return _assemble(src, inf, truth, meta, kernel, step)
+
+
+def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Source:
     pbo = meta.pageblock_order
     step("reading events")
     ev = read_events(trace, meta.ground_truth_events, pbo)
@@ -300,13 +348,12 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
     cma_known = bool(meta.cma_areas) or not any("CMA areas unknown" in u for u in meta.unknowns)
     ctx = infer.Context(pbo, blocks, bzone, znames, cma, cma_known, t0, t1, s1, kernel)
     warnings: list[str] = list(kernel.assumed)
-    dropped = {k: t.dropped for k, t in ev.items() if t.dropped}
+    dropped = {k: t.dropped for k, t in ev.items() if getattr(t, "dropped", 0)}
     if dropped:
         warnings.append("records with impossible page numbers or counts ignored (corrupt input): "
                         + ", ".join(f"{k} {n}" for k, n in sorted(dropped.items())))
     step("isolation windows")
     w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno)
-    step("tracepoint inference")
     lost_ts, lost_seq = _lost(trace, base_ev)
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
@@ -314,76 +361,91 @@ def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progres
         lost_txt = ", ".join(f"cpu{c}: {n}" for c, n in sorted(meta.lost_events.items()) if n)
         warnings.append(f"the capture reports lost events ({lost_txt}) but the trace does not say where: "
                         "retypes may be missing anywhere")
+    return _Source(ev, base_ev, kp, ctx, w, lost_ts, lost_seq, warnings)
+
+
+def _infer(src: _Source, kernel: KernelBehavior) -> _Inference:
+    ctx, base_ev, warnings = src.ctx, src.base, src.warnings
     sets = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
-                        infer.window_rows(w, ctx)])
-    stays = _pair(base_ev, kernel, pbo)
-    obs = infer.observations(base_ev, ctx, w, stays)
-    hz = Rows.concat([infer.hazard_rows(base_ev, ctx), infer.lost_rows(lost_ts, lost_seq, ctx)])
-    thin = infer.thin_hazards(hz, sets, obs)
-    rows = Rows.concat([sets, thin])
+                        infer.window_rows(src.windows, ctx)])
+    stays = _pair(base_ev, kernel, ctx.pbo)
+    obs = infer.observations(base_ev, ctx, src.windows, stays)
+    hazards = Rows.concat([infer.hazard_rows(base_ev, ctx), infer.lost_rows(src.lost_ts, src.lost_seq, ctx)])
+    kept = infer.thin_hazards(hazards, sets, obs)
+    rows = Rows.concat([sets, kept])
     obs_conf = infer.conf_by_type(obs.mt)
-    no_up = np.zeros(len(obs.mt), bool)
-    inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, warnings=warnings)
-    bf, bf_obs = infer.backfill(rows, obs, inf_acc, inf_tl, ctx)
+    no_upgrade = np.zeros(len(obs.mt), bool)
+    tl, accepted = infer.resolve_with_observations(rows, obs, obs_conf, no_upgrade, ctx, warnings=warnings)
+    bf, bf_obs = infer.backfill(rows, obs, accepted, tl, ctx)
     if len(bf):   # keep the revealing observations visible as the point where the type was seen
         rows = Rows.concat([rows, bf])
-        first = inf_acc.copy()       # already includes the revealing observations: few passes left
+        first = accepted.copy()       # already includes the revealing observations: few passes left
         first[bf_obs] = True
-        inf_tl, inf_acc = infer.resolve_with_observations(rows, obs, obs_conf, no_up, ctx, initial=first,
-                                                            warnings=warnings)
-    stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(inf_acc.sum()),
-                             "backfilled_blocks": int(len(bf)), "hazard_rows": int(len(hz)),
-                             "hazard_rows_kept": int(len(thin))}
-    ground = bool(kp) and any(len(t) for t in kp)
-    tl, agree, live_seq, live_ts = inf_tl, None, None, None
-    offl = (np.zeros(0, np.int64),) * 3
-    if ground:
-        step("ground truth")
-        marker = kprobe_marker_seq(base_ev["print"])
-        kr = infer.kprobe_rows(kp, ctx)
-        if marker is None and not len(kr.seq):     # kprobe records, none on a tracked block
-            live_seq, live_ts = s1, t1
-        elif marker is None:
-            i = int(np.argmin(kr.seq))
-            live_seq, live_ts = int(kr.seq[i]) - 1, int(kr.ts[i])
-            warnings.append("no 'pb/setmt kprobe active' marker: ground truth assumed live from the first kprobe event")
-        else:
-            live_seq, live_ts = marker
-        pre = infer.before(rows, live_seq)
-        post_src = obs.seq > live_seq
-        gconf = np.where(post_src, KNOWN, obs_conf).astype(np.int8)
-        kr = kr.take(np.flatnonzero(np.isin(kr.block, blocks)))
-        tl, gt_acc = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_src, ctx,
-                                                     warnings=warnings)
-        stats["observations_used_ground_truth"] = int(gt_acc.sum())
-        stats["kprobe_writes"] = int(len(kr))
-        agree = agreement(tl, inf_tl, live_ts, t1)
-        offl = offlined_spans(base_ev["test_pages_isolated"], kp, pbo)
-        if len(offl[0]):
-            stats["offlined_blocks"] = int(len(np.unique(offl[0])))
-        # how often a live-type observation contradicted the kprobe truth (should be 0 on >= 6.10)
-        if len(obs.mt):
-            ii = tl.at(obs.block, obs.seq)
-            after = (ii >= 0) & post_src
-            iiz = np.maximum(ii, 0)
-            contra = after & (tl.conf[iiz] == KNOWN) & (tl.guess[iiz] != obs.mt)
-            stats["observations_contradicting_truth"] = int(contra.sum())
-            if contra.any():
-                warnings.append(f"{int(contra.sum())} live-type observations contradict the kprobe ground truth "
-                                "(kept the kprobe's type)")
-    elif kernel.live_drain and inf_acc.any():
-        stats["observations_revealing"] = int(inf_acc.sum())
+        tl, accepted = infer.resolve_with_observations(rows, obs, obs_conf, no_upgrade, ctx, initial=first,
+                                                       warnings=warnings)
+    stats: dict[str, Any] = {"observations": int(len(obs.mt)), "observations_used_inference": int(accepted.sum()),
+                             "backfilled_blocks": int(len(bf)), "hazard_rows": int(len(hazards)),
+                             "hazard_rows_kept": int(len(kept))}
+    if kernel.live_drain and accepted.any():
+        stats["observations_revealing"] = int(accepted.sum())
+    return _Inference(rows, obs, obs_conf, stays, tl, stats)
+
+
+def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
+    """Inference up to the moment the kprobe went live, every kprobe write after it."""
+    if not (src.kprobe and any(len(t) for t in src.kprobe)):
+        return _Truth(inf.timeline)
+    step("ground truth")
+    ctx, obs, warnings, stats = src.ctx, inf.obs, src.warnings, inf.stats
+    marker = kprobe_marker_seq(src.base["print"])
+    kr = infer.kprobe_rows(src.kprobe, ctx)
+    if marker is None and not len(kr.seq):     # kprobe records, none on a tracked block
+        live_seq, live_ts = ctx.end_seq, ctx.end_ts
+    elif marker is None:
+        i = int(np.argmin(kr.seq))
+        live_seq, live_ts = int(kr.seq[i]) - 1, int(kr.ts[i])
+        warnings.append("no 'pb/setmt kprobe active' marker: ground truth assumed live from the first kprobe event")
+    else:
+        live_seq, live_ts = marker
+    pre = infer.before(inf.rows, live_seq)
+    post_live = obs.seq > live_seq
+    gconf = np.where(post_live, KNOWN, inf.obs_conf).astype(np.int8)
+    kr = kr.take(np.flatnonzero(np.isin(kr.block, ctx.blocks)))
+    tl, accepted = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_live, ctx,
+                                                   warnings=warnings)
+    stats["observations_used_ground_truth"] = int(accepted.sum())
+    stats["kprobe_writes"] = int(len(kr))
+    stats.pop("observations_revealing", None)
+    offl = offlined_spans(src.base["test_pages_isolated"], src.kprobe, ctx.pbo)
+    if len(offl[0]):
+        stats["offlined_blocks"] = int(len(np.unique(offl[0])))
+    # how often a live-type observation contradicted the kprobe truth (should be 0 on >= 6.10)
+    if len(obs.mt):
+        ii = tl.at(obs.block, obs.seq)
+        iiz = np.maximum(ii, 0)
+        contra = (ii >= 0) & post_live & (tl.conf[iiz] == KNOWN) & (tl.guess[iiz] != obs.mt)
+        stats["observations_contradicting_truth"] = int(contra.sum())
+        if contra.any():
+            warnings.append(f"{int(contra.sum())} live-type observations contradict the kprobe ground truth "
+                            "(kept the kprobe's type)")
+    return _Truth(tl, True, agreement(tl, inf.timeline, live_ts, ctx.end_ts), live_seq, live_ts, offl)
+
+
+def _assemble(src: _Source, inf: _Inference, truth: _Truth, meta: CaptureMeta, kernel: KernelBehavior,
+              step) -> Model:
+    ctx, tl, warnings = src.ctx, truth.timeline, src.warnings
+    t0, t1, s1, pbo = ctx.t0_ts, ctx.end_ts, ctx.end_seq, ctx.pbo
     step("blocks")
     blocks_df = _blocks_frame(tl, ctx, t1, s1)
-    inf_df = blocks_df if tl is inf_tl else _blocks_frame(inf_tl, ctx, t1, s1)
+    inf_df = blocks_df if tl is inf.timeline else _blocks_frame(inf.timeline, ctx, t1, s1)
     step("pcp residency")
-    residency = _residency(stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))
-    model = Model(blocks=blocks_df, isolation=_isolation_frame(w, ctx), residency=residency,
-                  ground_truth=ground, agreement=agree, warnings=warnings, pageblock_order=pbo,
-                  trace_end_ts=t1, events=_LazyFrames(ev), trace_start_ts=t0, trace_end_seq=s1,
-                  kernel=kernel, meta=meta, timeline=tl, inference=inf_tl, inference_blocks=inf_df,
-                  kprobe_live_seq=live_seq, kprobe_live_ts=live_ts, zone_names=znames, stats=stats,
-                  offlined=offl, _ctx=ctx)
+    residency = _residency(inf.stays, lambda pfn, seq: _mt_at(tl, pfn, seq, pbo))
+    model = Model(blocks=blocks_df, isolation=_isolation_frame(src.windows, ctx), residency=residency,
+                  ground_truth=truth.ground, agreement=truth.agreement, warnings=warnings, pageblock_order=pbo,
+                  trace_end_ts=t1, events=_LazyFrames(src.ev), trace_start_ts=t0, trace_end_seq=s1,
+                  kernel=kernel, meta=meta, timeline=tl, inference=inf.timeline, inference_blocks=inf_df,
+                  kprobe_live_seq=truth.live_seq, kprobe_live_ts=truth.live_ts, zone_names=ctx.zone_names,
+                  stats=inf.stats, offlined=truth.offlined, _ctx=ctx)
     if meta.pagetypeinfo_end is not None:
         c = model.consistency()
         mov = c[c["migratetype"] == MOVABLE]
