@@ -48,19 +48,19 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     probe = known & (tier == TIER_PROBE)
     race = probe & (bmt == MT_ISOLATE) & (printed != MT_ISOLATE)
     inferred_only = iso & ~probe & (printed != MT_ISOLATE)
-    stats = dict(checked=int((probe & iso).sum()), skipped_unknown=int((iso & ~probe).sum()),
+    # checked: every drain whose block type is usable; the race can only show on the probe-isolated ones
+    stats = dict(checked=int(known.sum()), skipped_unknown=int((~known).sum()),
+                 drains_in_isolated_blocks=int((probe & iso).sum()),
                  isolated_drains_inferred_only=int(inferred_only.sum()))
     idx = np.flatnonzero(race)
     if not len(idx):
         return with_stats(empty_findings(), **stats)
     ridx, res = match_leave(model, "drain", seq[idx])
     owner = np.full(len(idx), -1, np.int64)
-    cached = np.full(len(idx), -1, np.int16)
     have = ridx >= 0
     if res is not None and have.any():
         sub = res.iloc[ridx[have]]
         owner[have] = col(sub, "cpu", np.int64, -1)
-        cached[have] = col(sub, "cached_mt", np.int16, -1)
     cpu = col(d, "cpu", np.int64)[idx]
     owner = np.where(owner >= 0, owner, cpu)
     blk = np.asarray(st.block)[idx]

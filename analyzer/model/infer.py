@@ -267,7 +267,8 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
         if ctx.kernel.zone_locked_prints == "block" and len(zl):
             parts.append(Obs(zl["pfn"] >> ctx.pbo, zl["seq"], zl["ts"], zl["migratetype"].astype(np.int8),
                              np.full(len(zl), SRC["zone-locked-observed"], np.int8)))
-    elif len(dr):
+    elif len(dr) and ctx.kernel.drain_rereads_when_isolated:
+        # (a kernel that does not re-read the block type while isolated prints no live type at all)
         mt = dr["migratetype"]
         blk = dr["pfn"] >> ctx.pbo
         take = mt == ISOLATE
