@@ -180,6 +180,8 @@ def _describe(model, name: str, df: pd.DataFrame):
     order = col(df, "order", np.int64) if "order" in df.columns else np.zeros(len(df), np.int64)
     mt = col(df, "migratetype", np.int16, -1) if "migratetype" in df.columns else None
     guess = _guessed(model, st, seq) if st is not None else np.zeros(len(df), bool)
+    if st is not None and hasattr(st, "guess"):   # before the probe: name the type the model guesses
+        bt = np.where(guess, np.asarray(st.guess), bt)
     out = []
     if name == "mm_page_free":
         enter = _enter_rows(model, seq, "free")
