@@ -204,3 +204,20 @@ def test_accounting_is_clean_on_the_shipped_stock_captures():
             files: dict = {}
         bad, seen = a1_accounting.check_capture(M())
         assert bad == [] and len(seen) == 16, name
+
+
+def test_history_names_the_list_owner_the_claim_and_the_guess():
+    tr = SyntheticTrace()
+    P = Z0 + 4 * PB + 3
+    tr.add("mm_page_free", pfn=P, order=0, cpu=1)                                   # before the probe
+    tr.add("print", buf="pb/setmt kprobe active (filter mask == 7)\n")
+    tr.add("mm_page_alloc_extfrag", pfn=Z0 + 4 * PB + 256, alloc_order=0, fallback_order=3,
+           alloc_migratetype=UNMOVABLE, fallback_migratetype=MOVABLE, change_ownership=1, cpu=0)
+    tr.add("setmt", page=0, flags=UNMOVABLE, pfn=Z0 + 4 * PB, mask=7)
+    tr.add("mm_page_pcpu_drain", pfn=P, order=0, migratetype=MOVABLE, cpu=0)       # cpu0 drains cpu1's list
+    a = analyze(tr, meta())
+    text = a.history(pfn=P)["text"].tolist()
+    assert any(t.startswith("freed to pcp cpu1") for t in text)
+    assert any("a guess: before the kprobe was live" in t for t in text)
+    assert any("claiming the block for Unmovable" in t for t in text)   # its buddy does not cover P
+    assert "drained from pcp cpu1 (remote drain by cpu0) to the Movable freelist while block Unmovable" in text
