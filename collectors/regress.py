@@ -76,6 +76,7 @@ def analyze_bundle(bundle: Path, json_out: Path) -> tuple[dict | None, int, str 
     """(analysis JSON or None, analyze exit code, error line, seconds)."""
     t0 = time.monotonic()
     json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.unlink(missing_ok=True)   # never read an earlier run's analysis as this one's
     argv = [sys.executable, "-m", "analyzer.cli", "analyze", str(bundle), "--json", str(json_out), "-q"]
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
