@@ -221,3 +221,23 @@ def test_history_names_the_list_owner_the_claim_and_the_guess():
     assert any("a guess: before the kprobe was live" in t for t in text)
     assert any("claiming the block for Unmovable" in t for t in text)   # its buddy does not cover P
     assert "drained from pcp cpu1 (remote drain by cpu0) to the Movable freelist while block Unmovable" in text
+
+
+def test_zone_locked_that_differs_from_the_probe_on_a_block_printing_kernel_is_judged_freelist():
+    tr = SyntheticTrace()
+    tr.add("print", buf="pb/setmt kprobe active (filter mask == 7)\n")
+    tr.add("setmt", page=0, flags=UNMOVABLE, pfn=Z0 + 2 * PB, mask=7)
+    z = tr.add("mm_page_alloc_zone_locked", pfn=Z0 + 2 * PB + 8, order=0, migratetype=MOVABLE, percpu_refill=1)
+    tr.add("mm_page_alloc", pfn=Z0 + 2 * PB + 8, order=0, migratetype=MOVABLE, gfp_flags=0)
+    m = meta()
+    m.uname = "Linux (none) 6.12.117+deb13-arm64 #1 SMP Debian 6.12.117-1 aarch64 GNU/Linux"
+    a = analyze(tr, m)
+    zl = a.behaviour["zone_locked"]
+    assert (zl["expected"], zl["observed"], zl["agree"]) == ("block", "freelist", False)
+    assert (zl["ground_truth_records"], zl["printed_other"]) == (1, 1)
+    assert a.kernel.zone_locked_prints == "freelist" and a.table_kernel.zone_locked_prints == "block"
+    assert a.behaviour["summary"] == ["kernel behaves unlike 6.12.117+deb13-arm64 (upstream 6.12.117, debian): "
+                                      "zone_locked prints differ from the block type (1 of 1)"]
+    # the print is not taken as the block's live type: the probe's Unmovable stands, and S2 reports it
+    assert "zone-locked-observed" not in set(a.model.blocks["source"].astype(str))
+    assert list(a.findings[a.findings["detector"].astype(str) == "S2"]["seq"]) == [z]
