@@ -201,7 +201,6 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
         # taken as evidence of a block type under the table's (wrong) semantics
         model = build_model(trace, meta, judged, progress=progress)
         kernel = judged
-    model.warnings.extend(behaviour["summary"])
     task = progress.add_task("detectors", total=8) if hasattr(progress, "add_task") else None
     findings, detectors = run_all(
         model, kernel, progress=(lambda d: progress.update(task, advance=1, description=f"detector {d}"))
