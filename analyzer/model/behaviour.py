@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import DRAIN_CACHED, DRAIN_CACHED_ALWAYS, DRAIN_LIVE, DRAIN_MODES, ZL_BLOCK, ZL_FREELIST
-from .query import TIER_PROBE, col, evidence_tier, match_leave
+from .query import TIER_PROBE, col, evidence_tier, str_eq
 
 # A part (isolated / not isolated) is decided when this share of its informative drains
 # print one way; below it the kernel is reported as "mixed" and not judged by it.
@@ -64,24 +64,25 @@ def _drain(model, expected: str) -> dict:
            "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
     for i, name in enumerate(("not_isolated", "isolated")):
         res[name]["expected"] = _PARTS[expected][i]
-    d = _events(model, "mm_page_pcpu_drain")
     live_seq = getattr(model, "kprobe_live_seq", None)
-    if d is None or not getattr(model, "ground_truth", False) or live_seq is None:
+    if _events(model, "mm_page_pcpu_drain") is None or not getattr(model, "ground_truth", False) \
+            or live_seq is None:
         return res
-    seq = col(d, "seq", np.int64)
-    keep = np.flatnonzero(seq > live_seq)
-    seq = seq[keep]
-    pfn = col(d, "pfn", np.uint64)[keep]
-    printed = col(d, "migratetype", np.int16, -1)[keep]
+    # drains that closed a pcp stay: the stay knows the cached type and the printed one
+    stays = getattr(model, "residency", None)
+    if stays is None or not len(stays):
+        return res
+    sel = np.flatnonzero(str_eq(stays, "leave_kind", "drain"))
+    leave = col(stays, "leave_seq", np.int64, -1)[sel]
+    sel = sel[leave > live_seq]
+    seq = col(stays, "leave_seq", np.int64, -1)[sel]
+    pfn = col(stays, "pfn", np.uint64)[sel]
+    printed = col(stays, "leave_printed_mt", np.int16, -1)[sel]
+    cached = col(stays, "cached_mt", np.int16, -1)[sel]
     st = model.block_type_at(pfn, seq)
     truth = np.asarray(st.mt, np.int16)
     probe = (evidence_tier(model, st, seq) == TIER_PROBE) & (truth >= 0)
     res["ground_truth_drains"] = int(probe.sum())
-    ridx, stays = match_leave(model, "drain", seq)
-    cached = np.full(len(seq), -1, np.int16)
-    have = ridx >= 0
-    if stays is not None and have.any():
-        cached[have] = col(stays.iloc[ridx[have]], "cached_mt", np.int16, -1)
     info = probe & (cached >= 0) & (cached != truth)
     iso = np.asarray(st.zone_isolated, bool)
     for name, m in (("not_isolated", info & ~iso), ("isolated", info & iso)):
