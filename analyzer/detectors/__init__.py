@@ -18,7 +18,8 @@ import pandas as pd
 from ..kernels import KernelBehavior
 from ..model.query import ModelView
 
-from . import a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race
+from . import (a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak,
+               s6_isolate_race)
 from ._common import (FINDING_COLUMNS, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
                       empty_findings, evidence_tier)
 
@@ -37,7 +38,8 @@ class Detector(Protocol):
     def detect(self, model: ModelView, kernel: KernelBehavior) -> pd.DataFrame: ...
 
 
-ALL: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race, a1_accounting]
+ALL: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race,
+                       a1_accounting]
 
 __all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events"]
 
@@ -61,7 +63,8 @@ def missing_events(mod: Detector, model: ModelView) -> list[str]:
     return miss
 
 
-def run_all(model: ModelView, kernel: KernelBehavior, progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_all(model: ModelView, kernel: KernelBehavior,
+            progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings, detectors table).  A detector that does not apply, or lacks its events, is not run."""
     frames, rows = [], []
     for mod in ALL:

@@ -30,8 +30,8 @@ SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 
 # Shared model questions (one home, below detectors, narrative and analysis), re-exported here.
 from ..model.query import (REPORTED_TIERS, TIER_INFERRED, TIER_NAMES, TIER_NONE, TIER_OBSERVED,  # noqa: E402,F401
-                           TIER_PROBE, TIER_TRACED, UNVERIFIED_SOURCES, ModelView, col, evidence_tier, fmt_pfn, match_leave,
-                           str_eq, tier_counts)
+                           TIER_PROBE, TIER_TRACED, UNVERIFIED_SOURCES, ModelView, col, evidence_tier,
+                           fmt_pfn, match_leave, str_eq, tier_counts)
 # Confidence codes and names, and block-type sources: one definition, in the model.
 from ..model.timeline import CONF_NAMES, SOURCES, SRC  # noqa: E402
 from ..model.timeline import INFERRED as CONF_INFERRED, KNOWN as CONF_KNOWN, UNKNOWN as CONF_UNKNOWN  # noqa: E402

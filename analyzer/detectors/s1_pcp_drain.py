@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, CONF_NAMES, MT_ISOLATE, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
+from ._common import (MT_ISOLATE, ModelView, TIER_NAMES, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
                       empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
 
@@ -107,7 +107,7 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt, prints_live):
     blk = np.asarray(st.block)[idx]
     head = vjoin("drain on cpu", s_int(cpu), " put pfn ", s_hex(pfn[idx]), " (order ", s_int(order), ") on the ",
                  s_mt(printed[idx]), " freelist, but pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
-                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(TIER_NAMES, evidence_tier(model, st, seq)[idx]), ", ",
                  s_pick(source_table(model), np.asarray(st.source)[idx]), ")")
     head = pc.if_else(pa.array(zone_iso & ~prints_live[idx]),
                       vjoin(head, " (the zone had an isolated block, but this kernel does "

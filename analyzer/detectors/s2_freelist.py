@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, CONF_NAMES, col, concat_findings, empty_findings, event_frame, first_after,
-                      last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table, typed, vjoin,
-                      with_stats)
+from ._common import (ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
+                      first_after, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
+                      typed, vjoin, with_stats)
 
 ID = "S2"
 MEANING = "page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it"
@@ -114,7 +114,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     expl = vjoin("cpu", s_int(cpu[idx]), " took pfn ", s_hex(pfn[idx]), " (order ",
                  s_int(col(z, "order", np.int64)[idx]), ") from the ", s_mt(printed[idx]),
                  " freelist, but pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
-                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(TIER_NAMES, evidence_tier(model, st, seq)[idx]), ", ",
                  s_pick(source_table(model), np.asarray(st.source)[idx]),
                  ") and no fallback (mm_page_alloc_extfrag) in this allocation moved it there: the freelist "
                  "was polluted earlier")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, MT_CMA, MT_ISOLATE, cma_block_mask, col, concat_findings, empty_findings,
+from ._common import (MT_CMA, MT_ISOLATE, ModelView, cma_block_mask, col, concat_findings, empty_findings,
                       event_frame, make_findings, s_hex, s_int, s_mt, typed, vjoin, with_stats)
 
 ID = "S3"

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, CONF_NAMES, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, col, empty_findings,
-                      event_frame, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
-                      typed, vjoin, with_stats)
+from ._common import (MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
+                      empty_findings, event_frame, evidence_tier, last_before, make_findings, s_hex, s_int,
+                      s_mt, s_pick, source_table, typed, vjoin, with_stats)
 
 ID = "S4"
 MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
@@ -81,7 +81,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
     expl = vjoin("cpu", s_int(cpu[idx]), f" served an order-{pbo} ", s_mt(req[j]), " allocation with pfn ",
                  s_hex(pfn[j]), " straight from the pcp list (no zone_locked for it in this allocation), but "
                  "pageblock ", s_int(blk), " is ", s_mt(bmt[idx]), " (",
-                 s_pick(CONF_NAMES, np.asarray(st.confidence)[idx]), ", ",
+                 s_pick(TIER_NAMES, evidence_tier(model, st, seq)[idx]), ", ",
                  s_pick(source_table(model), np.asarray(st.source)[idx]),
                  "): the shared THP pcp list mixed migratetypes")
     out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],

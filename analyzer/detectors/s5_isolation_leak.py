@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, MT_ISOLATE, col, empty_findings, event_frame, make_findings, s_hex, s_int, s_mt,
-                      s_pick, source_table, vjoin, with_stats)
+from ._common import (MT_ISOLATE, ModelView, col, empty_findings, event_frame, make_findings, s_hex, s_int,
+                      s_mt, s_pick, source_table, vjoin, with_stats)
 
 ID = "S5"
 MEANING = "page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment"

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, MT_ISOLATE, TIER_PROBE, col, empty_findings, event_frame, make_findings, match_leave,
-                      s_hex, s_int, s_mt, vjoin, with_stats)
+from ._common import (MT_ISOLATE, ModelView, TIER_PROBE, col, empty_findings, event_frame, make_findings,
+                      match_leave, s_hex, s_int, s_mt, vjoin, with_stats)
 from .s1_pcp_drain import drain_judgement
 
 ID = "S6"

@@ -109,7 +109,8 @@ def _cma_events(ev: dict[str, Table], has_errorno: bool) -> list[_CmaEvent]:
     if len(fin):
         err = fin["errorno"] if (has_errorno and fin.has("errorno")) else None
         page = fin["page"] if fin.has("page") else None
-        for i, (s, t, p, n, pf, c) in enumerate(zip(fin["seq"], fin["ts"], fin["pid"], fin["name"], fin["pfn"], fin["count"])):
+        cols = zip(fin["seq"], fin["ts"], fin["pid"], fin["name"], fin["pfn"], fin["count"])
+        for i, (s, t, p, n, pf, c) in enumerate(cols):
             if err is not None:
                 ok = int(err[i]) == 0 and int(pf) != NO_PFN
             elif page is not None:
