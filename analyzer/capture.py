@@ -31,6 +31,15 @@ class CaptureError(MtauditError):
 
 DEFAULT_PAGEBLOCK_ORDER = 9
 DEFAULT_PAGE_SIZE = 4096
+# A pfn is a physical address >> PAGE_SHIFT: below 2^52 on every 64-bit kernel (at most 64
+# address bits, pages of at least 4 KiB).  Larger values come from a corrupt or hostile input.
+PFN_LIMIT = 1 << 52
+# The model keeps one row per pageblock of every zone and CMA area: 2^22 blocks is 8 TiB of
+# RAM in order-9 blocks of 4 KiB pages.  A span beyond that is a broken zoneinfo/--cma/trace
+# for this tool, and would only exhaust memory.
+MAX_SPAN_BLOCKS = 1 << 22
+_ARCH_ALIASES = {"aarch64": "arm64", "amd64": "x86_64"}
+_RELEASE_ARCHES = ("arm64", "amd64", "x86_64", "riscv64", "ppc64el", "s390x")
 
 
 @dataclass
@@ -382,6 +391,7 @@ def load_capture(path: str | os.PathLike, overrides: dict | None = None) -> tupl
                 meta.provenance.setdefault("aliases", "")
                 meta.provenance["aliases"] += f"{alias} as {name}; "
     _fill_meta(meta, trace, texts, ov)
+    check_extents(meta)
     return trace, meta
 
 
@@ -414,7 +424,6 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         if len(toks) < 3 or toks[0] != "Linux":
             raise CaptureError(f"{meta.files['uname.txt']}: not a `uname -a` line: {line[:80]!r}")
         meta.uname, meta.kernel_release = line, toks[2]
-        meta.arch = toks[-2] if len(toks) >= 5 and toks[-1] == "GNU/Linux" else toks[-1]
         meta.provenance["kernel"] = "uname.txt"
     elif kern.get("release"):
         meta.kernel_release = str(kern["release"])
@@ -428,20 +437,7 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
     else:
         meta.unknowns.append("kernel release unknown (no uname.txt, manifest or UNAME option): "
                              "6.1-like semantics assumed; pass --kernel")
-    if kern.get("arch") and not meta.arch:
-        meta.arch = str(kern["arch"])
-    if meta.arch == "aarch64":
-        meta.arch = "arm64"
-    if meta.uname and not meta.arch:
-        toks = meta.uname.split()
-        if toks and toks[-1] == "GNU/Linux":
-            toks = toks[:-1]
-        if len(toks) >= 4 and toks[0] == "Linux":
-            meta.arch = "arm64" if toks[-1] == "aarch64" else toks[-1]
-    if not meta.arch and meta.kernel_release:
-        for a in ("arm64", "amd64", "x86_64", "riscv64", "ppc64el", "s390x"):
-            if meta.kernel_release.endswith(a):
-                meta.arch = "x86_64" if a == "amd64" else a
+    meta.arch = guess_arch(meta.uname, kern.get("arch"), meta.kernel_release)
     if "stats-end.txt" in texts and not meta.lost_events:
         meta.lost_events = parse_stats(texts["stats-end.txt"], meta.files["stats-end.txt"])
         meta.provenance["lost_events"] = "stats-end.txt"
@@ -499,6 +495,41 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         meta.ground_truth_events = list(ov["ground_truth_events"])
 
 
+def guess_arch(uname: str | None, manifest_arch: object, release: str | None) -> str | None:
+    """The machine architecture, from the best source present, in kernel naming (arm64, x86_64).
+
+    Order: the `uname -a` line (its machine field), the bundle manifest, then a Debian
+    release suffix ("6.1.0-50-arm64", "...-amd64")."""
+    arch = None
+    toks = (uname or "").split()
+    if toks and toks[-1] == "GNU/Linux":
+        toks = toks[:-1]
+    if len(toks) >= 4 and toks[0] == "Linux":
+        arch = toks[-1]
+    elif manifest_arch:
+        arch = str(manifest_arch)
+    elif release:
+        arch = next((a for a in _RELEASE_ARCHES if release.endswith(a)), None)
+    return _ARCH_ALIASES.get(arch, arch) if arch else None
+
+
+def check_extents(meta: CaptureMeta) -> None:
+    """Zones and CMA areas must be real memory: inside 0..PFN_LIMIT and at most MAX_SPAN_BLOCKS
+    pageblocks each (the model lists every block of them).  Called by load_capture() and by
+    analyze() for a CaptureMeta built in code."""
+    pbo = min(max(int(meta.pageblock_order or DEFAULT_PAGEBLOCK_ORDER), 0), 63)
+    spans = [(f"zone {n}", int(lo), int(hi), meta.provenance.get("zones", "metadata")) for n, lo, hi in meta.zones]
+    spans += [(f"CMA area {n!r}", int(b), int(b) + int(c), meta.provenance.get("cma_areas", "metadata"))
+              for n, b, c in meta.cma_areas]
+    for what, lo, hi, src in spans:
+        if lo < 0 or hi < lo or hi > PFN_LIMIT:
+            raise CaptureError(f"{meta.source}: {what} (from {src}) spans pfns [{lo:#x}, {hi:#x}): "
+                               f"not a memory range (pfns are 0..{PFN_LIMIT:#x})")
+        if (hi - lo) >> pbo > MAX_SPAN_BLOCKS:
+            raise CaptureError(f"{meta.source}: {what} (from {src}) spans {(hi - lo) >> pbo} pageblocks, "
+                               f"more than the {MAX_SPAN_BLOCKS} the model handles: a broken zone/CMA record?")
+
+
 def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
     """Confirm area names with the cma_* events' pfns; derive extents when the boot log is missing."""
     import numpy as np
@@ -513,7 +544,7 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
         pfn = t.column("pfn").to_numpy(zero_copy_only=False).astype(np.uint64)
         cnt = t.column("count").to_numpy(zero_copy_only=False).astype(np.uint64)
         for n, p, c in zip(names, pfn, cnt):
-            if p == np.uint64(0xFFFFFFFFFFFFFFFF) or n is None:
+            if n is None or int(p) >= PFN_LIMIT or int(c) >= PFN_LIMIT - int(p):   # -1UL "no page", or corrupt
                 continue
             lo, hi = spans.get(n, (int(p), int(p + c)))
             spans[n] = (min(lo, int(p)), max(hi, int(p + c)))

@@ -284,6 +284,8 @@ def _isolation_frame(w: Windows, ctx: infer.Context) -> pd.DataFrame:
 def _mt_at(tl: Timeline, pfn: np.ndarray, seq: np.ndarray, pbo: int) -> np.ndarray:
     """`Model.block_type_at(pfn, seq).mt` alone (the pcp residency needs nothing else)."""
     block = np.asarray(pfn).astype(np.uint64).view(np.int64) >> pbo
+    if not len(tl.mt):             # an empty history: every type unknown (and no row 0 to index)
+        return np.full(len(block), -1, np.int8)
     i = tl.at(block, np.asarray(seq, dtype=np.int64))
     return np.where(i >= 0, tl.mt[np.maximum(i, 0)], -1).astype(np.int8)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..capture import MAX_SPAN_BLOCKS, PFN_LIMIT
 from ..readers.base import Trace
 
 # short name -> candidate full names (first present wins)
@@ -30,6 +31,11 @@ MODEL_EVENTS = {
     "print": "ftrace:print",
 }
 KPROBE_MARKER = "pb/setmt kprobe active"
+# Fields holding a page frame number, and page counts.  A record whose value cannot be real
+# memory (the capture's PFN_LIMIT; the kernel's -1UL "no page" stays) is corrupt: it is not
+# model input, because every downstream step would size arrays or ranges by it.
+PFN_FIELDS = ("pfn", "start", "end", "start_pfn", "end_pfn", "fin_pfn")
+COUNT_FIELDS = ("count",)
 KPROBE_TYPE_FIELDS = ("flags", "mt", "migratetype")
 
 
@@ -40,6 +46,7 @@ class Table:
     name: str
     arrow: pa.Table
     cols: dict[str, np.ndarray] = field(default_factory=dict)
+    dropped: int = 0          # records left out as impossible (see PFN_FIELDS)
 
     def __len__(self) -> int:
         return self.arrow.num_rows
@@ -50,6 +57,13 @@ class Table:
             t = col.type
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 arr = np.asarray(col.to_pylist(), dtype=object)
+            elif col.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+                # a value the reader could not read (a garbled text field) is "no value": -1, like
+                # the kernel's -1UL, never a float NaN that breaks every int() downstream
+                null = col.is_null().to_numpy(zero_copy_only=False)
+                arr = col.fill_null(0).to_numpy().astype(np.uint64).view(np.int64) if t == pa.uint64() \
+                    else col.fill_null(0).to_numpy().astype(np.int64)
+                arr[null] = -1
             else:
                 arr = col.to_numpy()
                 if arr.dtype == np.uint64:
@@ -76,18 +90,50 @@ def _sorted(t: pa.Table) -> pa.Table:
     return t
 
 
+RANGES = (("start", "end"), ("start_pfn", "end_pfn"))
+
+
+def _plausible(t: Table, max_span: int) -> Table:
+    """The table without records whose page numbers or counts cannot be real memory, or whose
+    range (start..end, pfn + count) spans more than `max_span` pages (the model lists every
+    pageblock of a range, so such a record would exhaust memory)."""
+    if not len(t):
+        return t
+    keep = np.ones(len(t), dtype=bool)
+    present = [f for f in PFN_FIELDS + COUNT_FIELDS
+               if t.has(f) and pa.types.is_integer(t.arrow.column(f).type)]
+    for f in present:
+        v = t[f]
+        ok = (v >= 0) & (v < PFN_LIMIT)
+        if f == "pfn":
+            ok |= v == -1
+        keep &= ok
+    if "count" in present:
+        keep &= t["count"] <= max_span
+    for a, b in RANGES:
+        if a in present and b in present:
+            keep &= (t[b] - t[a]) <= max_span       # both are in 0..PFN_LIMIT here: no overflow
+    if keep.all():
+        return t
+    return Table(t.name, t.arrow.filter(pa.array(keep)), dropped=int((~keep).sum()))
+
+
 def empty(name: str) -> Table:
     return Table(name, pa.table({"seq": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()),
                                  "cpu": pa.array([], pa.int32())}))
 
 
-def read_events(trace: Trace, ground_truth_events: list[str] | None = None) -> dict[str, Table]:
-    """All model events present in the trace, plus ground-truth kprobe tables under 'kprobe:<name>'."""
+def read_events(trace: Trace, ground_truth_events: list[str] | None = None,
+                pageblock_order: int = 9) -> dict[str, Table]:
+    """All model events present in the trace, plus ground-truth kprobe tables under 'kprobe:<name>'.
+
+    Records that cannot describe real memory are left out (Table.dropped counts them)."""
+    max_span = MAX_SPAN_BLOCKS << max(0, min(int(pageblock_order), 20))
     out: dict[str, Table] = {}
     names = trace.events()
     for short, full in MODEL_EVENTS.items():
         if full in names or trace.has(full):
-            out[short] = Table(short, _sorted(trace.table(full)))
+            out[short] = _plausible(Table(short, _sorted(trace.table(full))), max_span)
         else:
             out[short] = empty(short)
     for full, fmt in trace.formats().items():
@@ -97,7 +143,7 @@ def read_events(trace: Trace, ground_truth_events: list[str] | None = None) -> d
         # the corpus probe names the new type "flags"; the notes' recipe calls it "mt"
         if explicit or ({"pfn", "mask"} <= fields and fields & set(KPROBE_TYPE_FIELDS)):
             if full in names:
-                out["kprobe:" + full] = Table(full, _sorted(trace.table(full)))
+                out["kprobe:" + full] = _plausible(Table(full, _sorted(trace.table(full))), max_span)
     return out
 
 

@@ -53,7 +53,9 @@ class Context:
 
     def zone_index(self, block: np.ndarray) -> np.ndarray:
         n = len(self.blocks)
-        if n and int(self.blocks[-1]) - int(self.blocks[0]) + 1 == n:   # dense universe: arithmetic
+        if not n:                   # no tracked block at all: every block is outside the zones
+            return np.full(len(block), -1, dtype=np.int64)
+        if int(self.blocks[-1]) - int(self.blocks[0]) + 1 == n:   # dense universe: arithmetic
             pos = np.asarray(block, dtype=np.int64) - self.blocks[0]
             ok = (pos >= 0) & (pos < n)
             return np.where(ok, self.block_zone[np.where(ok, pos, 0)], -1)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..capture import PFN_LIMIT
 from ..kernels import ISOLATE, MIGRATE_PCPTYPES, MOVABLE, PAGE_ALLOC_COSTLY_ORDER, KernelBehavior
 from .events import Table
 
@@ -41,10 +42,8 @@ except ImportError:
     _cpair = None
 
 ENTER_KINDS = ("free", "refill")
-# A pfn is a physical address >> PAGE_SHIFT: below 2^52 on every 64-bit kernel (at most 64
-# address bits, pages of at least 4 KiB).  Larger or negative values (a corrupt or hostile
-# trace) would only make the dense per-pfn tables huge: they never enter the pairing.
-PFN_LIMIT = 1 << 52
+# pfns at or above PFN_LIMIT (or negative: -1UL "no page") never enter the pairing: they
+# would only make the dense per-pfn tables huge.
 LEAVE_KINDS = ("alloc", "drain", "open", "untraced")
 
 
@@ -105,7 +104,7 @@ def refill_mask(ev: dict[str, Table]) -> np.ndarray:
         direct = np.zeros(len(single), dtype=bool)
         if len(al):
             acpu, aseq, apfn = al["cpu"], al["seq"], al["pfn"]
-            for c in np.flatnonzero(np.bincount(cpu[single])):
+            for c in np.unique(cpu[single]):       # not bincount: a corrupt cpu number would size it
                 m = single[cpu[single] == c]
                 sel = np.flatnonzero(acpu == c)
                 if not len(sel):

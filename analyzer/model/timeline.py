@@ -318,12 +318,12 @@ def agreement(truth: Timeline, guess: Timeline, t0: int, t1: int) -> dict:
     def lookup(tl: Timeline) -> np.ndarray:
         return tl.at_ts(pb, pt)
 
+    def pick(a: np.ndarray, i: np.ndarray, fill: int) -> np.ndarray:   # an empty timeline has no row 0
+        return np.where(i >= 0, a[np.maximum(i, 0)], fill) if len(a) else np.full(len(i), fill)
+
     it, ig = lookup(truth), lookup(guess)
-    vt, vg = it >= 0, ig >= 0
-    tconf = np.where(vt, truth.conf[np.maximum(it, 0)], -1)
-    tmt = np.where(vt, truth.guess[np.maximum(it, 0)], -1)
-    gconf = np.where(vg, guess.conf[np.maximum(ig, 0)], -1)
-    gmt = np.where(vg, guess.guess[np.maximum(ig, 0)], -2)
+    tconf, tmt = pick(truth.conf, it, -1), pick(truth.guess, it, -1)
+    gconf, gmt = pick(guess.conf, ig, -1), pick(guess.guess, ig, -2)
     base = (tconf == KNOWN) & (dur > 0)
     claimed = base & (gconf >= INFERRED)
     agree = claimed & (gmt == tmt)
@@ -350,7 +350,7 @@ def agreement(truth: Timeline, guess: Timeline, t0: int, t1: int) -> dict:
     res["n_disagreeing_blocks"] = int(len(ub))
     # the same measure restricted to truth set by the probe itself (not by the boot log or by
     # an observation the inference also saw): the strictest view
-    tsrc = np.where(vt, truth.src[np.maximum(it, 0)], -1)
+    tsrc = pick(truth.src, it, -1)
     bk = claimed & (tsrc == SRC["kprobe"])
     res["kprobe_only_rate"] = (float(dur[bk & agree].sum()) / float(dur[bk].sum())) if dur[bk].sum() else None
     res["kprobe_only_block_seconds"] = float(dur[bk].sum()) / 1e9
