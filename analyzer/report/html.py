@@ -198,7 +198,7 @@ def section_metadata(analysis: Any, p: str = "") -> str:
     rows = [
         ("kernel release", getattr(meta, "kernel_release", None) or "unknown"),
         ("uname", getattr(meta, "uname", None) or "not recorded"),
-        ("behaviour assumed", kernel.describe() if hasattr(kernel, "describe") else "unknown"),
+        ("kernel (version table)", kernel.describe() if hasattr(kernel, "describe") else "unknown"),
         ("architecture", getattr(meta, "arch", None) or "unknown"),
         ("kernel command line", getattr(meta, "cmdline", None) or "not recorded"),
         ("source", getattr(meta, "source", None) or ""),
