@@ -1,14 +1,21 @@
 """Builds the optional C record walker (analyzer/readers/_walk.c) and pcp successor walk
 (analyzer/model/_pair.c); metadata lives in pyproject.toml.
 
-`optional=True`: without a compiler the install still succeeds and the reader / pcp pairing
-fall back to their numpy paths (same results, slower).
+Optional by default: without a compiler the install still succeeds and the reader / pcp
+pairing fall back to their numpy paths (same results, slower).  MTAUDIT_REQUIRE_CEXT=1 (what
+CI sets, see scripts/test) makes a failed build an install error instead.
 """
+import os
+
 from setuptools import Extension, setup
+
+REQUIRED = os.environ.get("MTAUDIT_REQUIRE_CEXT") == "1"
 
 try:
     import numpy
 except ImportError:  # build-system requires lacks numpy: install the pure-numpy reader only
+    if REQUIRED:
+        raise
     numpy = None
 
 setup(
@@ -18,14 +25,14 @@ setup(
             ["analyzer/readers/_walk.c"],
             include_dirs=[numpy.get_include()],
             extra_compile_args=["-O2"],
-            optional=True,
+            optional=not REQUIRED,
         ),
         Extension(   # pcp pairing: next event on the same pfn (analyzer/model/pcp.py has the numpy path)
             "analyzer.model._pair",
             ["analyzer/model/_pair.c"],
             include_dirs=[numpy.get_include()],
             extra_compile_args=["-O2"],
-            optional=True,
+            optional=not REQUIRED,
         ),
     ] if numpy is not None else []
 )

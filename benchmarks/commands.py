@@ -1,31 +1,36 @@
 """`mtaudit bench ...`: the speed benchmarks as CLI sub-commands.
 
-`bench ingest` is benchmarks/ingest.py (trace.dat reader vs `trace-cmd report -R`).  The
-other benchmark modules keep their own argument parsers; `bench analyze|model ARGS...`
-hands ARGS to their main().
+One line per benchmark in BENCHMARKS: (name, module in benchmarks/, help, how it takes its
+arguments).  "parser": the module has `add_arguments(parser)` and `run(args) -> int` (its
+docstring is the description); "main": the module keeps its own argument parser and
+`main(argv) -> int` gets everything after the benchmark's name.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 
+BENCHMARKS = [
+    ("ingest", "ingest", "trace.dat reader vs `trace-cmd report -R` (events/s, ratio, peak RSS)", "parser"),
+    ("build", "build", "build: kernel specs: cold build vs cache hit vs one-file-patch rebuild", "parser"),
+    ("analyze", "analyze", "analyze() events/s vs trace-cmd report", "main"),
+    ("model", "model", "pageblock model speed", "main"),
+    ("regress", "regress", "time to a regress verdict per phase, --jobs 1 vs 2 (real QEMU)", "main"),
+]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="speed benchmarks (ratios against a peer measured in the same run)",
                               description="Run a benchmark; each prints its numbers and the peer's.")
     sub = p.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    from . import ingest
-    pi = sub.add_parser("ingest", help="trace.dat reader vs `trace-cmd report -R` (events/s, ratio, peak RSS)",
-                        description=ingest.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ingest.add_arguments(pi)
-    pi.set_defaults(func=ingest.run)
-    from . import build
-    pb = sub.add_parser("build", help="build: kernel specs: cold build vs cache hit vs one-file-patch rebuild",
-                        description=build.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_arguments(pb)
-    pb.set_defaults(func=build.run)
-    for name, what in (("analyze", "analyze() events/s vs trace-cmd report"), ("model", "pageblock model speed"),
-                       ("regress", "time to a regress verdict per phase, --jobs 1 vs 2 (real QEMU)")):
-        ps = sub.add_parser(name, help=what, add_help=False)
-        ps.add_argument("args", nargs=argparse.REMAINDER)
-        ps.set_defaults(func=lambda a, _n=name: int(importlib.import_module(f"benchmarks.{_n}").main(a.args) or 0))
+    for name, module, what, style in BENCHMARKS:
+        if style == "parser":
+            mod = importlib.import_module(f"benchmarks.{module}")
+            ps = sub.add_parser(name, help=what, description=mod.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+            mod.add_arguments(ps)
+            ps.set_defaults(func=mod.run)
+        else:   # imported when run: these parse their own arguments
+            ps = sub.add_parser(name, help=what, add_help=False, prefix_chars="+")   # every -x is the module's
+            ps.add_argument("args", nargs=argparse.REMAINDER)
+            ps.set_defaults(func=lambda a, _m=module: int(importlib.import_module(f"benchmarks.{_m}").main(a.args) or 0))

@@ -23,23 +23,18 @@ the 6.1 corpus capture that is 1% of the stays; every drain closes a stay.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..cext import load as load_cext
 from ..capture import PFN_LIMIT
 from ..kernels import ISOLATE, MIGRATE_PCPTYPES, MOVABLE, PAGE_ALLOC_COSTLY_ORDER, KernelBehavior
 from .events import Table
 
-try:  # compiled successor walk (analyzer/model/_pair.c); optional.  MTAUDIT_NO_CEXT=1 forces numpy.
-    if os.environ.get("MTAUDIT_NO_CEXT"):
-        raise ImportError("disabled by MTAUDIT_NO_CEXT")
-    from . import _pair as _cpair  # type: ignore[attr-defined]
-except ImportError:
-    _cpair = None
+_cpair = load_cext("analyzer.model._pair")  # compiled successor walk (analyzer/model/_pair.c); optional, see analyzer/cext.py
 
 ENTER_KINDS = ("free", "refill")
 # pfns at or above PFN_LIMIT (or negative: -1UL "no page") never enter the pairing: they

@@ -19,17 +19,13 @@ sums.  A row at seq s applies to records with seq > s (contract section 2b).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-try:  # compiled per-block interval search (analyzer/model/_pair.c); MTAUDIT_NO_CEXT=1 forces numpy.
-    if os.environ.get("MTAUDIT_NO_CEXT"):
-        raise ImportError("disabled by MTAUDIT_NO_CEXT")
-    from . import _pair as _cpair  # type: ignore[attr-defined]
-except ImportError:
-    _cpair = None
+from ..cext import load as load_cext
+
+_cpair = load_cext("analyzer.model._pair")  # compiled per-block interval search; see analyzer/cext.py
 
 SET, CAND, TOUCH, LOST = 0, 1, 2, 3
 KNOWN, INFERRED, UNKNOWN = 2, 1, 0

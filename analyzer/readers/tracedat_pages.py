@@ -10,22 +10,17 @@ both return identical `Walk` results (tests/test_tracedat_walk.py checks that).
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
+from ..cext import load as load_cext
 from ..errors import TraceFormatError
 from .tracedat_header import BufferInfo, CpuData, Decompressor, PageHeader
 
-try:  # compiled walker (analyzer/readers/_walk.c); optional.  MTAUDIT_NO_CEXT=1 forces numpy.
-    if os.environ.get("MTAUDIT_NO_CEXT"):
-        raise ImportError("disabled by MTAUDIT_NO_CEXT")
-    from . import _walk as _cwalk  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    _cwalk = None
+_cwalk = load_cext("analyzer.readers._walk")  # compiled walker (analyzer/readers/_walk.c); see analyzer/cext.py
 
 COMMIT_MASK = (1 << 27) - 1
 MISSED_EVENTS = 1 << 31
