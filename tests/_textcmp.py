@@ -28,10 +28,6 @@ def have_tracecmd() -> bool:
     return shutil.which("trace-cmd") is not None
 
 
-def have_tracedat_reader() -> bool:
-    return os.path.exists(os.path.join(ROOT, "analyzer", "readers", "tracedat.py"))
-
-
 def capture(name: str) -> str:
     return os.path.join(CAPTURES_DIR, name, "trace.dat")
 

@@ -19,12 +19,10 @@ import pytest
 import analyzer
 from analyzer.readers.commands import read_converted
 
-from _textcmp import ROOT, TEXT_DIR, capture, have_tracecmd, have_tracedat_reader, report
+from _textcmp import ROOT, TEXT_DIR, capture, have_tracecmd, report
 
 SMALL = capture("custom-6.1-x86_64-cmadebugfs")
 HOST_TEXT = os.path.join(TEXT_DIR, "host-6.18-x86_64", "trace-tgid-irqinfo.txt")
-needs_binary = pytest.mark.skipif(not have_tracedat_reader(),
-                                  reason="analyzer/readers/tracedat.py (binary reader) not present yet")
 
 
 def mtaudit(*args: str) -> subprocess.CompletedProcess:
@@ -54,7 +52,6 @@ def test_real_subprocess_events_and_bad_input(tmp_path):
         assert r.stderr.strip().splitlines() == [f"mtaudit: {bad}: line 3: not a trace-cmd report line: 'not a line'"]
 
 
-@needs_binary
 def test_events_on_real_trace_dat():
     r = mtaudit("events", SMALL)
     assert r.returncode == 0, r.stderr
@@ -90,7 +87,6 @@ def test_events_shows_lost_events(tmp_path):
     assert "lost events: CPU0: 1234 in 1 gap(s)" in r.stdout
 
 
-@needs_binary
 @pytest.mark.parametrize("src", ["trace.dat", "report-text", "kernel-text"])
 def test_convert_round_trip(tmp_path, src):
     if src == "trace.dat":
@@ -114,7 +110,6 @@ def test_convert_round_trip(tmp_path, src):
     assert sorted(os.listdir(out)) == sorted([v["file"] for v in meta["events"].values()] + ["meta.json"])
 
 
-@needs_binary
 def test_convert_replaces_only_on_success(tmp_path):
     out = tmp_path / "out"
     assert mtaudit("convert", SMALL, str(out)).returncode == 0

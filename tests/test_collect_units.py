@@ -72,7 +72,14 @@ def test_parse_config_values():
 
 
 def test_config_ok_and_modules_count():
-    kernels.check_config(_kernel(GOOD.replace("CONFIG_9P_FS=y", "CONFIG_9P_FS=m")))
+    """=m satisfies a requirement (the 9p transport may be a module); "is not set" does not."""
+    as_module = _kernel(GOOD.replace("CONFIG_9P_FS=y", "CONFIG_9P_FS=m"))
+    assert as_module.config["9P_FS"] == "m" and as_module.has("9P_FS")
+    assert kernels.check_config(as_module) is None                       # accepted
+    unset = _kernel(GOOD.replace("CONFIG_9P_FS=y", "# CONFIG_9P_FS is not set"))
+    assert not unset.has("9P_FS")
+    with pytest.raises(KernelConfigError, match="CONFIG_9P_FS"):
+        kernels.check_config(unset)
 
 
 def test_amd64_without_cma_is_refused_with_hint():

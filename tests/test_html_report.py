@@ -191,11 +191,8 @@ def _check_in_chromium(page, tmp_path, tag: str) -> None:
 
 
 def _real_analysis(path: str = REAL):
-    try:
-        from analyzer.capture import load_capture
-        from analyzer import analyze
-    except ImportError as ex:
-        pytest.skip(f"analyzer core not there yet: {ex}")
+    from analyzer.capture import load_capture
+    from analyzer import analyze
     trace, meta = load_capture(path)
     return analyze(trace, meta)
 

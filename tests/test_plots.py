@@ -271,10 +271,7 @@ def test_pagetypeinfo_counts_shapes():
 
 
 def test_pagetypeinfo_counts_real_parser():
-    try:
-        from analyzer.capture import parse_pagetypeinfo
-    except ImportError as ex:
-        pytest.skip(f"capture parser not there yet: {ex}")
+    from analyzer.capture import parse_pagetypeinfo
     path = os.path.join(REAL, "pagetypeinfo-start.txt")
     pti = parse_pagetypeinfo(open(path).read(), path)
     # "Node 0, zone DMA  107 879 6 0 544 0" in the file
@@ -336,11 +333,8 @@ def test_counts_png_synthetic(tmp_path):
 
 
 def _real_analysis():
-    try:
-        from analyzer.capture import load_capture
-        from analyzer import analyze
-    except ImportError as ex:
-        pytest.skip(f"analyzer core not there yet: {ex}")
+    from analyzer.capture import load_capture
+    from analyzer import analyze
     trace, meta = load_capture(REAL)
     return analyze(trace, meta)
 
@@ -437,11 +431,8 @@ def test_cli_plot_bad_flags_exit_2(flag, value, tmp_path):
 
 
 def test_cli_plot_and_report_real_fixture(tmp_path):
-    try:
-        import analyzer.analysis  # noqa: F401
-        import analyzer.capture  # noqa: F401
-    except ImportError as ex:
-        pytest.skip(f"analyzer core not there yet: {ex}")
+    import analyzer.analysis  # noqa: F401
+    import analyzer.capture  # noqa: F401
     png = tmp_path / "tl.png"
     r = _cli("plot", REAL, "-o", str(png), "--time-range", "0-1000")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -461,10 +452,7 @@ def test_cli_plot_and_report_real_fixture(tmp_path):
 
 def test_cli_report_takes_analyze_overrides(tmp_path):
     """plot/report accept analyze's capture flags (here an extra CMA area) and honour them."""
-    try:
-        import analyzer.analysis  # noqa: F401
-    except ImportError as ex:
-        pytest.skip(f"analyzer core not there yet: {ex}")
+    import analyzer.analysis  # noqa: F401
     small = os.path.join(ROOT, "fixtures", "captures", "custom-6.1-x86_64-cmadebugfs")
     out = tmp_path / "r.html"
     r = _cli("report", small, "-o", str(out), "--cma", "extra-area:0x20000:4096")

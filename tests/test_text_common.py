@@ -21,7 +21,7 @@ from analyzer.readers import sniff
 from analyzer.readers.text_common import parse_ints, to_typed
 from analyzer.readers.textsniff import sniff_text
 
-from _textcmp import CAPTURES, TEXT_DIR, capture, have_tracedat_reader, kernel_line, perf_line, report_line
+from _textcmp import CAPTURES, TEXT_DIR, capture, kernel_line, perf_line, report_line
 
 
 def _py(s: str, bare_hex: bool = False):
@@ -62,7 +62,6 @@ def test_to_typed_ranges_and_twos_complement():
     assert u32.to_pylist() == [4294967295, 4294967295, None, 2147483647, None]
 
 
-@pytest.mark.skipif(not have_tracedat_reader(), reason="analyzer/readers/tracedat.py (binary reader) not present yet")
 @pytest.mark.parametrize("path", [capture(c) for c in CAPTURES] + [os.path.join(TEXT_DIR, "host-6.18-x86_64", "trace.dat")])
 def test_known_events_match_real_format_files(path):
     """Every known event present in a real capture has exactly our field names, order and types."""

@@ -18,14 +18,13 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import sniff
 from analyzer.readers.ftrace_text import FtraceText
 
-from _textcmp import TEXT_DIR, assert_same_as_binary, have_tracedat_reader, kernel_line
+from _textcmp import TEXT_DIR, assert_same_as_binary, kernel_line
 
 HOST = os.path.join(TEXT_DIR, "host-6.18-x86_64")
 VARIANTS = {"trace-tgid-irqinfo.txt": (True, True), "trace-tgid-noirq.txt": (True, False),
             "trace-irqinfo.txt": (False, True), "trace-noirq.txt": (False, False)}
 
 
-@pytest.mark.skipif(not have_tracedat_reader(), reason="analyzer/readers/tracedat.py (binary reader) not present yet")
 @pytest.mark.parametrize("fname", list(VARIANTS))
 def test_kernel_text_equals_binary_reader_on_same_buffer(fname):
     path = os.path.join(HOST, fname)
@@ -57,7 +56,6 @@ def test_trace_pipe_without_header():
     assert a.schema.field("pfn").type == "uint64" and a.column("pfn").null_count == 0
 
 
-@pytest.mark.skipif(not have_tracedat_reader(), reason="analyzer/readers/tracedat.py (binary reader) not present yet")
 def test_generator_matches_real_kernel_lines():
     """kernel_line() rebuilds the kernel's lines from the trace.dat of the same buffer, byte for byte
     up to the body (tgid+irq-info and plain layouts); the flags are copied from the line."""

@@ -19,11 +19,9 @@ from analyzer.readers import sniff
 from analyzer.readers.report_text import ReportText
 
 from _textcmp import (CAPTURES, REPORT_VARIANTS, SYMBOLIC, assert_same_as_binary, capture, have_tracecmd,
-                      have_tracedat_reader, report, report_line)
+                      report, report_line)
 
 needs_tracecmd = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd (Debian package) not installed")
-needs_binary = pytest.mark.skipif(not have_tracedat_reader(),
-                                  reason="analyzer/readers/tracedat.py (binary reader) not present yet")
 
 _BIN: dict = {}
 
@@ -49,7 +47,6 @@ def binary(name):
 
 
 @needs_tracecmd
-@needs_binary
 @pytest.mark.parametrize("variant", list(REPORT_VARIANTS))
 @pytest.mark.parametrize("name", CAPTURES)
 def test_report_text_equals_binary_reader(reports, name, variant):
@@ -90,7 +87,6 @@ def test_counts_match_capture_event_counts(reports):
 
 
 @needs_tracecmd
-@needs_binary
 @pytest.mark.parametrize("variant", ["tR", "R"])
 def test_generator_matches_real_trace_cmd_lines(reports, variant):
     """report_line() rebuilds trace-cmd 3.1.6's lines from the binary reader's values, byte for byte
