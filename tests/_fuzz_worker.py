@@ -8,6 +8,8 @@ consistency -> summary/console/JSON, and `history`):
   order, migratetype, cpu, timestamps stepping back, fields deleted or garbled, lines dropped,
   duplicated or swapped), run through `mtaudit analyze` / `mtaudit history` (cli.main)
   exactly as a user would: the exit status must be 0, 1, 2 or 3, never 4 (internal error);
+* tracedat: a real trace.dat with bytes and 64-bit words overwritten, through `mtaudit analyze`
+  (the C record walker reads its lengths and offsets);
 * tables: generated event tables (SyntheticTrace: every model event, values across each
   field's whole type range, nulls, non-monotonic timestamps, hostile zones/CMA areas/
   pageblock orders) through `analyze()`: only MtauditError may escape.
@@ -208,6 +210,52 @@ def run_text(examples: int, seed_: int, out: str) -> int:
     return _run(case, count, "text", fails)
 
 
+# ---------------------------------------------------------------------------- trace.dat bytes
+TRACEDAT = os.path.join(ROOT, "fixtures", "captures", "custom-6.1-x86_64-cmadebugfs", "trace.dat")
+
+
+def run_tracedat(examples: int, seed_: int, out: str) -> int:
+    """A real trace.dat with bytes and 8-byte words overwritten (mostly in the ring-buffer pages,
+    where the C record walker reads lengths and offsets), through `mtaudit analyze`."""
+    from analyzer import cli
+    src = open(TRACEDAT, "rb").read()
+    count = [0]
+
+    @seed(seed_)
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(st.data())
+    def case(data):
+        b = bytearray(src)
+        for _ in range(data.draw(st.integers(1, 24), label="edits")):
+            lo = 0 if data.draw(st.integers(0, 9), label="where") == 0 else len(b) // 10   # headers sometimes
+            pos = data.draw(st.integers(lo, len(b) - 8), label="pos")
+            if data.draw(st.booleans(), label="word"):
+                b[pos:pos + 8] = data.draw(_u64(), label="value").to_bytes(8, "little")
+            else:
+                b[pos] = data.draw(st.integers(0, 255), label="byte")
+        path = os.path.join(out, "current.dat")
+        with open(path, "wb") as f:
+            f.write(b)
+        so, se = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
+            try:
+                rc = cli.main(["analyze", path, "-q", "--debug"])
+            except SystemExit as e:
+                rc = e.code
+            except Exception:
+                traceback.print_exc()
+                rc = "uncaught exception"
+        count[0] += 1
+        if rc not in (0, 1, 2, 3):
+            err = se.getvalue()
+            last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
+            fails.add(_key(err, last[0][:120]), f"mtaudit analyze exit {rc}:\n{err}", bytes(b).hex(), "dat.hex")
+
+    fails = Failures(out)
+    return _run(case, count, "tracedat", fails)
+
+
 # ---------------------------------------------------------------------------- generated tables
 EVENT_FIELDS = {
     "mm_page_alloc": ("pfn", "order", "migratetype"),
@@ -335,7 +383,7 @@ def main() -> int:
     lim = int(os.environ.get("MTAUDIT_FUZZ_MEMORY_MB", "3072")) << 20
     resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=("text", "tables", "replay"))
+    ap.add_argument("kind", choices=("text", "tables", "tracedat", "replay"))
     ap.add_argument("input", nargs="?", help="replay: a failure.json (tables) or failure.txt (text)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--examples", type=int, default=20)
@@ -347,9 +395,14 @@ def main() -> int:
             with open(a.input) as f:
                 run_table_spec(json.load(f))
             return 0
+        if a.input.endswith(".hex"):
+            path = os.path.join(a.out, "replay.dat")
+            with open(a.input) as f, open(path, "wb") as g:
+                g.write(bytes.fromhex(f.read()))
+            a.input = path
         from analyzer import cli
         return cli.main(["analyze", a.input, "--debug"])
-    return (run_text if a.kind == "text" else run_tables)(a.examples, a.seed, a.out)
+    return {"text": run_text, "tables": run_tables, "tracedat": run_tracedat}[a.kind](a.examples, a.seed, a.out)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Fuzz the whole analysis path: mutated slices of a real kernel text trace through the CLI,
-generated event tables through `analyze()`.  Only MtauditError (exit 2) may come out; an
+"""Fuzz the whole analysis path: mutated slices of a real kernel text trace and a real trace.dat
+with overwritten bytes through the CLI, generated event tables through `analyze()`.  Only MtauditError (exit 2) may come out; an
 internal error (exit 4) or a crash in C fails the test.
 
 Each batch runs in its own process (tests/_fuzz_worker.py), so a segfault is a failed test that
 names the input that caused it, not a dead test run.  Budget: MTAUDIT_FUZZ_EXAMPLES inputs per
-kind (default 40: about half a minute in CI); a longer hunt, e.g.
+kind (default 30: about a minute for the four kinds in CI); a longer hunt, e.g.
     MTAUDIT_FUZZ_EXAMPLES=2000 MTAUDIT_FUZZ_SEED=$RANDOM .venv/bin/python -m pytest -q -m fuzz
 MTAUDIT_FUZZ_SEED picks other inputs (default 0: CI runs the same ones every time).
 """
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.fuzz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_fuzz_worker.py")
-EXAMPLES = int(os.environ.get("MTAUDIT_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("MTAUDIT_FUZZ_EXAMPLES", "30"))
 SEED = int(os.environ.get("MTAUDIT_FUZZ_SEED", "0"))
 BATCH = 100                     # inputs per process: a crash loses at most one batch's progress
 
@@ -40,7 +40,7 @@ def _run(kind: str, env: dict, tmp_path, worker: str = WORKER) -> tuple[int, lis
         p = subprocess.run([sys.executable, worker, kind, "--seed", str(SEED + b), "--examples", str(n),
                             "--out", str(out)], capture_output=True, text=True, env=env, timeout=3600)
         if p.returncode < 0 or p.returncode > 1:        # killed (SIGSEGV, ...) or the worker itself broke
-            cur = next((out / f for f in ("current.txt", "current.json") if (out / f).exists()), None)
+            cur = next((out / f for f in ("current.txt", "current.json", "current.dat") if (out / f).exists()), None)
             keep = None
             if cur:
                 keep = tmp_path / f"crash-{kind}-{b}{cur.suffix}"
@@ -53,8 +53,9 @@ def _run(kind: str, env: dict, tmp_path, worker: str = WORKER) -> tuple[int, lis
     return total, failures
 
 
-@pytest.mark.parametrize("kind,no_cext", [("text", False), ("tables", False), ("tables", True)],
-                         ids=["text-cext", "tables-cext", "tables-numpy"])
+@pytest.mark.parametrize("kind,no_cext", [("text", False), ("tracedat", False), ("tables", False),
+                                          ("tables", True)],
+                         ids=["text-cext", "tracedat-cext", "tables-cext", "tables-numpy"])
 def test_fuzz_analysis_never_crashes(kind, no_cext, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MTAUDIT_NO_CEXT"}
     if no_cext:
