@@ -27,19 +27,23 @@ def test_regress_two_kernels_in_parallel(tmp_path):
     assert p.returncode in (0, 3), p.stderr          # idle: nothing fires; too little may be judged
     res = json.loads((out / "result.json").read_text())
     assert [r["run"] for r in res["runs"]] == ["b1", "c1"]
-    assert [r["status"] for r in res["runs"]] == ["ok", "ok"], res["runs"]
     rel = [r["kernel_release"] for r in res["runs"]]
     assert rel[0].startswith("6.1.") and rel[1].startswith("6.12.")
     # guest CPUs x jobs <= host cores: idle asks for 2 CPUs; on a 2-core host both guests get 1
     want = min(2, (os.cpu_count() or 1) // 2)
     assert res["timing"]["guest_smp"] == want
+    if want < 2:
+        assert "lowered from 2 to 1" in res["timing"]["smp_note"]
     for r in res["runs"]:
         m = json.loads((out / r["bundle"] / "manifest.json").read_text())
         assert m["scenario"]["smp"] == want
         assert r["timings"]["boot_s"] > 0 and r["timings"]["analyze_s"] > 0
-        assert (out / r["analysis"]).is_file()
-    if want < 2:
-        assert "lowered from 2 to 1" in res["timing"]["smp_note"]
+        if r["status"] == "ok":
+            assert (out / r["analysis"]).is_file()
+        else:   # a failed run is kept, says why, and makes the comparison inconclusive
+            assert r["problems"] and p.returncode == 3 and res["status"] == "inconclusive"
+    if p.returncode == 0:
+        assert [r["status"] for r in res["runs"]] == ["ok", "ok"]
     assert {d["id"] for d in res["detectors"]} >= {"S1", "S2"}
     assert all(d["verdict"] != "regressed" for d in res["detectors"])
     assert res["timing"]["fetch_build_s"]["baseline"] >= 0
