@@ -32,7 +32,7 @@ RECIPE = 1          # bump when the way kernels are built changes (invalidates t
 ENV_FIXED = {"KBUILD_BUILD_USER": "mtaudit", "KBUILD_BUILD_HOST": "mtaudit", "LC_ALL": "C"}
 # Compile units of a cold build, used for the progress bar until this machine has built the
 # same configuration once (measured: 6.1 x86_64 tinyconfig + shipped fragment).
-DEFAULT_UNITS = {"amd64": 1400, "arm64": 1300}
+DEFAULT_UNITS = {"amd64": 1280, "arm64": 1200}
 _UNIT = re.compile(r"^\s+(?:CC|AS|CC \[M\])\s+\S+\.o$")
 _LINK = re.compile(r"^\s+(?:LD\s+(?:\.tmp_)?vmlinux|KSYMS|BUILD\s+arch/|OBJCOPY\s+arch/)")
 _ERR = re.compile(r"error[:\s]|Error \d|undefined reference|No rule to make target|\*\*\*", re.I)
@@ -127,8 +127,18 @@ def build_kernel(spec, spec_text: str, say):
     k = Kernel(spec=spec_text, arch=spec.arch, release=info["release"], version=f"build:{key[:16]}",
                image=entry / info["image"], config_path=cfg, modules=mods if mods.is_dir() else None)
     k.config = parse_config(cfg.read_text(errors="replace"))
-    k.build = {**info["build"], "cached": cached, "entry": str(entry)}
+    # names and paths as this spec gives them (the cached entry may come from another spelling
+    # of the same content)
+    k.build = {**info["build"], **_inputs(src, patches, plan), "cached": cached, "entry": str(entry)}
     return k
+
+
+def _inputs(src: Source, patches: list[Patch], plan: kconfig.ConfigPlan) -> dict:
+    return {"source": {"spec": src.spec, "kind": src.kind, "identity": src.identity, **src.info},
+            "patches": [{"name": p.name, "path": str(p.path), "sha256": p.sha256} for p in patches],
+            "fragment": {"base": plan.base, "sha256": plan.digest,
+                         "files": [{"name": f.name, "path": str(f), "sha256": sha256_file(f)}
+                                   for f in plan.fragments]}}
 
 
 def _build(spec, tc: Toolchain, src: Source, patches: list[Patch], plan: kconfig.ConfigPlan,
@@ -179,10 +189,7 @@ def _build(spec, tc: Toolchain, src: Source, patches: list[Patch], plan: kconfig
                 _modules_install(wt, obj, tc, t / "mod", log)
             requested = plan.requested()
             info = {"release": release, "image": img_name, "build": {
-                "source": {"spec": src.spec, "kind": src.kind, "identity": src.identity, **src.info},
-                "patches": [{"name": p.name, "path": str(p.path), "sha256": p.sha256} for p in patches],
-                "fragment": {"base": plan.base, "sha256": plan.digest,
-                             "files": [{"name": f.name, "sha256": sha256_file(f)} for f in plan.fragments]},
+                **_inputs(src, patches, plan),
                 "config_requested": {s: final.get(s, "n") for s in sorted(requested)},
                 "arch": spec.arch, "compiler": ccv, "ccache": tc.ccache, "cache_key": key,
                 "incremental": warm, "changed_files": changed, "build_s": round(build_s, 1),
