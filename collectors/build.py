@@ -342,10 +342,11 @@ def _keep_log(log: Path, key: str) -> None:
 
 
 class _PlainBar:
-    """Progress without a terminal: one line per 10% (or per 200 units when the total is unknown)."""
+    """Progress without a terminal: a line per stage change and per 10% (or 200 units when the
+    total is unknown)."""
 
     def __init__(self, say, total: int | None):
-        self.say, self.total, self.last = say, total, -1
+        self.say, self.total, self.last, self.stage = say, total, -1, "compile"
 
     def __enter__(self):
         return self
@@ -354,8 +355,12 @@ class _PlainBar:
         return False
 
     def update(self, n: int, what: str) -> None:
-        if what.startswith("link"):
-            self.say(f"{what} ({n} units compiled)")
+        stage = what.split(":", 1)[0]
+        if stage != self.stage:
+            self.stage = stage
+            self.say(f"{stage}: after {n} compiled units")
+            return
+        if stage != "compile":
             return
         step = (n * 10 // self.total) if self.total else n // 200
         if step != self.last:

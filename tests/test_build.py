@@ -313,3 +313,15 @@ def test_toolchain_native_and_cross():
     if shutil.which("aarch64-linux-gnu-gcc"):
         tc = toolchain("arm64")
         assert (tc.karch, tc.target, tc.cross) == ("arm64", "Image", "aarch64-linux-gnu-")
+
+
+def test_plain_progress_is_one_line_per_stage_and_ten_percent():
+    from collectors.build import _PlainBar
+    lines: list[str] = []
+    with _PlainBar(lines.append, 100) as pb:
+        for i in range(1, 101):
+            pb.update(i, f"compile: f{i}.o")
+        for i in range(101, 106):
+            pb.update(i, f"link: x{i}.o")
+    assert lines[0] == "compile: 1 units ~1%" and lines[-1] == "link: after 101 compiled units"
+    assert len(lines) == 12
