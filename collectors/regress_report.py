@@ -6,7 +6,6 @@ JUnit test case per detector.  Every file is written atomically.
 """
 from __future__ import annotations
 
-import html as _html
 import json
 import platform
 import os
@@ -266,7 +265,3 @@ def write_outputs(out: Path, res: dict, runs, html: bool = True, quiet: bool = F
         except Exception as e:  # the verdict must not depend on the HTML; say why it is missing
             res["notes"].append(f"report.html not written: {type(e).__name__}: {e}")
     write_result(out, res)
-
-
-__all__ = ["phase_times", "result_doc", "write_outputs", "write_result", "print_table",
-           "summary_md", "junit_xml", "_html"]

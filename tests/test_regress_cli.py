@@ -170,3 +170,27 @@ def test_race_fix_reported_on_the_source_built_pair(tmp_path):
     assert all(e["met"] for e in got["expectations"])
     d = next(x for x in got["detectors"] if x["id"] == ids[0])
     assert d["baseline"]["count"]["min"] > 0 and d["candidate"]["count"]["max"] == 0
+
+
+def test_candidate_that_always_panics_is_a_regression_not_a_harness_failure(tmp_path):
+    cand = copies(B612, tmp_path / "c", 1, "c612")
+    b = cand / "c612-r1"
+    (b / "trace.dat").unlink()
+    m = b / "manifest.json"
+    doc = json.loads(m.read_text())
+    doc.update(status="failed", failure="guest kernel reported panic: Kernel panic - not syncing")
+    doc["console_problems"] = [{"kind": "panic", "line": "Kernel panic - not syncing: Fatal exception"}]
+    m.unlink()
+    m.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    p = regress("--baseline-bundles", str(B61), "--candidate-bundles", str(cand), "--out", str(out), "--no-html")
+    assert p.returncode == 1, p.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert res["failing"] == ["console"] and res["runs"][1]["status"] == "failed"
+    assert any("no candidate run could be analyzed" in n for n in res["notes"])
+    # with no console problem, a side without any analyzable run is a harness failure (exit 2)
+    doc["console_problems"] = []
+    doc.update(failure="timeout in phase boot after 300s")
+    m.write_text(json.dumps(doc))
+    p = regress("--baseline-bundles", str(B61), "--candidate-bundles", str(cand), "--out", str(out), "--no-html")
+    assert p.returncode == 2, p.stderr
