@@ -34,7 +34,8 @@ ENV_FIXED = {"KBUILD_BUILD_USER": "mtaudit", "KBUILD_BUILD_HOST": "mtaudit", "LC
 # same configuration once (measured: 6.1 x86_64 tinyconfig + shipped fragment).
 DEFAULT_UNITS = {"amd64": 1280, "arm64": 1200}
 _UNIT = re.compile(r"^\s+(?:CC|AS|CC \[M\])\s+\S+\.o$")
-_LINK = re.compile(r"^\s+(?:LD\s+(?:\.tmp_)?vmlinux|KSYMS|BUILD\s+arch/|OBJCOPY\s+arch/)")
+# the final link: "LD vmlinux.o", ".tmp_vmlinux.kallsyms*", "KSYMS" (not the vdso's OBJCOPY)
+_LINK = re.compile(r"^\s+(?:LD\s+(?:\.tmp_)?vmlinux|KSYMS\s)")
 _ERR = re.compile(r"error[:\s]|Error \d|undefined reference|No rule to make target|\*\*\*", re.I)
 
 
