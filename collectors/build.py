@@ -9,12 +9,14 @@ The finished image goes into build/images/<key> atomically; a failure leaves not
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -284,8 +286,9 @@ def _make(wt: Path, obj: Path, tc: Toolchain, final: dict[str, str], say, log: P
     with open(log, "a") as lf, ((bar("compile", total) if bar else None) or _PlainBar(say, total)) as pb:
         lf.write(f"$ {' '.join(argv)}\n")
         lf.flush()
+        # own process group: on Ctrl-C/SIGTERM the whole make tree (cc1, ld) is stopped, not just make
         p = subprocess.Popen(argv, cwd=wt, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env=_env(), text=True, errors="replace", bufsize=1)
+                             env=_env(), text=True, errors="replace", bufsize=1, start_new_session=True)
         try:
             for line in p.stdout:
                 lf.write(line)
@@ -297,8 +300,14 @@ def _make(wt: Path, obj: Path, tc: Toolchain, final: dict[str, str], say, log: P
                     pb.update(n, "link: vmlinux")
             rc = p.wait()
         except BaseException:
-            p.kill()
-            p.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
             raise
     if rc != 0:
         tail = _error_lines(log)
