@@ -33,8 +33,8 @@ from .errors import CollectError, ToolMissingError
 RECIPE = 1          # bump when the way kernels are built changes (invalidates the image cache)
 ENV_FIXED = {"KBUILD_BUILD_USER": "mtaudit", "KBUILD_BUILD_HOST": "mtaudit", "LC_ALL": "C"}
 # Compile units of a cold build, used for the progress bar until this machine has built the
-# same configuration once (measured: 6.1 x86_64 tinyconfig + shipped fragment).
-DEFAULT_UNITS = {"amd64": 1280, "arm64": 1200}
+# same configuration once (measured: 6.1 tinyconfig + shipped fragment, x86_64 and arm64).
+DEFAULT_UNITS = {"amd64": 1280, "arm64": 845}
 _UNIT = re.compile(r"^\s+(?:CC|AS|CC \[M\])\s+\S+\.o$")
 # the final link: "LD vmlinux.o", ".tmp_vmlinux.kallsyms*", "KSYMS" (not the vdso's OBJCOPY)
 _LINK = re.compile(r"^\s+(?:LD\s+(?:\.tmp_)?vmlinux|KSYMS\s)")
