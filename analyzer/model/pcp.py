@@ -8,7 +8,7 @@ Entering a pcp list:
   and the value is the pcp list the page went to).  `mm_page_free_batched` duplicates
   an `mm_page_free` of the same page and is not counted again.
 * refill: `mm_page_alloc_zone_locked`.  Its `percpu_refill` flag is computed from order
-  and type only (notes 1.4) and cannot tell rmqueue_bulk() from a direct rmqueue_buddy()
+  and type only (include/trace/events/kmem.h, class mm_page) and cannot tell rmqueue_bulk() from a direct rmqueue_buddy()
   allocation, so we use the shape of the stream instead: rmqueue_bulk() emits a burst of
   >= 2 zone_locked events of one order on one CPU with nothing but extfrag/kprobe
   events of that CPU in between; a single zone_locked event immediately followed on its

@@ -3,8 +3,8 @@
 Text traces carry no format files, so a text reader would have to guess column
 types from the printed values — and then `pfn` would come out int64 in one
 file and uint64 in another, and never equal the trace.dat reader's table.  For
-the events mtaudit is about, the kernel's TP_STRUCT__entry is known (see
-/work/shared/notes/kernel-mm.md §1, checked against the format files in
+the events mtaudit is about, the kernel's TP_STRUCT__entry is known (include/trace/events/kmem.h,
+cma.h and page_isolation.h of v6.1/v6.12, checked against the format files in
 fixtures/captures/*/trace.dat), so the text readers take names and types from
 here.  Types are those of a 64-bit kernel (`unsigned long` -> uint64), which is
 what every shipped capture is.
