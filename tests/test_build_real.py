@@ -112,18 +112,29 @@ def test_same_spec_is_a_cache_hit_without_make(work, first):
     assert MARK_A in (work / "out" / "second" / "dmesg-start.txt").read_text(errors="replace")
 
 
-def test_changed_patch_rebuilds_only_what_it_touches(work, first):
-    marker = f"mtaudit-build-test: patch B {uuid.uuid4().hex}"
-    (work / "b.patch").write_text(boot_patch(marker))
-    before = len(make_calls(work))
+def _resolve_with_patch(work, name: str, marker: str):
+    (work / name).write_text(boot_patch(marker))
     old = dict(os.environ)
     os.environ["PATH"] = env_for(work)["PATH"]
     try:
-        k = kernels.resolve(f"build:{SRC},arch=x86_64,patch={work / 'b.patch'}")
+        return kernels.resolve(f"build:{SRC},arch=x86_64,patch={work / name}")
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_changed_patch_rebuilds_only_what_it_touches(work, first):
+    # The shared work tree may hold another patch set from an earlier build in this cache (its
+    # files are restored from the pristine source, so they count as changed too): patch B brings
+    # the tree to a known state, patch C then differs from it in init/main.c alone.
+    before = len(make_calls(work))
+    kb = _resolve_with_patch(work, "b.patch", f"mtaudit-build-test: patch B {uuid.uuid4().hex}")
     assert len(make_calls(work)) > before                       # make ran: not a cache hit
+    assert kb.build["cached"] is False and "init/main.c" in kb.build["changed_files"]
+    marker = f"mtaudit-build-test: patch C {uuid.uuid4().hex}"
+    before = len(make_calls(work))
+    k = _resolve_with_patch(work, "c.patch", marker)
+    assert len(make_calls(work)) > before
     assert k.build["cached"] is False and k.build["incremental"] is True
     assert k.build["changed_files"] == ["init/main.c"]
     log = (Path(k.build["entry"]) / "build.log").read_text()
