@@ -159,8 +159,26 @@ def _mutate(lines: list[str], data: st.DataObject) -> list[str]:
     return lines
 
 
-def run_text(examples: int, seed_: int, out: str) -> int:
+def _check_cli(fails: "Failures", argv: list[str], data: str, suffix: str) -> None:
+    """Run one mtaudit command in-process (with --debug, so an internal error shows its traceback)
+    and keep the input when it ends other than 0-3: exit 4, an uncaught exception, a bad exit."""
     from analyzer import cli
+    so, se = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
+        try:
+            rc = cli.main(argv + ["--debug"])
+        except SystemExit as e:         # argparse
+            rc = e.code
+        except Exception:               # escaped the CLI entirely (it must not)
+            traceback.print_exc()
+            rc = "uncaught exception"
+    if rc not in (0, 1, 2, 3):
+        err = se.getvalue()
+        last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
+        fails.add(_key(err, last[0][:120]), f"mtaudit {' '.join(argv)} exit {rc}:\n{err}", data, suffix)
+
+
+def run_text(examples: int, seed_: int, out: str) -> int:
     bases = {k: open(p, encoding="utf-8").read().splitlines(keepends=True) for k, p in BASES.items()}
     count = [0]
 
@@ -190,21 +208,8 @@ def run_text(examples: int, seed_: int, out: str) -> int:
         if pfns and data.draw(st.booleans(), label="history"):
             cmds.append(["history", path, "--pfn", data.draw(st.sampled_from(pfns), label="hpfn"), *extra])
         for argv in cmds:
-            so, se = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
-                try:
-                    rc = cli.main(argv + (["--debug"] if hasattr(cli, "_split_debug") else []))
-                except SystemExit as e:         # argparse
-                    rc = e.code
-                except Exception:               # escaped the CLI entirely (it must not)
-                    traceback.print_exc()
-                    rc = "uncaught exception"
             count[0] += 1
-            if rc not in (0, 1, 2, 3):
-                err = se.getvalue()
-                last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
-                fails.add(_key(err, last[0][:120]), f"mtaudit {argv[0]} {' '.join(argv[2:])} exit {rc}:\n{err}",
-                          text, "txt")
+            _check_cli(fails, argv, text, "txt")
 
     fails = Failures(out)
     return _run(case, count, "text", fails)
@@ -217,7 +222,6 @@ TRACEDAT = os.path.join(ROOT, "fixtures", "captures", "custom-6.1-x86_64-cmadebu
 def run_tracedat(examples: int, seed_: int, out: str) -> int:
     """A real trace.dat with bytes and 8-byte words overwritten (mostly in the ring-buffer pages,
     where the C record walker reads lengths and offsets), through `mtaudit analyze`."""
-    from analyzer import cli
     src = open(TRACEDAT, "rb").read()
     count = [0]
 
@@ -237,20 +241,8 @@ def run_tracedat(examples: int, seed_: int, out: str) -> int:
         path = os.path.join(out, "current.dat")
         with open(path, "wb") as f:
             f.write(b)
-        so, se = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
-            try:
-                rc = cli.main(["analyze", path, "-q", "--debug"])
-            except SystemExit as e:
-                rc = e.code
-            except Exception:
-                traceback.print_exc()
-                rc = "uncaught exception"
         count[0] += 1
-        if rc not in (0, 1, 2, 3):
-            err = se.getvalue()
-            last = [ln for ln in err.splitlines() if ln.strip()][-1:] or ["?"]
-            fails.add(_key(err, last[0][:120]), f"mtaudit analyze exit {rc}:\n{err}", bytes(b).hex(), "dat.hex")
+        _check_cli(fails, ["analyze", path, "-q"], bytes(b).hex(), "dat.hex")
 
     fails = Failures(out)
     return _run(case, count, "tracedat", fails)
