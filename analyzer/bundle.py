@@ -7,6 +7,7 @@ logs, so nothing half-written ever looks like a good capture.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -16,7 +17,15 @@ from pathlib import Path
 
 from analyzer.atomic import atomic_file
 
-from .cache import sha256_file
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (bundle traces can be hundreds of MiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
 
 SCHEMA_VERSION = 1
 EXPECTED = ("trace.dat", "manifest.json", "uname.txt", "cmdline.txt", "dmesg-start.txt",

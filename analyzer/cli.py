@@ -27,7 +27,8 @@ COMMAND_MODULES = [
     "analyzer.readers.commands",     # events, convert
     "analyzer.commands",             # analyze, history
     "analyzer.report.commands",      # plot, report
-    "collectors.commands",           # collect, regress
+    "collectors.commands",           # collect
+    "harness.cli",                   # regress
     "benchmarks.commands",           # bench
 ]
 

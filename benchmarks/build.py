@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from collectors import buildsrc, kernels
+    from collectors.build import source as buildsrc
+    from collectors.collect import resolve_kernel
 
     if not a.ccache:
         os.environ["CCACHE_DISABLE"] = "1"
@@ -60,7 +61,7 @@ def run(a: argparse.Namespace) -> int:
                              (f"one-file patch ({a.file})", f"{spec},patch={patch}")):
                 print(f"{label} ...", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
-                k = kernels.resolve(s, None, say)
+                k = resolve_kernel(s, None, say)
                 dt = time.perf_counter() - t0
                 made.append(k)
                 rows.append((label, dt, k.build.get("cached"), len(k.build.get("changed_files", []))))

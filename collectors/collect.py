@@ -13,9 +13,13 @@ from pathlib import Path
 
 from analyzer.atomic import atomic_dir
 
-from . import bundle, initramfs, kernels, scenarios
+from analyzer import bundle
+
+from .build.build import build_kernel
+from .guest import initramfs, scenarios
+from .kernels import spec as kernels
 from .errors import CollectError, GuestError, GuestTimeout
-from .qemu import (build_argv, find_problems, kvm_usable, machine_profile, qemu_binary,
+from .guest.qemu import (build_argv, find_problems, kvm_usable, machine_profile, qemu_binary,
                    qemu_version, run_guest)
 
 EVENTS = ("kmem:mm_page_alloc", "kmem:mm_page_free", "kmem:mm_page_free_batched",
@@ -24,6 +28,18 @@ EVENTS = ("kmem:mm_page_alloc", "kmem:mm_page_free", "kmem:mm_page_free_batched"
 BOOT_TIMEOUT = 300.0      # wall seconds from QEMU start to the scenario (TCG on a shared host)
 EXTRACT_TIMEOUT = 300.0
 FATAL_PROBLEMS = ("panic", "BUG", "Oops")
+
+
+def resolve_kernel(spec_text: str, arch: str | None = None, progress=None) -> kernels.Kernel:
+    """Any SPEC -> a cached Kernel: `build:` specs go to the build room, the rest to the kernels room.
+
+    The dispatch lives here, above both rooms, so that neither imports the other in a circle
+    (the build room produces a kernels.Kernel; the kernels room knows nothing of builds).
+    """
+    spec = kernels.parse_spec(spec_text, arch)
+    if spec.kind == "build":
+        return build_kernel(spec, spec_text, progress or (lambda msg: None))
+    return kernels.resolve(spec_text, arch, progress)
 
 
 @dataclass
@@ -145,7 +161,7 @@ def collect(o: Options, say) -> Path:
     if spec.arch:  # fail fast on a missing QEMU before downloading anything
         qemu_binary(machine_profile(spec.arch))
     say(f"resolving kernel {o.kernel}")
-    k = kernels.resolve(o.kernel, o.arch, say)
+    k = resolve_kernel(o.kernel, o.arch, say)
     if o.check_config:
         kernels.check_config(k, tuple(sc.requires))
     else:
@@ -197,7 +213,7 @@ def collect(o: Options, say) -> Path:
                                  "extract": EXTRACT_TIMEOUT}, on_event)
             except KeyboardInterrupt:
                 interrupted = True
-                from .qemu import RunResult
+                from .guest.qemu import RunResult
                 res = RunResult(argv=argv, failure="interrupted (SIGINT/SIGTERM); VM killed")
             bundle.move_guest_files(share, tmp)
             share.rmdir()

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import scenarios
+from .guest import scenarios
 
 
 def register(subparsers) -> None:
@@ -43,7 +43,6 @@ def register(subparsers) -> None:
     p.add_argument("--pack", action="store_true", help="also write BUNDLE.tar.zst")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run)
-    _register_regress(subparsers)
 
 
 def _sigterm(signum, frame):  # make SIGTERM unwind like Ctrl-C so the VM is killed
@@ -73,7 +72,3 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old)
     return 0
 
-
-def _register_regress(subparsers) -> None:
-    from .regress_cli import register as reg
-    reg(subparsers)

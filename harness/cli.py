@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import CollectError
+from collectors.errors import CollectError
 
 
 def register(subparsers) -> None:
@@ -79,8 +79,8 @@ def _check_args(a: argparse.Namespace) -> str:
 
 
 def _run(a: argparse.Namespace) -> int:
-    from . import regress, regress_report
-    from .regress_stats import compare, run_record
+    from . import regress, report as regress_report
+    from .stats import compare, run_record
     mode = _check_args(a)
     if not 0 < a.alpha < 1:
         raise CollectError("--alpha must be between 0 and 1")
@@ -96,7 +96,7 @@ def _run(a: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
         if mode == "specs":
-            from . import scenarios
+            from collectors.guest import scenarios
             sc = scenarios.load(a.scenario)
             plan = regress.Plan(specs={"baseline": a.baseline, "candidate": a.candidate},
                                 scenario=a.scenario, runs=a.runs, jobs=a.jobs, out=out, smp=a.smp,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import CollectError
+from collectors.errors import CollectError
 
 SIDES = ("baseline", "candidate")
 FAILING_CONSOLE = ("panic", "BUG", "WARNING", "Oops")   # console problems that fail a run
@@ -239,18 +239,18 @@ class Plan:
 
 def fetch_kernels(plan: Plan, prog: Progress) -> dict[str, float]:
     """Resolve (download or build) both kernels once, before any guest starts; seconds per side."""
-    from . import kernels
+    from collectors.collect import resolve_kernel
     out = {}
     for side in SIDES:
         t0 = time.monotonic()
-        kernels.resolve(plan.specs[side], plan.arch, lambda m, s=side: prog.say(s, m))
+        resolve_kernel(plan.specs[side], plan.arch, lambda m, s=side: prog.say(s, m))
         out[side] = round(time.monotonic() - t0, 2)
         prog.done(side, f"kernel {plan.specs[side]} ready ({out[side]:.1f}s)")
     return out
 
 
 def _one_run(plan: Plan, run: Run, smp: int, prog: Progress) -> Run:
-    from .collect import Options, collect
+    from collectors.collect import Options, collect
     name = bundle_name(run.label, plan.specs[run.side], plan.scenario)
     o = Options(kernel=plan.specs[run.side], scenario=plan.scenario, out=plan.out / "bundles",
                 name=name, arch=plan.arch, memory=plan.memory, smp=smp, timeout=plan.timeout,

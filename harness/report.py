@@ -259,7 +259,7 @@ def write_outputs(out: Path, res: dict, runs, html: bool = True, quiet: bool = F
         f.write(junit_xml(res))
     res["html"] = None
     if html:
-        from .regress_html import write_html
+        from .html import write_html
         try:
             res["html"] = write_html(out / "report.html", res, runs, quiet=quiet)
         except Exception as e:  # the verdict must not depend on the HTML; say why it is missing

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from collectors import buildsrc, kconfig, kernels
-from collectors.build import cache_key, toolchain
+from collectors.build import kconfig, source as buildsrc
+from collectors.build.build import cache_key, toolchain
+from collectors.kernels import spec as kernels
 from collectors.errors import KernelSpecError, ToolMissingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +317,7 @@ def test_toolchain_native_and_cross():
 
 
 def test_plain_progress_is_one_line_per_stage_and_ten_percent():
-    from collectors.build import _PlainBar
+    from collectors.build.build import _PlainBar
     lines: list[str] = []
     with _PlainBar(lines.append, 100) as pb:
         for i in range(1, 101):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors import kernels
+from collectors.collect import resolve_kernel
+from collectors.kernels import spec as kernels
 
 pytestmark = [pytest.mark.kbuild, pytest.mark.qemu,
               pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not shutil.which("trace-cmd"),
@@ -117,7 +118,7 @@ def _resolve_with_patch(work, name: str, marker: str):
     old = dict(os.environ)
     os.environ["PATH"] = env_for(work)["PATH"]
     try:
-        return kernels.resolve(f"build:{SRC},arch=x86_64,patch={work / name}")
+        return resolve_kernel(f"build:{SRC},arch=x86_64,patch={work / name}")
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -165,8 +166,8 @@ def test_unmet_dependency_names_option_and_dependency(work, first):
                            "CONFIG_KPROBES=y became n (depends on MODULES"), line
     assert "off: MODULES=n" in line and "CONFIG_KPROBE_EVENTS=y became n" in line
     # nothing half-made: no O= dir for that configuration, no image, no temp dirs
-    from collectors import build, buildsrc, kconfig
-    from collectors.cache import cache_root
+    from collectors.build import build, kconfig, source as buildsrc
+    from collectors.build.cache import cache_root
     src = buildsrc.identify(SRC, lambda m: None)
     plan = kconfig.plan("amd64", "tinyconfig", str(frag))
     tc = build.toolchain("amd64")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors import bundle, scenarios
+from analyzer import bundle
+from collectors.guest import scenarios
 
 pytestmark = pytest.mark.qemu
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import MtauditError
-from collectors import bundle, elfdeps, initramfs, kernels, scenarios
+from analyzer import bundle
+from collectors.guest import elfdeps, initramfs, scenarios
+from collectors.kernels import spec as kernels
 from collectors.errors import CollectError, KernelConfigError, KernelSpecError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collectors.errors import CollectError
-from collectors.regress import Run, find_bundles, interleaved, plan_smp
+from harness.regress import Run, find_bundles, interleaved, plan_smp
 
 
 def test_interleaved_order():

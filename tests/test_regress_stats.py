@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from collectors.regress_stats import (compare, compare_detector, fail_runs, min_attainable_p,
+from harness.stats import (compare, compare_detector, fail_runs, min_attainable_p,
                                       observed_behaviour, p_values, reproduction, run_record)
 
 

@@ -26,9 +26,10 @@ from pathlib import Path
 from analyzer.atomic import atomic_dir, atomic_file
 
 from . import kconfig
-from .buildsrc import Patch, Source, apply_patches, identify, load_patches, pristine, sync_patched, work_tree
+from ..kernels.spec import Kernel, parse_config
+from .source import Patch, Source, apply_patches, identify, load_patches, pristine, sync_patched, work_tree
 from .cache import cache_root, locked, sha256_file
-from .errors import CollectError, ToolMissingError
+from ..errors import CollectError, ToolMissingError
 
 RECIPE = 1          # bump when the way kernels are built changes (invalidates the image cache)
 ENV_FIXED = {"KBUILD_BUILD_USER": "mtaudit", "KBUILD_BUILD_HOST": "mtaudit", "LC_ALL": "C"}
@@ -108,7 +109,6 @@ def tree_key(src: Source, plan: kconfig.ConfigPlan, arch: str, cc: str) -> str:
 # -- the entry point -----------------------------------------------------------------------
 def build_kernel(spec, spec_text: str, say):
     """Resolve a parsed `build:` Spec to a Kernel, building (or reusing) it."""
-    from .kernels import Kernel, parse_config
     t0 = time.monotonic()
     tc = toolchain(spec.arch)
     patches = load_patches(spec.patches)
@@ -236,7 +236,6 @@ def configure(wt: Path, obj: Path, tc: Toolchain, plan: kconfig.ConfigPlan, say,
 
     A failed or interrupted configuration removes the O= directory, so the next run starts
     clean instead of trusting a half-made .config."""
-    from .kernels import parse_config
     stamp = obj / ".mtaudit-config.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("digest") == plan.digest:
         return parse_config((obj / ".config").read_text())

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CollectError
+from ..errors import CollectError
 
-KCONFIG_DIR = Path(__file__).resolve().parent.parent / "qemu" / "kconfig"
+KCONFIG_DIR = Path(__file__).resolve().parents[2] / "qemu" / "kconfig"
 # Debian arch -> (shipped fragment, kernel ARCH=, image target, image path under O=)
 ARCH_BUILD = {
     "amd64": ("x86_64.config", "x86", "bzImage", "arch/x86/boot/bzImage"),

@@ -1,6 +1,6 @@
 """Kernel sources for `build:` specs: identify, extract once, patch a private work tree.
 
-Layout under the cache (collectors/cache.py):
+Layout under the cache (collectors/build/cache.py):
   build/src/<id>/tree      pristine source, extracted or copied once per source identity
   build/trees/<key>/src    work tree: a hard-link farm of the pristine tree; patched files are
                            replaced (new inode), never written through, so the pristine copy
@@ -25,8 +25,10 @@ from pathlib import Path
 
 from analyzer.atomic import atomic_dir, atomic_file
 
+from ..kernels.debian import PrivateApt, extract_deb
+from ..kernels.spec import host_arch
 from .cache import cache_root, locked, sha256_bytes, sha256_file
-from .errors import CollectError, ToolMissingError
+from ..errors import CollectError, ToolMissingError
 
 STATE = ".mtaudit-patched.json"   # in a work tree: files the current patch set changed
 
@@ -112,8 +114,6 @@ def identify(src: str, say) -> Source:
 
 
 def _debian_source(src: str, say) -> Source:
-    from .debian import PrivateApt
-    from .kernels import host_arch
     series = src.split(":", 1)[1]
     pkg = f"linux-source-{series}"
     apt = PrivateApt.for_arch(host_arch())
@@ -177,7 +177,6 @@ def _untar(tarball: Path, dest: Path) -> None:
 
 def _untar_from_deb(deb: Path, inner: str, dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="deb-", dir=dest.parent) as td:
-        from .debian import extract_deb
         extract_deb(deb, Path(td))
         tb = Path(td) / inner
         if not tb.is_file():

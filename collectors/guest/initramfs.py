@@ -18,11 +18,11 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .cache import cache_root, sha256_bytes
-from .debian import PrivateApt, extract_deb
+from ..build.cache import cache_root, sha256_bytes
+from ..kernels.debian import PrivateApt, extract_deb
 from .elfdeps import closure, resolve_in_root
-from .errors import CollectError
-from .kernels import Kernel
+from ..errors import CollectError
+from ..kernels.spec import Kernel
 
 FORMAT = 3  # bump when the layout below changes (invalidates cached images)
 GUEST_SUITES = ("bookworm",)  # userspace: trace-cmd 3.1.6, same as the host's
@@ -31,7 +31,7 @@ TRIPLET = {"arm64": "aarch64-linux-gnu", "amd64": "x86_64-linux-gnu"}
 # Transport modules per arch, in the order we ask for them (dependencies are added first).
 TRANSPORT_MODULES = {"arm64": ("virtio_mmio", "9pnet_virtio", "9p"),
                      "amd64": ("virtio_pci", "9pnet_virtio", "9p")}
-QEMU_DIR = Path(__file__).resolve().parent.parent / "qemu"
+QEMU_DIR = Path(__file__).resolve().parents[2] / "qemu"
 
 
 # -- cpio (newc) ---------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import ToolMissingError
+from ..errors import ToolMissingError
 
-MACHINES = Path(__file__).resolve().parent.parent / "qemu" / "machines"
+MACHINES = Path(__file__).resolve().parents[2] / "qemu" / "machines"
 PROBLEMS = [  # (kind, regex) over console lines and the final dmesg
     ("panic", re.compile(r"Kernel panic")),
     ("BUG", re.compile(r"\bBUG:")),

@@ -13,9 +13,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CollectError
+from ..errors import CollectError
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "qemu" / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "qemu" / "scenarios"
 DEFAULTS = {"memory": 1024, "smp": 2, "timeout": 300, "buffer_mb": 32, "phases": 0}
 
 

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import cache_root, locked, sha256_file
-from .errors import FetchError, ToolMissingError
+from ..build.cache import cache_root, locked, sha256_file
+from ..errors import FetchError, ToolMissingError
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security", "trixie", "trixie-updates",
           "trixie-security")

@@ -5,7 +5,7 @@ SPEC forms:
   deb:FILE.deb                                                 a linux-image .deb you have
   path:IMAGE[,modules=DIR][,config=FILE]                       a kernel you built
   build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=A][,base=B]  built here from source
-                                                               (collectors/build.py)
+                                                               (collectors/build/)
 The config is checked before anything boots: a capture without CMA, tracepoints or kprobe
 events cannot show what mtaudit looks for, so we refuse early and say why.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from analyzer.atomic import atomic_dir
 from analyzer.kernels import boot_kprobe_creates_dir, parse_version
 
-from .cache import cache_root, sha256_file
-from .debian import PrivateApt, deb_fields, extract_deb
-from .errors import KernelConfigError, KernelSpecError
+from ..build.cache import cache_root, sha256_file
+from .debian import PrivateApt, deb_fields, extract_deb, max_version
+from ..errors import KernelConfigError, KernelSpecError
 
 # Debian arch name -> QEMU/uname arch.  One table; machine profiles live in qemu/machines/.
 ARCHES = {"arm64": "aarch64", "amd64": "x86_64"}
@@ -227,7 +227,6 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
                  if v.startswith(spec.series + ".") and any(s.startswith(x) for x in suites)]
         if not cands:
             raise KernelSpecError(f"{spec_text}: no {meta} {spec.series}.x in {', '.join(suites)}")
-        from .debian import max_version
         mv = max_version(cands)
         dep = apt.show_field(meta, mv, "Depends")
         m = re.match(r"(linux-image-[^\s,(]+)\s*\(=\s*([^)]+)\)", dep)
@@ -242,9 +241,8 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
         if not deb.is_file():
             raise KernelSpecError(f"{spec_text}: {deb} does not exist")
         return _from_deb(deb, spec_text, say)
-    if spec.kind == "build":
-        from .build import build_kernel
-        return build_kernel(spec, spec_text, say)
+    if spec.kind == "build":   # the build room sits above this one: collect.resolve_kernel dispatches
+        raise KernelSpecError(f"{spec_text}: build: specs are built by collectors.build (collect.resolve_kernel)")
     return _from_path(spec, spec_text)
 
 
