@@ -5,7 +5,7 @@
 Without FILE it builds (once, cached in --workdir) a trace.dat of >= N page-allocator events:
 the real records of fixtures/captures/debian-6.1-arm64-cma-churn (1.17 M events, 2 CPUs,
 kernel 6.1 arm64 formats, cmdlines, uname) repeated back to back in time, written as v6 by
-analyzer.readers.tracedat_write, plus its v7+zstd conversion by `trace-cmd convert`.
+tests/support/tracedat_write.py, plus its v7+zstd conversion by `trace-cmd convert`.
 
 Measured per file, each in a fresh child process so peaks do not mix:
   ours      TraceDat(path) + every event table materialised + lost (after imports)
@@ -53,7 +53,10 @@ def build(events: int, workdir: str) -> list[str]:
     import numpy as np
 
     from analyzer.readers.tracedat import TraceDat
-    from analyzer.readers.tracedat_write import Records, Layout, records_from, write
+    # the writer is test tooling (tests/support/), not part of the installed package; this
+    # benchmark runs from a checkout anyway (it reads fixtures/)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from support.tracedat_write import Records, Layout, records_from, write
 
     from rich.console import Console
     con = Console(stderr=True)

@@ -76,7 +76,7 @@ class Header:
     options: dict[str, object] = field(default_factory=dict)
     cpus: int | None = None
     ts_offset: int = 0
-    raw: dict = field(default_factory=dict)   # verbatim metadata blocks (used by tracedat_write)
+    raw: dict = field(default_factory=dict)   # verbatim metadata blocks (used by the test writer, tests/support/tracedat_write.py)
 
 
 class Decompressor:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP61 = os.path.join(ROOT, "fixtures", "captures", "debian-6.1-arm64-cma-churn")
 CAP612 = os.path.join(ROOT, "fixtures", "captures", "debian-6.12-arm64-cma-churn")
 

@@ -2,7 +2,7 @@
 with overwritten bytes through the CLI, generated event tables through `analyze()`.  Only MtauditError (exit 2) may come out; an
 internal error (exit 4) or a crash in C fails the test.
 
-Each batch runs in its own process (tests/_fuzz_worker.py), so a segfault is a failed test that
+Each batch runs in its own process (tests/support/fuzz_worker.py), so a segfault is a failed test that
 names the input that caused it, not a dead test run.  Budget: MTAUDIT_FUZZ_EXAMPLES inputs per
 kind (default 30: about a minute for the four kinds in CI); a longer hunt, e.g.
     MTAUDIT_FUZZ_EXAMPLES=2000 MTAUDIT_FUZZ_SEED=$RANDOM .venv/bin/python -m pytest -q -m fuzz
@@ -22,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.fuzz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "_fuzz_worker.py")
+WORKER = os.path.join(HERE, "..", "support", "fuzz_worker.py")
 EXAMPLES = int(os.environ.get("MTAUDIT_FUZZ_EXAMPLES", "30"))
 SEED = int(os.environ.get("MTAUDIT_FUZZ_SEED", "0"))
 BATCH = 100                     # inputs per process: a crash loses at most one batch's progress
@@ -63,7 +63,7 @@ def test_fuzz_analysis_never_crashes(kind, no_cext, tmp_path):
     total, failures = _run(kind, env, tmp_path)
     assert total >= EXAMPLES
     assert not failures, "\n\n".join(f"{f['count']}x, input {f['input']} "
-                                     f"(replay: python tests/_fuzz_worker.py replay {f['input']} --out /tmp/x):\n"
+                                     f"(replay: python tests/support/fuzz_worker.py replay {f['input']} --out /tmp/x):\n"
                                      f"{f['message']}" for f in failures)
 
 

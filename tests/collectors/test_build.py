@@ -19,7 +19,7 @@ from collectors.build.build import cache_key, toolchain
 from collectors.kernels import spec as kernels
 from collectors.errors import KernelSpecError, ToolMissingError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 MAIN_C = "int main(void)\n{\n\tint a = 1;\n\tint b = 2;\n\treturn a + b;\n}\n"
 PATCH_OK = """--- a/mm/page_alloc.c

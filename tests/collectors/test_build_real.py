@@ -26,7 +26,7 @@ from collectors.kernels import spec as kernels
 pytestmark = [pytest.mark.kbuild, pytest.mark.qemu,
               pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not shutil.which("trace-cmd"),
                                  reason="needs qemu-system-x86_64 and trace-cmd")]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SRC = "debian-source:6.1"
 MARK_A = "mtaudit-build-test: patch A is in this kernel"
 

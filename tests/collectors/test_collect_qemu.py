@@ -20,7 +20,7 @@ from analyzer import bundle
 from collectors.guest import scenarios
 
 pytestmark = pytest.mark.qemu
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KSPEC = "debian:6.1/arm64"
 needs_qemu = pytest.mark.skipif(not shutil.which("qemu-system-aarch64") or not shutil.which("trace-cmd"),
                                 reason="needs qemu-system-aarch64 and trace-cmd")

@@ -17,7 +17,7 @@ from collectors.guest import elfdeps, initramfs, scenarios
 from collectors.kernels import spec as kernels
 from collectors.errors import CollectError, KernelConfigError, KernelSpecError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS61 = ROOT / "fixtures" / "captures" / "debian-6.1-arm64-cma-churn"
 
 

@@ -11,7 +11,7 @@ of pages on pcp when isolating" (notes/kernel-mm.md §4):
 from __future__ import annotations
 
 
-from _synth_model import K61, Story
+from support.synth_model import K61, Story
 from analyzer import kernels
 from analyzer.detectors import run_all
 

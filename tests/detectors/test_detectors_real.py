@@ -21,7 +21,7 @@ import pytest
 import analyzer
 from analyzer.analysis import analyze
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAPS = {"6.1": os.path.join(ROOT, "fixtures", "captures", "debian-6.1-arm64-cma-churn"),
         "6.12": os.path.join(ROOT, "fixtures", "captures", "debian-6.12-arm64-cma-churn"),
         # bundles made by `mtaudit collect` (fixtures/bundles/README.md): 6.1.192, 6.12.118

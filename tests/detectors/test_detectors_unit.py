@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from _synth_model import K61, K61_MAINLINE, K612, Story
+from support.synth_model import K61, K61_MAINLINE, K612, Story
 from analyzer import kernels
 from analyzer.detectors import (ALL, run_all, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp,
                                 s5_isolation_leak)
@@ -295,7 +295,7 @@ _op = hst.tuples(hst.sampled_from(["free", "alloc", "zl", "drain", "ext", "retyp
 @settings(max_examples=60, deadline=None)
 @given(hst.lists(_op, max_size=40), hst.sampled_from(["K61", "K612", "K61_MAINLINE"]))
 def test_random_stories_keep_the_findings_contract(ops, kname):
-    import _synth_model
+    from support import synth_model as _synth_model
     kernel = getattr(_synth_model, kname)
     s = Story(cma_blocks=(6, 7))
     open_iso = False

@@ -10,7 +10,7 @@ import pytest
 
 from analyzer.analysis import analyze
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bundles")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "bundles")
 REVERT = os.path.join(ROOT, "src-6.1-x86_64-cma-race-revert")
 STOCK = os.path.join(ROOT, "src-6.1-x86_64-cma-race-stock")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 B61 = ROOT / "fixtures/bundles/debian-6.1-arm64-cma-churn"
 B612 = ROOT / "fixtures/bundles/debian-6.12-arm64-cma-churn"
 REVERT = ROOT / "fixtures/bundles/src-6.1-x86_64-cma-race-revert"

@@ -56,7 +56,7 @@ def test_run_problems():
 
 
 def test_find_bundles(tmp_path):
-    src = Path(__file__).resolve().parent.parent / "fixtures/bundles/debian-6.12-arm64-cma-churn"
+    src = Path(__file__).resolve().parents[2] / "fixtures/bundles/debian-6.12-arm64-cma-churn"
     parent = tmp_path / "artifacts"
     for n in ("r2", "r1"):
         d = parent / n

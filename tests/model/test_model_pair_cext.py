@@ -16,7 +16,7 @@ from analyzer.kernels import behavior_for
 from analyzer.model import build_model, pcp, timeline
 from analyzer.model.events import read_events
 
-BUNDLE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "bundles", "debian-6.1-arm64-cma-churn")
+BUNDLE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "bundles", "debian-6.1-arm64-cma-churn")
 
 needs_c = pytest.mark.skipif(pcp._cpair is None, reason="analyzer.model._pair not built (or MTAUDIT_NO_CEXT=1)")
 

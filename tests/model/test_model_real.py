@@ -17,7 +17,7 @@ from analyzer.capture import load_capture, parse_pagetypeinfo
 from analyzer.kernels import CMA, HIGHATOMIC, ISOLATE, MOVABLE, behavior_for
 from analyzer.model import build_model
 
-CAP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+CAP = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 
 
 @pytest.fixture(scope="module", params=["debian-6.1-arm64-cma-churn", "debian-6.12-arm64-cma-churn"])
@@ -199,7 +199,7 @@ def test_x86_capture_without_kprobe():
 
 def test_same_model_from_trace_dat_and_its_text_rendering():
     """fixtures/text/host-6.18-x86_64: the same buffer as trace.dat and as `cat trace` text."""
-    d = os.path.join(os.path.dirname(__file__), "..", "fixtures", "text", "host-6.18-x86_64")
+    d = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "text", "host-6.18-x86_64")
     out = []
     for f in ("trace.dat", "trace-noirq.txt", "trace-tgid-irqinfo.txt"):
         trace, meta = load_capture(os.path.join(d, f))

@@ -16,7 +16,7 @@ from analyzer.capture import (CaptureError, load_capture, parse_cma_override, pa
 from analyzer.errors import MtauditError
 from analyzer.kernels import behavior_for
 
-CAP = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+CAP = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 D61 = os.path.join(CAP, "debian-6.1-arm64-cma-churn")
 D612 = os.path.join(CAP, "debian-6.12-arm64-cma-churn")
 X86 = os.path.join(CAP, "custom-6.1-x86_64-cmadebugfs")

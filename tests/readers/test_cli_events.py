@@ -19,7 +19,7 @@ import pytest
 import analyzer
 from analyzer.readers.commands import read_converted
 
-from _textcmp import ROOT, TEXT_DIR, capture, have_tracecmd, report
+from support.textcmp import ROOT, TEXT_DIR, capture, have_tracecmd, report
 
 SMALL = capture("custom-6.1-x86_64-cmadebugfs")
 HOST_TEXT = os.path.join(TEXT_DIR, "host-6.18-x86_64", "trace-tgid-irqinfo.txt")

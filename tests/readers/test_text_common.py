@@ -21,7 +21,7 @@ from analyzer.readers import sniff
 from analyzer.readers.text_common import parse_ints, to_typed
 from analyzer.readers.textsniff import sniff_text
 
-from _textcmp import CAPTURES, TEXT_DIR, capture, kernel_line, perf_line, report_line
+from support.textcmp import CAPTURES, TEXT_DIR, capture, kernel_line, perf_line, report_line
 
 
 def _py(s: str, bare_hex: bool = False):

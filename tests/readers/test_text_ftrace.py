@@ -18,7 +18,7 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import sniff
 from analyzer.readers.ftrace_text import FtraceText
 
-from _textcmp import TEXT_DIR, assert_same_as_binary, kernel_line
+from support.textcmp import TEXT_DIR, assert_same_as_binary, kernel_line
 
 HOST = os.path.join(TEXT_DIR, "host-6.18-x86_64")
 VARIANTS = {"trace-tgid-irqinfo.txt": (True, True), "trace-tgid-noirq.txt": (True, False),

@@ -21,7 +21,7 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import sniff
 from analyzer.readers.perf_script import PerfScript
 
-from _textcmp import TEXT_DIR, perf_line
+from support.textcmp import TEXT_DIR, perf_line
 
 D = os.path.join(TEXT_DIR, "perf-6.1-host-6.18")
 FILES = ["perf-script.txt", "perf-script-ns.txt", "perf-script-pid-tid-ns.txt"]

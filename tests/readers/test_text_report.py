@@ -18,7 +18,7 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import sniff
 from analyzer.readers.report_text import ReportText
 
-from _textcmp import (CAPTURES, REPORT_VARIANTS, SYMBOLIC, assert_same_as_binary, capture, have_tracecmd,
+from support.textcmp import (CAPTURES, REPORT_VARIANTS, SYMBOLIC, assert_same_as_binary, capture, have_tracecmd,
                       report, report_line)
 
 needs_tracecmd = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd (Debian package) not installed")

@@ -1,7 +1,7 @@
 """Conformance of the trace.dat reader with Debian's `trace-cmd report -R -t` on real captures.
 
 Every record's ts, cpu, pid, event name, position (seq) and every field value are compared
-(see _tracedat_oracle.compare).  Variants: the shipped v7+zstd captures, and v6 / v7
+(see support.tracedat_oracle.compare).  Variants: the shipped v7+zstd captures, and v6 / v7
 uncompressed conversions made here with `trace-cmd convert`.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import analyzer
 from analyzer.readers.tracedat import TraceDat
 
-from _tracedat_oracle import compare, have_tracecmd
+from support.tracedat_oracle import compare, have_tracecmd
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 CAPTURES = ["custom-6.1-x86_64-cmadebugfs", "debian-6.12-arm64-cma-churn", "debian-6.1-arm64-cma-churn"]
 
 pytestmark = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd (Debian package) not installed")

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 import analyzer
 from analyzer.errors import TraceFormatError
 from analyzer.readers import tracedat_pages as tp
-from analyzer.readers import tracedat_write as W
+from support import tracedat_write as W
 from analyzer.readers.tracedat import TraceDat
 
-from _tracedat_variants import extract
+from support.tracedat_variants import extract
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
 SMALL_BYTES = open(SMALL, "rb").read()
 
@@ -163,7 +163,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["flip", "flip", "flip", "trunc", "spli
 @pytest.fixture(scope="module")
 def fuzz_sources(v6_bytes, tmp_path_factory):
     """The real capture, its v6 re-pack, a big-endian 4-byte-long v6 and a two-buffer v7 (none)."""
-    from _tracedat_variants import to_big_endian
+    from support.tracedat_variants import to_big_endian
     t = TraceDat(SMALL)
     d = tmp_path_factory.mktemp("fz")
     W.write(str(d / "be.dat"), t.h, to_big_endian(t, extract(t)), version=6,

@@ -13,14 +13,14 @@ import struct
 import numpy as np
 import pytest
 
-from analyzer.readers import tracedat_write as W
+from support import tracedat_write as W
 from analyzer.readers.tracedat import TraceDat
 from analyzer.readers.tracedat_fields import arrow_type
 
-from _tracedat_oracle import compare, have_tracecmd
-from _tracedat_variants import to_big_endian
+from support.tracedat_oracle import compare, have_tracecmd
+from support.tracedat_variants import to_big_endian
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
 
 # TASK_COMM_LEN is 16 with the NUL: 15 characters at most (with 16, libtraceevent reads past

@@ -6,7 +6,7 @@ import os
 from analyzer.readers.tracedat import TraceDat
 from analyzer.readers.tracedat_header import LazyEventFormat, parse_field, parse_header_page
 
-SMALL = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures", "custom-6.1-x86_64-cmadebugfs",
+SMALL = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures", "custom-6.1-x86_64-cmadebugfs",
                      "trace.dat")
 
 

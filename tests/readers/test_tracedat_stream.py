@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from analyzer.readers.tracedat import TraceDat
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 CAPTURE = os.path.join(ROOT, "debian-6.1-arm64-cma-churn", "trace.dat")
 
 

@@ -1,7 +1,7 @@
 """Layouts no shipped capture has, made from a real capture's records and judged by trace-cmd.
 
 The records (payload bytes and timestamps) of a real capture are re-packed by
-analyzer.readers.tracedat_write into: big endian, 4-byte kernel long, pages with lost-event
+tests/support/tracedat_write.py into: big endian, 4-byte kernel long, pages with lost-event
 flags / padding / absolute time stamps / time extends, a second buffer (instance) in v7 and
 in trace-cmd's own v6 conversion of it, and zlib-compressed v7 (trace-cmd 3.1.6 here has no
 zlib, so that one is compared with the v6 file of the same records, which trace-cmd judged).
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from analyzer.readers import tracedat_pages as tp
-from analyzer.readers import tracedat_write as W
+from support import tracedat_write as W
 from analyzer.readers.tracedat import TraceDat
 
-from _tracedat_oracle import compare, have_tracecmd
-from _tracedat_variants import extract, to_big_endian
+from support.tracedat_oracle import compare, have_tracecmd
+from support.tracedat_variants import extract, to_big_endian
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "captures")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
 MEDIUM = os.path.join(ROOT, "debian-6.12-arm64-cma-churn", "trace.dat")
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from _synth_model import K61, Story
+from support.synth_model import K61, Story
 from analyzer import kernels
 from analyzer.analysis import Analysis
 from analyzer.detectors import run_all

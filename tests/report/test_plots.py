@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from analyzer.errors import MtauditError  # noqa: E402
 from analyzer.report import plots  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 REAL = os.path.join(ROOT, "fixtures", "captures", "debian-6.1-arm64-cma-churn")
 
 

@@ -18,8 +18,8 @@ Before each input runs, it is written to OUT/current.*; a crash in C kills this 
 the parent reports that file.  Failing inputs are not shrunk (each analysis run takes a
 while): the first input of each distinct failure (exception type and place) is written to
 OUT/failure-N.*, the batch goes on, and the process exits 1 listing them.  Usage:
-    python tests/_fuzz_worker.py text|tables --seed N --examples N --out DIR
-    python tests/_fuzz_worker.py replay DIR/failure-N.json|DIR/failure-N.txt --out DIR
+    python tests/support/fuzz_worker.py text|tables --seed N --examples N --out DIR
+    python tests/support/fuzz_worker.py replay DIR/failure-N.json|DIR/failure-N.txt --out DIR
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import re
 import sys
 import traceback
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402

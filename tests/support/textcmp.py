@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pyarrow as pa
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 CAPTURES_DIR = os.path.join(ROOT, "fixtures", "captures")
 TEXT_DIR = os.path.join(ROOT, "fixtures", "text")
 CAPTURES = ["custom-6.1-x86_64-cmadebugfs", "debian-6.12-arm64-cma-churn", "debian-6.1-arm64-cma-churn"]

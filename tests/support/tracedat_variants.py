@@ -10,7 +10,7 @@ import numpy as np
 
 from analyzer.readers.tracedat import TraceDat
 from analyzer.readers.tracedat_fields import field_kind
-from analyzer.readers.tracedat_write import Records, records_from
+from support.tracedat_write import Records, records_from
 
 
 def extract(t: TraceDat) -> list[tuple[str, list[Records]]]:

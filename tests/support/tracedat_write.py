@@ -1,6 +1,7 @@
 """Write trace.dat files (v6 or v7; little/big endian; 4/8-byte kernel long; none/zlib/zstd).
 
-Why a writer in a reader package: the reader must be tested on layouts no capture here has
+Test tooling, not shipped: it lives with the tests (and the ingest benchmark, which runs from a
+checkout, borrows it).  Why a writer at all: the reader must be tested on layouts no capture here has
 (big endian, 32-bit kernels, zlib, instances, lost-event pages, time extends, padding) and
 the ingest benchmark needs a multi-million-event file.  Metadata (formats, cmdlines, uname,
 clock...) is copied verbatim from a real file's parsed Header; only pages are synthesised,
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .tracedat_header import (
+from analyzer.readers.tracedat_header import (
     MAGIC, OPT_BUFFER, OPT_CMDLINES, OPT_EVENT_FORMATS, OPT_FTRACE_EVENTS, OPT_HEADER_INFO,
     OPT_KALLSYMS, OPT_PRINTK, Header,
 )
@@ -338,7 +339,7 @@ def _write_v7(w: _W, h: Header, lay: Layout, blocks: dict, opts: list, buffers: 
 
 def records_from(t) -> list[tuple[str, list[Records]]]:
     """Per buffer, per CPU: the records (raw ts + payload bytes) of a parsed TraceDat."""
-    from . import tracedat_pages as tp
+    from analyzer.readers import tracedat_pages as tp
     cm = t._common()
     out = []
     for b in t.h.buffers:
