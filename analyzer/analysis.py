@@ -21,6 +21,8 @@ from .kernels import KernelBehavior
 from .model import Model
 from .model.consistency import check as _check_consistency
 
+# of the `--json` document (what `regress` reads): bump when a key changes meaning or goes away
+SCHEMA_VERSION = 1
 TOP_BLOCKS = 10
 
 
@@ -131,6 +133,7 @@ class Analysis:
         cons = self.consistency
         out = {
             "tool": "mtaudit",
+            "schema_version": SCHEMA_VERSION,
             "capture": _meta_summary(self.meta),
             "kernel": {"release": self.kernel.release,
                        "describe": self.kernel.describe(),

@@ -9,7 +9,6 @@ assume, so the report can say how far the conclusions reach.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,14 +18,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MtauditError
+from .bundle import (ALIASES, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
+                     parse_stats)
 from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN
 from .readers import load
 from .readers.base import Trace
-
-
-class CaptureError(MtauditError):
-    """A capture directory/archive or one of its metadata files is unusable."""
 
 
 DEFAULT_PAGEBLOCK_ORDER = 9
@@ -81,7 +77,7 @@ class CaptureMeta:
     pagetypeinfo_start: PageTypeInfo | None = None
     pagetypeinfo_end: PageTypeInfo | None = None
     cmdline: str | None = None
-    manifest: dict | None = None
+    manifest: Manifest | None = None
     lost_events: dict[str, int] = field(default_factory=dict)
     ground_truth_events: list[str] = field(default_factory=list)  # extra kprobe event names given by the user
     files: dict[str, str] = field(default_factory=dict)           # metadata file name -> path used
@@ -267,32 +263,6 @@ def parse_dmesg_zones(text: str, page_size: int) -> list[tuple[str, int, int]]:
     return zones
 
 
-_STATS_HEAD = re.compile(r"^==\s*\S*?cpu(\d+)\s*$")
-
-
-def parse_stats(text: str, path: str) -> dict[str, int]:
-    """Per-CPU events the ring buffer lost (overrun + commit overrun + dropped) from per_cpu/cpu*/stats."""
-    out: dict[str, int] = {}
-    cpu = None
-    for ln, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s:
-            continue
-        if m := _STATS_HEAD.match(s):
-            cpu = m[1]
-            out.setdefault(cpu, 0)
-            continue
-        key, _, val = s.partition(":")
-        if key in ("overrun", "commit overrun", "dropped events"):
-            if cpu is None:
-                raise CaptureError(f"{path}: line {ln}: '{key}' before any '== .../cpuN' header")
-            try:
-                out[cpu] += int(val.strip())
-            except ValueError:
-                raise CaptureError(f"{path}: line {ln}: bad count {val.strip()!r}") from None
-    return out
-
-
 def parse_cma_override(spec: str) -> tuple[str, int, int]:
     """--cma NAME:BASEPFN:COUNT (numbers decimal or 0x hex)."""
     parts = spec.split(":")
@@ -305,15 +275,6 @@ def parse_cma_override(spec: str) -> tuple[str, int, int]:
 
 
 # ----------------------------------------------------------------------------- loading
-_TEXT_FILES = ("uname.txt", "cmdline.txt", "dmesg-start.txt", "dmesg-end.txt", "dmesg-cma.txt",
-               "zoneinfo-start.txt", "zoneinfo-end.txt", "pagetypeinfo-start.txt",
-               "pagetypeinfo-end.txt", "stats-end.txt", "manifest.json")
-# a user's own directory may hold single snapshots without -start/-end: read them as "end"
-# (taken after the trace, the usual habit); a boot log without suffix is a boot log
-_ALIASES = {"pagetypeinfo.txt": "pagetypeinfo-end.txt", "zoneinfo.txt": "zoneinfo-end.txt",
-            "dmesg.txt": "dmesg-start.txt", "dmesg.log": "dmesg-start.txt"}
-
-
 def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
@@ -356,12 +317,12 @@ def load_capture(path: str | os.PathLike, overrides: dict | None = None) -> tupl
     tmpdir = None
     if os.path.isdir(path):
         kind, cdir = "directory", path
-        tpath = os.path.join(path, "trace.dat")
+        tpath = os.path.join(path, TRACE)
         if not os.path.exists(tpath):
             raise CaptureError(f"{path}: capture directory has no trace.dat")
     elif path.endswith((".tar.zst", ".tzst")):
         tmpdir, cdir = _extract_archive(path)
-        kind, tpath = "archive", os.path.join(cdir, "trace.dat")
+        kind, tpath = "archive", os.path.join(cdir, TRACE)
     elif os.path.exists(path):
         kind, cdir, tpath = "trace", None, path
     else:
@@ -378,12 +339,12 @@ def load_capture(path: str | os.PathLike, overrides: dict | None = None) -> tupl
     meta = CaptureMeta(source=path, kind=kind)
     texts: dict[str, str] = {}
     if cdir:
-        for name in _TEXT_FILES:
+        for name in TEXT_FILES:
             p = os.path.join(cdir, name)
             if os.path.isfile(p):
                 texts[name] = _read_text(p)
                 meta.files[name] = p
-        for alias, name in _ALIASES.items():
+        for alias, name in ALIASES.items():
             p = os.path.join(cdir, alias)
             if name not in texts and os.path.isfile(p):
                 texts[name] = _read_text(p)
@@ -401,18 +362,13 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         meta.page_size = int(tm.page_size)
     # -- manifest ------------------------------------------------------------------
     if "manifest.json" in texts:
-        try:
-            man = json.loads(texts["manifest.json"])
-            if not isinstance(man, dict):
-                raise ValueError("top level is not an object")
-        except ValueError as e:
-            raise CaptureError(f"{meta.files['manifest.json']}: bad JSON: {e}") from None
+        man = parse_manifest(texts["manifest.json"], meta.files["manifest.json"])
         meta.manifest = man
-        meta.lost_events = {str(k): int(v) for k, v in (man.get("lost_events") or {}).items()}
-        if man.get("cmdline"):
-            meta.cmdline = str(man["cmdline"])
+        meta.lost_events = dict(man.lost_events)
+        if man.cmdline:
+            meta.cmdline = str(man.cmdline)
     # -- kernel --------------------------------------------------------------------
-    kern = (meta.manifest or {}).get("kernel") or {}
+    kern = meta.manifest.kernel if meta.manifest else {}
     if ov.get("kernel"):
         k = str(ov["kernel"])
         meta.uname = k if " " in k else None
@@ -439,7 +395,7 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
                              "6.1-like semantics assumed; pass --kernel")
     meta.arch = guess_arch(meta.uname, kern.get("arch"), meta.kernel_release)
     if "stats-end.txt" in texts and not meta.lost_events:
-        meta.lost_events = parse_stats(texts["stats-end.txt"], meta.files["stats-end.txt"])
+        meta.lost_events = lost_events(parse_stats(texts[STATS], meta.files[STATS]))
         meta.provenance["lost_events"] = "stats-end.txt"
     if "cmdline.txt" in texts and not meta.cmdline:
         meta.cmdline = texts["cmdline.txt"].strip()

@@ -231,43 +231,47 @@ def collect(o: Options, say) -> Path:
                 fatal = [p for p in problems if p["kind"] in FATAL_PROBLEMS]
                 if fatal:
                     failure = f"guest kernel reported {fatal[0]['kind']}: {fatal[0]['line']}"
-            trace = tmp / "trace.dat"
+            trace = tmp / bundle.TRACE
             if failure is None and not trace.exists():
                 failure = "guest finished but wrote no trace.dat"
-            if failure is None and trace.read_bytes()[:10] != b"\x17\x08\x44tracing":
+            if failure is None and not bundle.is_trace_dat(trace):
                 failure = "trace.dat is not a trace-cmd file"
-            stats = bundle.parse_stats((tmp / "stats-end.txt").read_text()) \
-                if (tmp / "stats-end.txt").exists() else {}
-            lost = bundle.lost_events(stats)
+            lost: dict[str, int] = {}
+            if (tmp / bundle.STATS).exists():
+                try:
+                    lost = bundle.parse_stats((tmp / bundle.STATS).read_text(errors="replace"),
+                                              bundle.STATS)
+                except bundle.CaptureError as e:   # the guest wrote a broken stats file
+                    failure = failure or str(e)
             ksrc = (tmp / "kprobe-source.txt").read_text().strip() if (tmp / "kprobe-source.txt").exists() else None
-            manifest = {
-                "schema_version": bundle.SCHEMA_VERSION,
-                "status": "failed" if failure else "ok",
-                "failure": failure,
-                "kernel": {"spec": o.kernel, "release": k.release, "arch": k.arch,
-                           "version": k.version, "package": k.package,
-                           "config": k.config_subset(),
-                           **({"build": k.build} if k.build else {})},
-                "cmdline": (tmp / "cmdline.txt").read_text().strip() if (tmp / "cmdline.txt").exists() else cmdline,
-                "scenario": {"name": sc.name, "sha256": sc.sha256, "path": str(sc.path) if not sc.builtin else None,
-                             "memory_mib": memory, "smp": smp, "timeout_s": timeout,
-                             "buffer_kb_per_cpu": sc.buffer_mb * 1024},
-                "qemu": {"version": qemu_version(binary), "accel": accel, "accel_reason": why,
-                         "argv": argv},
-                "started": started,
-                "finished": bundle.utcnow(),
-                "lost_events": lost,
-                "guest_exit": res.guest_rc,
-                "console_problems": problems,
-                "kprobe": {"event": "pb/setmt", "symbol": "set_pfnblock_flags_mask",
-                           "filter": "mask == 7", "source": ksrc,
-                           "note": "source 'boot': created by kprobe_event= at fs_initcall, unfiltered "
-                                   "until /init set the filter; 'init': created by /init"},
-                "events": list(EVENTS),
-                "guest_packages": initramfs.package_versions(base),
-                "timings": res.timings,
-                "collector": "mtaudit collect",
-            }
+            manifest = bundle.Manifest(
+                status="failed" if failure else "ok",
+                failure=failure,
+                kernel={"spec": o.kernel, "release": k.release, "arch": k.arch,
+                        "version": k.version, "package": k.package,
+                        "config": k.config_subset(),
+                        **({"build": k.build} if k.build else {})},
+                cmdline=(tmp / "cmdline.txt").read_text().strip() if (tmp / "cmdline.txt").exists() else cmdline,
+                scenario={"name": sc.name, "sha256": sc.sha256, "path": str(sc.path) if not sc.builtin else None,
+                          "memory_mib": memory, "smp": smp, "timeout_s": timeout,
+                          "buffer_kb_per_cpu": sc.buffer_mb * 1024},
+                qemu={"version": qemu_version(binary), "accel": accel, "accel_reason": why,
+                      "argv": argv},
+                started=started,
+                finished=bundle.utcnow(),
+                lost_events=lost,
+                guest_exit=res.guest_rc,
+                console_problems=problems,
+                extra={
+                    "kprobe": {"event": "pb/setmt", "symbol": "set_pfnblock_flags_mask",
+                               "filter": "mask == 7", "source": ksrc,
+                               "note": "source 'boot': created by kprobe_event= at fs_initcall, unfiltered "
+                                       "until /init set the filter; 'init': created by /init"},
+                    "events": list(EVENTS),
+                    "guest_packages": initramfs.package_versions(base),
+                    "timings": res.timings,
+                    "collector": "mtaudit collect",
+                })
             bundle.write_manifest(tmp, manifest)
             bundle.make_readable(tmp)
     if o.pack and not interrupted:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from analyzer import bundle as bundle_format
+from analyzer.analysis import SCHEMA_VERSION as ANALYSIS_SCHEMA_VERSION
 from collectors.errors import CollectError
 
 SIDES = ("baseline", "candidate")
@@ -72,6 +74,15 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # analysis of one bundle (a subprocess: isolates crashes and memory, and its JSON is the contract)
 
+def analysis_schema_problem(doc: object, path: Path) -> str | None:
+    """Why an analysis JSON cannot be read by this harness (None: it can): the analyzer and the
+    harness may come from different installs, and a renamed key would otherwise read as zero."""
+    ver = doc.get("schema_version") if isinstance(doc, dict) else None
+    if ver != ANALYSIS_SCHEMA_VERSION:
+        return f"{path}: analysis schema_version {ver!r}, this harness reads {ANALYSIS_SCHEMA_VERSION}"
+    return None
+
+
 def analyze_bundle(bundle: Path, json_out: Path) -> tuple[dict | None, int, str | None, float]:
     """(analysis JSON or None, analyze exit code, error line, seconds)."""
     t0 = time.monotonic()
@@ -92,6 +103,9 @@ def analyze_bundle(bundle: Path, json_out: Path) -> tuple[dict | None, int, str 
             doc = json.loads(json_out.read_text())
         except (OSError, ValueError) as e:
             return None, p.returncode, f"{json_out}: unreadable analysis JSON ({e})", dt
+        bad = analysis_schema_problem(doc, json_out)
+        if bad:
+            return None, p.returncode, bad, dt
     err = None
     if doc is None:
         lines = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
@@ -100,13 +114,12 @@ def analyze_bundle(bundle: Path, json_out: Path) -> tuple[dict | None, int, str 
 
 
 def read_manifest(bundle: Path) -> dict:
-    m = bundle / "manifest.json"
-    if not m.is_file():
-        return {}
+    """The bundle's manifest (schema checked by analyzer/bundle.py) as a dict; {} when it has none."""
     try:
-        return json.loads(m.read_text())
-    except (OSError, ValueError) as e:
-        raise CollectError(f"{m}: not valid JSON ({e})") from None
+        m = bundle_format.read_manifest(bundle)
+    except bundle_format.CaptureError as e:
+        raise CollectError(str(e)) from None
+    return m.to_dict() if m else {}
 
 
 def find_bundles(paths: list[Path]) -> list[Path]:

@@ -360,7 +360,7 @@ def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Sou
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
     elif any(v for v in meta.lost_events.values()):
-        lost_txt = ", ".join(f"cpu{c}: {n}" for c, n in sorted(meta.lost_events.items()) if n)
+        lost_txt = ", ".join(f"{c}: {n}" for c, n in meta.lost_events.items() if n)   # keys "cpuN"
         warnings.append(f"the capture reports lost events ({lost_txt}) but the trace does not say where: "
                         "retypes may be missing anywhere")
     return _Source(ev, base_ev, kp, ctx, w, lost_ts, lost_seq, warnings)

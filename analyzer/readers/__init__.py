@@ -5,8 +5,7 @@ import os
 
 from ..errors import TraceFormatError
 from .base import COMMON_COLUMNS, EventFormat, FieldFormat, Trace, TraceMeta
-
-TRACEDAT_MAGIC = b"\x17\x08\x44tracing"
+from .tracedat_header import MAGIC as TRACEDAT_MAGIC
 
 __all__ = ["load", "sniff", "Trace", "TraceMeta", "EventFormat", "FieldFormat", "COMMON_COLUMNS"]
 

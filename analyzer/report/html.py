@@ -153,7 +153,7 @@ def _lost_text(analysis: Any) -> str:
             return "none"
         parts = [f"{total} events lost in {len(wins)} gap(s)" if wins else ""]
         if manifest:
-            parts.append("manifest: " + ", ".join(f"cpu{k}: {v}" for k, v in manifest.items()))
+            parts.append("manifest: " + ", ".join(f"{k}: {v}" for k, v in manifest.items()))
         if d.get("findings_after_first_loss"):
             parts.append(f"{d['findings_after_first_loss']} findings after the first loss")
         return "; ".join(p for p in parts if p)
@@ -161,7 +161,7 @@ def _lost_text(analysis: Any) -> str:
     if lost is None:
         return "not recorded"
     total = sum(int(v) for v in lost.values() if v is not None and int(v) > 0)
-    return "none" if total == 0 else f"{total} (" + ", ".join(f"cpu{k}: {v}" for k, v in lost.items()) + ")"
+    return "none" if total == 0 else f"{total} (" + ", ".join(f"{k}: {v}" for k, v in lost.items()) + ")"
 
 
 def _agreement_text(model: Any) -> str:

@@ -103,7 +103,7 @@ def test_idle_trace_parses_and_nothing_lost(idle):
     for ev in ("mm_page_alloc", "mm_page_free", "mm_page_pcpu_drain", "print"):
         assert counts.get(ev, 0) > 0, (ev, counts)
     # every event the ring buffer held at the end is in trace.dat (independent count: the kernel's)
-    stats = bundle.parse_stats((b / "stats-end.txt").read_text())
+    stats = bundle.parse_stats((b / "stats-end.txt").read_text(), "stats-end.txt")
     assert sum(counts.values()) == sum(v["entries"] for v in stats.values())
     # the kprobe's format travelled with the file, and its marker was written
     dump = subprocess.run(["trace-cmd", "dump", "--events", str(b / "trace.dat")],

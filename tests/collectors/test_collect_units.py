@@ -149,12 +149,42 @@ def test_scenario_file_and_bad_header(tmp_path):
 
 # -- bundle / manifest -------------------------------------------------------------------------
 def test_stats_parsing_on_real_capture():
-    st = bundle.parse_stats((CORPUS61 / "stats-end.txt").read_text())
+    st = bundle.parse_stats((CORPUS61 / "stats-end.txt").read_text(), "stats-end.txt")
     assert st["cpu0"]["entries"] == 849295 and st["cpu1"]["entries"] == 318114
     assert bundle.lost_events(st) == {"cpu0": 0, "cpu1": 0}
     st = bundle.parse_stats("== /x/per_cpu/cpu1\nentries: 5\noverrun: 7\ncommit overrun: 1\n"
-                            "dropped events: 2\n== /x/per_cpu/cpu0/stats\noverrun: 0\n")
-    assert bundle.lost_events(st) == {"cpu0": 0, "cpu1": 10}
+                            "dropped events: 2\noldest event ts:  5.25\n== /x/per_cpu/cpu0/stats\noverrun: 0\n", "s")
+    assert bundle.lost_events(st) == {"cpu0": 0, "cpu1": 10}      # keys in CPU order, "cpuN" like the manifest
+    assert list(st) == ["cpu0", "cpu1"] and st["cpu1"]["entries"] == 5
+    with pytest.raises(bundle.CaptureError, match="x/stats-end.txt: line 1"):
+        bundle.parse_stats("overrun: 3\n", "x/stats-end.txt")
+    with pytest.raises(bundle.CaptureError, match="bad count"):
+        bundle.parse_stats("== /x/per_cpu/cpu0\noverrun: many\n", "s")
+
+
+def test_trace_magic_reads_ten_bytes(tmp_path):
+    good, bad, short = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    good.write_bytes(b"\x17\x08\x44tracing6\0" + b"x" * 100)
+    bad.write_bytes(b"\x17\x08\x45tracing6\0")
+    short.write_bytes(b"\x17\x08")
+    assert bundle.is_trace_dat(good) and not bundle.is_trace_dat(bad) and not bundle.is_trace_dat(short)
+    assert not bundle.is_trace_dat(tmp_path / "missing")
+
+
+def test_manifest_schema_version_is_checked(tmp_path):
+    m = bundle.Manifest.from_dict(_manifest(), "m.json")
+    assert m.to_dict()["schema_version"] == 1 and list(m.to_dict())[-1] == "files"
+    with pytest.raises(bundle.CaptureError, match="m.json: manifest schema_version 2"):
+        bundle.Manifest.from_dict({**_manifest(), "schema_version": 2}, "m.json")
+    with pytest.raises(bundle.CaptureError, match="m.json: no schema_version"):
+        bundle.Manifest.from_dict({k: v for k, v in _manifest().items() if k != "schema_version"}, "m.json")
+    with pytest.raises(bundle.CaptureError, match="lost_events"):
+        bundle.Manifest.from_dict({**_manifest(), "lost_events": {"cpu0": "x"}}, "m.json")
+    # a hand-written manifest's bare CPU numbers read as "cpuN"; unknown keys travel in `extra`
+    m = bundle.Manifest.from_dict({**_manifest(), "lost_events": {"1": 2, "0": 1}, "note": "x"}, "m.json")
+    assert m.lost_events == {"cpu0": 1, "cpu1": 2} and m.extra == {"note": "x"}
+    (tmp_path / "manifest.json").write_text(json.dumps({**_manifest(), "schema_version": 3}))
+    assert any("schema_version 3" in p for p in bundle.validate(tmp_path))
 
 
 def _manifest(status="ok"):
@@ -167,9 +197,9 @@ def test_manifest_hashes_and_validation(tmp_path):
     for f in bundle.EXPECTED:
         if f != "manifest.json":
             (tmp_path / f).write_text(f)
-    m = bundle.write_manifest(tmp_path, _manifest())
-    assert set(m["files"]) == set(bundle.EXPECTED) - {"manifest.json"}
-    assert json.loads((tmp_path / "manifest.json").read_text())["files"] == m["files"]
+    m = bundle.write_manifest(tmp_path, bundle.Manifest.from_dict(_manifest(), "m"))
+    assert set(m.files) == set(bundle.EXPECTED) - {"manifest.json"}
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"] == m.files
     assert bundle.validate(tmp_path) == []
     (tmp_path / "uname.txt").write_text("tampered")
     assert bundle.validate(tmp_path) == ["uname.txt sha256 mismatch"]
@@ -264,6 +294,6 @@ def test_committed_bundle_trace_holds_every_buffered_event(b):
                          capture_output=True, text=True, timeout=600)
     assert rep.returncode == 0
     n = sum(1 for ln in rep.stdout.splitlines() if re.match(r"\s*\S.*\[\d+\]\s+\d+\.\d+:", ln))
-    st = bundle.parse_stats((b / "stats-end.txt").read_text())
+    st = bundle.parse_stats((b / "stats-end.txt").read_text(), "stats-end.txt")
     assert n == sum(v["entries"] for v in st.values())
     assert " setmt: " in rep.stdout and "cma_alloc_start" in rep.stdout

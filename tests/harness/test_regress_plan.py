@@ -70,3 +70,15 @@ def test_find_bundles(tmp_path):
     with pytest.raises(CollectError, match="neither a bundle"):
         find_bundles([tmp_path / "empty"])
     assert json.loads((parent / "r1" / "manifest.json").read_text())["status"] == "ok"
+
+
+def test_analysis_json_schema_version_is_checked(tmp_path):
+    from analyzer.analysis import SCHEMA_VERSION
+    from harness.regress import analysis_schema_problem, read_manifest
+    assert analysis_schema_problem({"schema_version": SCHEMA_VERSION}, Path("a.json")) is None
+    assert "a.json: analysis schema_version None" in analysis_schema_problem({"tool": "mtaudit"}, Path("a.json"))
+    assert "schema_version 99" in analysis_schema_problem({"schema_version": 99}, Path("a.json"))
+    # the bundle manifest is checked too (analyzer/bundle.py), as one line naming the file
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 7, "status": "ok"}))
+    with pytest.raises(CollectError, match="manifest.json: manifest schema_version 7"):
+        read_manifest(tmp_path)

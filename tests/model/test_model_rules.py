@@ -316,7 +316,7 @@ def test_lost_counts_without_positions_warn():
     tr = SyntheticTrace()
     tr.add("mm_page_free", pfn=Z0, order=0)
     md = meta()
-    md.lost_events = {"0": 0, "1": 17}
+    md.lost_events = {"cpu0": 0, "cpu1": 17}
     m = build_model(tr, md, K61)
     assert any("cpu1: 17" in w for w in m.warnings)
 

@@ -108,7 +108,7 @@ def test_manifest_kernel_and_lost_events(tmp_path):
         "lost_events": {"0": 3}, "cmdline": "cma=64M"}))
     _, m = load_capture(str(d))
     assert m.kernel_release == "6.1.0-50-arm64" and behavior_for(m.kernel_id).version == (6, 1, 176)
-    assert m.lost_events == {"0": 3} and m.cmdline == "cma=64M" and m.arch == "arm64"
+    assert m.lost_events == {"cpu0": 3} and m.cmdline == "cma=64M" and m.arch == "arm64"
 
 
 def test_missing_trace_and_missing_path(tmp_path):
@@ -160,10 +160,10 @@ def test_parsers_on_fixture_text():
 
 def test_stats_end_lost_counts(tmp_path):
     _, m = load_capture(D61)
-    assert m.lost_events == {"0": 0, "1": 0} and m.provenance["lost_events"] == "stats-end.txt"
-    from analyzer.capture import parse_stats
-    assert parse_stats("== /sys/kernel/tracing/per_cpu/cpu1\noverrun: 5\ncommit overrun: 1\ndropped events: 2\n",
-                       "s") == {"1": 8}
+    assert m.lost_events == {"cpu0": 0, "cpu1": 0} and m.provenance["lost_events"] == "stats-end.txt"
+    from analyzer.bundle import lost_events, parse_stats
+    assert lost_events(parse_stats("== /sys/kernel/tracing/per_cpu/cpu1\noverrun: 5\ncommit overrun: 1\n"
+                                   "dropped events: 2\n", "s")) == {"cpu1": 8}
     with pytest.raises(CaptureError, match="stats-end.txt"):
         parse_stats("overrun: 3\n", "x/stats-end.txt")
 
