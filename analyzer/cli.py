@@ -44,10 +44,20 @@ class CommandImportError(Exception):
     """A command module of the installed package failed to import."""
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" outside an install."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mtaudit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mtaudit", description="Audit pageblock migratetypes in page-allocator traces.",
                 epilog="exit status: 0 clean, 1 findings, 2 bad input or usage, 3 inconclusive, "
                        "4 internal error")
+    p.add_argument("--version", action="version", version=f"mtaudit {_version()}")
     p.add_argument("--debug", action="store_true",
                    help="print the traceback of an internal error (also accepted after the command)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

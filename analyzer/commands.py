@@ -15,11 +15,13 @@ __all__ = ["register", "capture_args", "run_analysis"]
 
 
 def register(subparsers) -> None:
+    from .detectors import ALL   # the registry: the help cannot name a detector that does not exist
+    ids = ", ".join(m.INFO.id for m in ALL)
     p = subparsers.add_parser(
-        "analyze", help="rebuild pageblock types and run the S1-S5 detectors",
-        description="Rebuild every pageblock's migratetype history from a capture and run the S1-S5 "
-                    "detectors (stale pcp drains, polluted freelists, CMA escapes, THP pcp mixing, "
-                    "isolation leaks) plus the /proc/pagetypeinfo consistency check.",
+        "analyze", help=f"rebuild pageblock types and run the detectors ({ids})",
+        description="Rebuild every pageblock's migratetype history from a capture and run the detectors: "
+                    + "; ".join(f"{m.INFO.id} {m.INFO.meaning}" for m in ALL)
+                    + "; plus the /proc/pagetypeinfo consistency check.",
         epilog="exit status: 0 no kernel findings, 1 kernel findings (model warnings alone do not "
                "count), 2 bad input or usage, 3 inconclusive, 4 internal error")
     capture_args(p)

@@ -1,12 +1,13 @@
 """Detectors S1-S6 and A1: each flags records whose printed migratetype contradicts the model
 (or, A1, free-page counters that contradict the freelists).
 
-One module per observable signature, each with `ID, MEANING, KERNELS, SEVERITY, NEEDS`
-(model event short names it cannot work without; `NEEDS_ANY`: at least one of them),
-`applies(kernel)` and `detect(model, kernel) -> DataFrame`.  `run_all` runs the registry
-and also returns the per-detector table: status ("checked", "not checked" when the
-events it needs are absent, "not applicable" for this kernel, "no snapshots" for A1
-without /proc snapshots), counts, and what the findings rest on (evidence tiers).
+One module per observable signature, each with `INFO` (a registry.DetectorInfo: id, meaning,
+kernels, severity, order, finding ids with their plot markers, the model events it needs),
+`applies(kernel)` and `detect(model, kernel) -> DataFrame`.  `ALL` is the registry, in report
+order; the console, JSON, HTML, plots and `--help` read it.  `run_all` runs it and also returns
+the per-detector table: status ("checked", "not checked" when the events it needs are absent,
+"not applicable" for this kernel, or the detector's own `status_without_input`, e.g. A1's "no
+snapshots"), counts, and what the findings rest on (evidence tiers).
 """
 from __future__ import annotations
 
@@ -22,29 +23,57 @@ from . import (a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_p
                s6_isolate_race)
 from ._common import (FINDING_COLUMNS, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
                       empty_findings, evidence_tier)
-
+from .registry import MODEL_WARNING, DetectorInfo, FindingKind
 
 
 class Detector(Protocol):
     """What a detector module provides (contracts section 2b)."""
 
-    ID: str
-    MEANING: str
-    KERNELS: str
-    SEVERITY: str
+    INFO: DetectorInfo
 
     def applies(self, kernel: KernelBehavior) -> bool: ...
 
     def detect(self, model: ModelView, kernel: KernelBehavior) -> pd.DataFrame: ...
 
 
-ALL: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak, s6_isolate_race,
-                       a1_accounting]
+_MODULES: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak,
+                            s6_isolate_race, a1_accounting]
+ALL: list[Detector] = sorted(_MODULES, key=lambda m: m.INFO.order)
 
-__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events"]
+__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events",
+           "infos", "finding_kinds", "report_order", "DetectorInfo", "FindingKind", "MODEL_WARNING"]
 
 # Detector ids that mean "the model is unsure", not "the kernel misbehaved".
-MODEL_WARNING_IDS = ("MW",)
+MODEL_WARNING_IDS = (MODEL_WARNING.id,)
+
+
+def infos() -> list[DetectorInfo]:
+    """Every detector's declaration in report order, the model-warning pseudo-detector last."""
+    return [m.INFO for m in ALL] + [MODEL_WARNING]
+
+
+def finding_kinds() -> list[FindingKind]:
+    """Every finding id (S1a, S1b, S2, ..., MW) with its plot marker, in report order."""
+    return [k for i in infos() for k in i.findings]
+
+
+def report_order() -> list[str]:
+    """Detector ids and their finding ids in report order: S1, S1a, S1b, S2, ..., A1, MW."""
+    out: list[str] = []
+    for i in infos():
+        out += [i.id] + [k.id for k in i.findings if k.id != i.id]
+    return out
+
+
+def _check_registry() -> None:
+    """Ids and markers are unique: a clash would merge two detectors in the reports."""
+    ids = report_order()
+    marks = [k.marker for k in finding_kinds()]
+    if len(set(ids)) != len(ids) or len(set(marks)) != len(marks):
+        raise RuntimeError(f"detector registry: duplicate ids or markers: {ids} {marks}")
+
+
+_check_registry()
 # Finding events that are not about one page's block (no evidence tier to look up).
 _NO_BLOCK_EVENTS = ("accounting:",)
 
@@ -55,9 +84,8 @@ def missing_events(mod: Detector, model: ModelView) -> list[str]:
 
     def present(name: str) -> bool:
         return name in ev and ev[name] is not None and len(ev[name]) > 0
-    need = list(getattr(mod, "NEEDS", ()))
-    miss = [n for n in need if not present(n)]
-    anyof = list(getattr(mod, "NEEDS_ANY", ()))
+    miss = [n for n in mod.INFO.needs if not present(n)]
+    anyof = list(mod.INFO.needs_any)
     if anyof and not any(present(n) for n in anyof):
         miss.append(" or ".join(anyof))
     return miss
@@ -68,11 +96,12 @@ def run_all(model: ModelView, kernel: KernelBehavior,
     """(findings, detectors table).  A detector that does not apply, or lacks its events, is not run."""
     frames, rows = [], []
     for mod in ALL:
+        info = mod.INFO
         applies = bool(mod.applies(kernel))
         miss = missing_events(mod, model) if applies else []
         df = mod.detect(model, kernel) if applies and not miss else empty_findings()
         if progress is not None:
-            progress(mod.ID)
+            progress(info.id)
         frames.append(df)
         ids = df["detector"].astype(str).value_counts().to_dict() if len(df) else {}
         tiers = _tiers(model, df)
@@ -82,15 +111,15 @@ def run_all(model: ModelView, kernel: KernelBehavior,
         elif miss:
             status = "not checked"
             notes["missing_events"] = miss
-        elif mod is a1_accounting and not df.attrs.get("checked"):
-            status = "no snapshots"
+        elif info.status_without_input and not df.attrs.get("checked"):
+            status = info.status_without_input
         else:
             status = "checked"
         rows.append({
-            "id": mod.ID, "meaning": mod.MEANING, "kernels": mod.KERNELS, "applies": applies,
+            "id": info.id, "meaning": info.meaning, "kernels": info.kernels, "applies": applies,
             "status": status,
             "count": int(sum(v for k, v in ids.items() if k not in MODEL_WARNING_IDS)),
-            "severity": mod.SEVERITY,
+            "severity": info.severity,
             "subcounts": {k: int(v) for k, v in sorted(ids.items())},
             "checked": int(df.attrs.get("checked", 0)),
             "skipped_unknown": int(df.attrs.get("skipped_unknown", 0)),
@@ -99,11 +128,11 @@ def run_all(model: ModelView, kernel: KernelBehavior,
             "notes": notes,
         })
     findings = concat_findings(frames)
-    mw = int((findings["detector"] == "MW").sum()) if len(findings) else 0
-    rows.append({"id": "MW", "meaning": "model warning: a live-type print disagrees with a block type the "
-                 "model only inferred or observed (the model missed a retype; not a kernel bug)",
-                 "kernels": "all", "applies": True, "status": "checked",
-                 "count": mw, "severity": "info", "subcounts": {"MW": mw}, "checked": 0,
+    mw_id = MODEL_WARNING.id
+    mw = int((findings["detector"] == mw_id).sum()) if len(findings) else 0
+    rows.append({"id": mw_id, "meaning": MODEL_WARNING.meaning,
+                 "kernels": MODEL_WARNING.kernels, "applies": True, "status": "checked",
+                 "count": mw, "severity": MODEL_WARNING.severity, "subcounts": {mw_id: mw}, "checked": 0,
                  "skipped_unknown": 0, "on_known": None, "on_inferred": None, "evidence": None, "notes": {}})
     table = pd.DataFrame(rows)
     for c in ("on_known", "on_inferred"):

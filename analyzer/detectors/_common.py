@@ -222,3 +222,16 @@ def vjoin(*parts) -> pa.Array:
 def source_table(model=None) -> dict:
     """Source code -> name (the model's one SOURCES table)."""
     return dict(enumerate(SOURCES))
+
+
+def drain_judgement(model, kernel, d):
+    """Per drain: (state, usable, unverified, prints_live, tier), the one judgement S1 and S6 share.
+
+    Kept here, not in either detector, so that neither detector imports the other."""
+    seq = col(d, "seq", np.int64)
+    pfn = col(d, "pfn", np.uint64)
+    st = model.block_type_at(pfn, seq)
+    known, unverified = typed(model, st)
+    zone_iso = np.asarray(st.zone_isolated, bool)
+    prints_live = np.full(len(seq), bool(kernel.live_drain)) | (zone_iso & kernel.drain_rereads_when_isolated)
+    return st, known, unverified, prints_live, evidence_tier(model, st, seq)

@@ -26,12 +26,15 @@ import pandas as pd
 
 from ..kernels import KernelBehavior
 from ._common import ModelView, empty_findings, make_findings, with_stats
+from .registry import DetectorInfo, FindingKind
 
-ID = "A1"
-MEANING = "free-page counters disagree with the freelists or exceed their totals (double-counted free pages)"
-KERNELS = "all"
-SEVERITY = "critical"
-NEEDS: tuple[str, ...] = ()          # reads the capture's /proc snapshots, not events
+INFO = DetectorInfo(
+    id="A1", order=70, severity="critical",
+    meaning="free-page counters disagree with the freelists or exceed their totals (double-counted free pages)",
+    kernels="all",
+    findings=(FindingKind("A1", "h"),),
+    status_without_input="no snapshots",   # reads the capture's /proc snapshots, not events
+)
 TOLERANCE_PAGES = 256
 PAGE_KB = 4
 
@@ -162,7 +165,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
         end_ts = int(getattr(model, "trace_end_ts", 0) or 0)
         start = np.array([b["snapshot"] == "start" for b in bad])
         n = len(bad)
-        out = make_findings(detector=ID, severity=SEVERITY, seq=np.where(start, -1, end_seq),
+        out = make_findings(detector=INFO.id, severity=INFO.severity, seq=np.where(start, -1, end_seq),
                             ts=np.where(start, 0, end_ts), cpu=np.full(n, -1), pfn=np.zeros(n, np.uint64),
                             block=np.full(n, -1), event=[f"accounting:{b['check']}" for b in bad],
                             printed_mt=np.full(n, -1), block_mt=np.full(n, -1),

@@ -24,31 +24,22 @@ import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
 from ._common import (MT_ISOLATE, ModelView, TIER_NAMES, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
-                      empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
+                      drain_judgement, empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
+from .registry import MODEL_WARNING, DetectorInfo, FindingKind
 
-ID = "S1"
-MEANING = "pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)"
-KERNELS = "< 6.10 (pcp migratetype cache); on >= 6.10 a mismatch is a model warning (MW) unless the kprobe saw the type"
-SEVERITY = "high"
-MW_SEVERITY = "info"
-NEEDS = ("mm_page_pcpu_drain",)
+INFO = DetectorInfo(
+    id="S1", order=10, severity="high",
+    meaning="pcp drain put a page on a freelist whose type differs from its pageblock (stale pcp migratetype)",
+    kernels="< 6.10 (pcp migratetype cache); on >= 6.10 a mismatch is a model warning (MW) unless the kprobe saw the type",
+    findings=(FindingKind("S1a", "o"), FindingKind("S1b", "s")),
+    needs=("mm_page_pcpu_drain",),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
     # Always runs: on live-type kernels it checks the model instead of the kernel.
     return True
-
-
-def drain_judgement(model, kernel, d):
-    """Per drain: (state, usable, unverified, prints_live, tier) shared by S1 and S6."""
-    seq = col(d, "seq", np.int64)
-    pfn = col(d, "pfn", np.uint64)
-    st = model.block_type_at(pfn, seq)
-    known, unverified = typed(model, st)
-    zone_iso = np.asarray(st.zone_isolated, bool)
-    prints_live = np.full(len(seq), bool(kernel.live_drain)) | (zone_iso & kernel.drain_rereads_when_isolated)
-    return st, known, unverified, prints_live, evidence_tier(model, st, seq)
 
 
 def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
@@ -125,7 +116,7 @@ def _kernel_findings(model, d, st, idx, seq, pfn, printed, bmt, prints_live):
            "against the block (S1a)")
     tail = pc.if_else(pa.array(polluted), t_b, pc.if_else(pa.array(have), t_a, t_n))
     expl = vjoin(head, tail)
-    return make_findings(detector=sub.tolist(), severity=SEVERITY, seq=seq[idx],
+    return make_findings(detector=sub.tolist(), severity=INFO.severity, seq=seq[idx],
                          ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                          event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
                          explanation=expl)
@@ -143,7 +134,7 @@ def _model_warnings(model, d, st, idx, seq, pfn, printed, bmt, live):
                        ", so the model missed a retype (untraced or outside the inferred isolation window)")
     expl = vjoin("drain of pfn ", s_hex(pfn[idx]), " printed ", s_mt(printed[idx]), " but the model has pageblock ",
                  s_int(blk), " as ", s_mt(bmt[idx]), " (", src, "); ", why, cause, "; not a kernel bug")
-    return make_findings(detector="MW", severity=MW_SEVERITY, seq=seq[idx],
+    return make_findings(detector=MODEL_WARNING.id, severity=MODEL_WARNING.severity, seq=seq[idx],
                          ts=col(d, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                          event="mm_page_pcpu_drain", printed_mt=printed[idx], block_mt=bmt[idx],
                          explanation=expl)

@@ -18,12 +18,15 @@ from ..kernels import KernelBehavior
 from ._common import (ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
                       first_after, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
                       typed, vjoin, with_stats)
+from .registry import DetectorInfo, FindingKind
 
-ID = "S2"
-MEANING = "page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it"
-KERNELS = "all (6.1: polluted freelists; >= 6.10 only residual multi-block buddy cases)"
-SEVERITY = "medium"
-NEEDS = ("mm_page_alloc_zone_locked",)
+INFO = DetectorInfo(
+    id="S2", order=20, severity="medium",
+    meaning="page allocated from a freelist whose type differs from its pageblock, with no fallback to explain it",
+    kernels="all (6.1: polluted freelists; >= 6.10 only residual multi-block buddy cases)",
+    findings=(FindingKind("S2", "^"),),
+    needs=("mm_page_alloc_zone_locked",),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
@@ -118,7 +121,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                  s_pick(source_table(model), np.asarray(st.source)[idx]),
                  ") and no fallback (mm_page_alloc_extfrag) in this allocation moved it there: the freelist "
                  "was polluted earlier")
-    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(z, "ts", np.int64)[idx],
+    out = make_findings(detector=INFO.id, severity=INFO.severity, seq=seq[idx], ts=col(z, "ts", np.int64)[idx],
                         cpu=cpu[idx], pfn=pfn[idx], block=blk, event="mm_page_alloc_zone_locked",
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)
     return with_stats(concat_findings([out]), checked=int(known.sum()),

@@ -20,12 +20,15 @@ import pyarrow.compute as pc
 from ..kernels import KernelBehavior
 from ._common import (MT_CMA, MT_ISOLATE, ModelView, cma_block_mask, col, concat_findings, empty_findings,
                       event_frame, make_findings, s_hex, s_int, s_mt, typed, vjoin, with_stats)
+from .registry import DetectorInfo, FindingKind
 
-ID = "S3"
-MEANING = "CMA memory on a non-CMA freelist, stolen by a fallback, or a CMA pageblock retyped (CMA block lost)"
-KERNELS = "all (known cause: mainline < 6.1.57 pcp-trylock free path; any recurrence is a bug)"
-SEVERITY = "critical"
-NEEDS_ANY = ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag")
+INFO = DetectorInfo(
+    id="S3", order=30, severity="critical",
+    meaning="CMA memory on a non-CMA freelist, stolen by a fallback, or a CMA pageblock retyped (CMA block lost)",
+    kernels="all (known cause: mainline < 6.1.57 pcp-trylock free path; any recurrence is a bug)",
+    findings=(FindingKind("S3", "v"),),
+    needs_any=("mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag"),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
@@ -62,7 +65,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
         expl = vjoin("cpu", s_int(cpu), f" {verb} pfn ", s_hex(pfn[idx]), f" of a CMA area {prep} the ",
                      s_mt(printed[idx]), " freelist (pageblock ", s_int(blk), " is ", s_mt(bmt),
                      "): CMA memory escaped to a non-CMA freelist, where unmovable allocations can take it")
-        frames.append(make_findings(detector=ID, severity=SEVERITY, seq=col(e, "seq", np.int64)[idx],
+        frames.append(make_findings(detector=INFO.id, severity=INFO.severity, seq=col(e, "seq", np.int64)[idx],
                                     ts=col(e, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx], block=blk,
                                     event=name, printed_mt=printed[idx], block_mt=bmt,
                                     explanation=expl))
@@ -84,7 +87,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                          s_hex(pfn[idx]), " of a CMA area on the ", s_mt(fb[idx]), " freelist",
                          pc.if_else(pa.array(co != 0), vjoin(" and claimed its pageblock for ", s_mt(am[idx])), ""),
                          ": CMA memory was already on a non-CMA freelist (escaped earlier)")
-            frames.append(make_findings(detector=ID, severity=SEVERITY, seq=seq,
+            frames.append(make_findings(detector=INFO.id, severity=INFO.severity, seq=seq,
                                         ts=col(x, "ts", np.int64)[idx], cpu=cpu, pfn=pfn[idx],
                                         block=np.asarray(st.block), event="mm_page_alloc_extfrag",
                                         printed_mt=fb[idx], block_mt=np.asarray(st.mt, np.int16),
@@ -127,7 +130,7 @@ def _lost_blocks(model):
     expl = vjoin("pageblock ", s_int(blk[idx]), " was CMA and became ", s_mt(mt[idx]), " (source: ",
                  pa.array(src[idx].astype(object), pa.string()),
                  "): the block is lost from the CMA pool (cma_alloc can no longer rely on it)")
-    return make_findings(detector=ID, severity=SEVERITY, seq=seq, ts=start[idx], cpu=np.full(len(idx), -1),
+    return make_findings(detector=INFO.id, severity=INFO.severity, seq=seq, ts=start[idx], cpu=np.full(len(idx), -1),
                          pfn=(blk[idx].astype(np.uint64) << np.uint64(pbo)), block=blk[idx],
                          event="cma-block-lost", printed_mt=mt[idx], block_mt=mt[idx], explanation=expl)
 

@@ -18,12 +18,15 @@ from ..kernels import KernelBehavior
 from ._common import (MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
                       empty_findings, event_frame, evidence_tier, last_before, make_findings, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
+from .registry import DetectorInfo, FindingKind
 
-ID = "S4"
-MEANING = "order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list"
-KERNELS = "6.0 .. 6.9 mainline, 6.1 < 6.1.97 (one THP pcp list)"
-NEEDS = ("mm_page_alloc",)
-SEVERITY = "high"
+INFO = DetectorInfo(
+    id="S4", order=40, severity="high",
+    meaning="order-9 unmovable/reclaimable allocation handed a CMA/MOVABLE-block page from the shared THP pcp list",
+    kernels="6.0 .. 6.9 mainline, 6.1 < 6.1.97 (one THP pcp list)",
+    findings=(FindingKind("S4", "D"),),
+    needs=("mm_page_alloc",),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
@@ -84,7 +87,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                  s_pick(TIER_NAMES, evidence_tier(model, st, seq)[idx]), ", ",
                  s_pick(source_table(model), np.asarray(st.source)[idx]),
                  "): the shared THP pcp list mixed migratetypes")
-    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
+    out = make_findings(detector=INFO.id, severity=INFO.severity, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
                         cpu=cpu[idx], pfn=pfn[j], block=blk, event="mm_page_alloc",
                         printed_mt=req[j], block_mt=bmt[idx], explanation=expl)
     return with_stats(out, **stats)

@@ -18,12 +18,15 @@ import pyarrow.compute as pc
 from ..kernels import KernelBehavior
 from ._common import (MT_ISOLATE, ModelView, col, empty_findings, event_frame, make_findings, s_hex, s_int,
                       s_mt, s_pick, source_table, vjoin, with_stats)
+from .registry import DetectorInfo, FindingKind
 
-ID = "S5"
-MEANING = "page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment"
-KERNELS = "all (pcp hand-outs after isolation remain possible in 6.12)"
-SEVERITY = "high"
-NEEDS = ("mm_page_alloc",)
+INFO = DetectorInfo(
+    id="S5", order=50, severity="high",
+    meaning="page allocated from a pageblock that was isolated (MIGRATE_ISOLATE) at that moment",
+    kernels="all (pcp hand-outs after isolation remain possible in 6.12)",
+    findings=(FindingKind("S5", "P"),),
+    needs=("mm_page_alloc",),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
@@ -79,7 +82,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                  " (block type ", s_mt(bmt), ", ", s_pick(source_table(model), src_codes),
                  pc.if_else(pa.array(bmt == MT_ISOLATE), "", "; isolation inferred from the window only"),
                  "): the contiguous allocation will find the page busy")
-    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
+    out = make_findings(detector=INFO.id, severity=INFO.severity, seq=seq[idx], ts=col(a, "ts", np.int64)[j],
                         cpu=cpu, pfn=pfn[j], block=blk, event="mm_page_alloc", printed_mt=req,
                         block_mt=bmt, explanation=expl)
     return with_stats(out, checked=checked, skipped_unknown=skipped)

@@ -19,15 +19,17 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (MT_ISOLATE, ModelView, TIER_PROBE, col, empty_findings, event_frame, make_findings,
+from ._common import (MT_ISOLATE, ModelView, TIER_PROBE, col, drain_judgement, empty_findings, event_frame, make_findings,
                       match_leave, s_hex, s_int, s_mt, vjoin, with_stats)
-from .s1_pcp_drain import drain_judgement
+from .registry import DetectorInfo, FindingKind
 
-ID = "S6"
-MEANING = "drain put a page of an isolated pageblock on a non-isolate freelist (the 2012 isolate-vs-pcp race)"
-KERNELS = "all (< 3.18, or 51bb1a4093cc missing or broken)"
-SEVERITY = "critical"
-NEEDS = ("mm_page_pcpu_drain",)
+INFO = DetectorInfo(
+    id="S6", order=60, severity="critical",
+    meaning="drain put a page of an isolated pageblock on a non-isolate freelist (the 2012 isolate-vs-pcp race)",
+    kernels="all (< 3.18, or 51bb1a4093cc missing or broken)",
+    findings=(FindingKind("S6", "*"),),
+    needs=("mm_page_pcpu_drain",),
+)
 
 
 def applies(kernel: KernelBehavior) -> bool:
@@ -70,7 +72,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                  " as Isolate: the page was cached on the pcp list before the block was isolated and the "
                  "drain did not re-read the block type (the 2012 isolate-vs-pcp race); the page can be "
                  "allocated from the isolated block and is counted as free twice when the block is restored")
-    out = make_findings(detector=ID, severity=SEVERITY, seq=seq[idx], ts=col(d, "ts", np.int64)[idx],
+    out = make_findings(detector=INFO.id, severity=INFO.severity, seq=seq[idx], ts=col(d, "ts", np.int64)[idx],
                         cpu=cpu, pfn=pfn[idx], block=blk, event="mm_page_pcpu_drain",
                         printed_mt=printed[idx], block_mt=bmt[idx], explanation=expl)
     return with_stats(out, **stats)

@@ -507,13 +507,20 @@ def _count_map(analysis: Any) -> dict[str, tuple[Any, Any, Any]]:
     return out
 
 
+def comparison_ids(*count_maps: dict[str, Any]) -> list[str]:
+    """The detector and finding ids of the analyses, in the registry's report order (unknown last)."""
+    from ..detectors import report_order
+    order = report_order()
+    ids = set().union(*count_maps)
+    return sorted(ids, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
 def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
                       opts: plots.PlotOptions | None = None, top: int = 10) -> str:
     """Side-by-side report of two analyses (e.g. the same scenario on two kernels)."""
     la, lb = str(labels[0]), str(labels[1])
     ca, cb = _count_map(a), _count_map(b)
-    order = ["S1", "S1a", "S1b", "S2", "S3", "S4", "S5", "MW"]
-    ids = sorted(set(ca) | set(cb), key=lambda k: (order.index(k) if k in order else 99, k))
+    ids = comparison_ids(ca, cb)
     rows = []
     for k in ids:
         aa, an, asv = ca.get(k, (None, None, None))

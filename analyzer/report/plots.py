@@ -46,11 +46,16 @@ MT_COLORS: dict[int, str] = {
     EMPTY: "#FFFFFF",
 }
 
-# Findings: one marker shape per detector, so they stay distinct without colour.
-DETECTOR_MARKERS: dict[str, str] = {
-    "S1a": "o", "S1b": "s", "S2": "^", "S3": "v", "S4": "D", "S5": "P", "MW": "X",
-}
-_EXTRA_MARKERS = ["*", "h", "<", ">", "p", "d"]
+# Findings: one marker shape per finding id, so they stay distinct without colour.  The shapes
+# are declared by the detectors (analyzer/detectors/registry.py); these are for ids no detector
+# declares (an analysis JSON from another version).
+_EXTRA_MARKERS = ["<", ">", "p", "d", "8", "H"]
+
+
+def detector_markers() -> dict[str, str]:
+    """finding id -> marker, in report order (the legend follows it)."""
+    from ..detectors import finding_kinds
+    return {k.id: k.marker for k in finding_kinds()}
 
 
 def mt_names() -> dict[int, str]:
@@ -205,8 +210,10 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
                          max_markers=opts.max_markers)
     extra = iter(_EXTRA_MARKERS)
     handles_f = []
-    for det, (x, y, n, ncells) in pts.items():
-        mk = DETECTOR_MARKERS.get(det) or next(extra, "o")
+    markers = detector_markers()
+    rank = {d: i for i, d in enumerate(markers)}
+    for det, (x, y, n, ncells) in sorted(pts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])):
+        mk = markers.get(det) or next(extra, "o")
         ax.scatter(x, y, marker=mk, s=36, facecolors="white", edgecolors="black", linewidths=0.9, zorder=3)
         note = f", {len(x)} densest of {ncells} spots marked" if len(x) < ncells else ""
         handles_f.append(Line2D([], [], ls="", marker=mk, mfc="white", mec="black",

@@ -19,10 +19,10 @@ def _ids(df):
 
 def test_registry_modules_have_contract_constants():
     for mod in ALL:
-        for attr in ("ID", "MEANING", "KERNELS", "SEVERITY"):
-            assert isinstance(getattr(mod, attr), str) and getattr(mod, attr)
+        for attr in ("id", "meaning", "kernels", "severity"):
+            assert isinstance(getattr(mod.INFO, attr), str) and getattr(mod.INFO, attr)
         assert callable(mod.applies) and callable(mod.detect)
-    assert [m.ID for m in ALL] == ["S1", "S2", "S3", "S4", "S5", "S6", "A1"]
+    assert [m.INFO.id for m in ALL] == ["S1", "S2", "S3", "S4", "S5", "S6", "A1"]
 
 
 # -- S1 ------------------------------------------------------------------------------

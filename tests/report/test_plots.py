@@ -460,3 +460,16 @@ def test_cli_report_takes_analyze_overrides(tmp_path):
     text = out.read_text()
     assert "<td>extra-area</td><td>0x20000</td>" in text
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)      # shareable, not mkstemp's 0600
+
+
+def test_legend_names_every_registered_finding_id_in_registry_order():
+    """S6 and A1 get their own declared marker and legend entry (the map once stopped at S5)."""
+    a = synthetic_analysis(nblocks=64, nintervals=400, nfindings=40)
+    ids = ["A1", "S6", "MW", "S1a"]
+    a.findings["detector"] = pd.array([ids[i % 4] for i in range(len(a.findings))], dtype=pd.ArrowDtype(pa.string()))
+    fig = plots.timeline_figure(a, opts=plots.PlotOptions(width_px=900, height_px=600))
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts() if " finding (" in t.get_text()]
+    assert [lab.split()[0] for lab in labels] == ["S1a", "S6", "A1", "MW"]
+    marks = plots.detector_markers()
+    assert marks["S6"] != marks["A1"] and {marks["S6"], marks["A1"]}.isdisjoint(
+        {marks[k] for k in ("S1a", "S1b", "S2", "S3", "S4", "S5", "MW")})
