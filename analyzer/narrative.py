@@ -290,7 +290,7 @@ def _fmt(k, v):
 def _enter_rows(model, seq: np.ndarray, kind: str):
     """Residency row (as dict) that each record started, or None."""
     res = getattr(model, "residency", None)
-    out = [None] * len(seq)
+    out: list[dict[str, int] | None] = [None] * len(seq)
     if res is None or len(res) == 0:
         return out
     es = col(res, "enter_seq", np.int64, -1)

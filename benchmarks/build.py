@@ -44,7 +44,9 @@ def run(a: argparse.Namespace) -> int:
 
     if not a.ccache:
         os.environ["CCACHE_DISABLE"] = "1"
-    say = (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+
+    def say(m: str) -> None:
+        print(f"  {m}", file=sys.stderr, flush=True)
     tag = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="mtaudit-bench-build-") as td:
         frag = Path(td) / "bench.config"

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from analyzer.atomic import atomic_dir
@@ -65,7 +66,7 @@ class Reporter:
         from rich.console import Console
         self.console = Console(stderr=True)
         self.quiet = quiet
-        self.status = None
+        self.status: Any = None   # a rich Status while it spins
         self.t0 = time.monotonic()
 
     def __enter__(self):
@@ -239,8 +240,8 @@ def collect(o: Options, say) -> Path:
             lost: dict[str, int] = {}
             if (tmp / bundle.STATS).exists():
                 try:
-                    lost = bundle.parse_stats((tmp / bundle.STATS).read_text(errors="replace"),
-                                              bundle.STATS)
+                    lost = bundle.lost_events(bundle.parse_stats(
+                        (tmp / bundle.STATS).read_text(errors="replace"), bundle.STATS))
                 except bundle.CaptureError as e:   # the guest wrote a broken stats file
                     failure = failure or str(e)
             ksrc = (tmp / "kprobe-source.txt").read_text().strip() if (tmp / "kprobe-source.txt").exists() else None

@@ -103,8 +103,11 @@ def _run(a: argparse.Namespace) -> int:
                                 memory=a.memory, timeout=a.timeout, accel=a.accel, arch=a.arch)
             say = (lambda m: None) if a.quiet else (lambda m: print(f"mtaudit regress: {m}", file=sys.stderr))
             regress.plan_smp(a.smp or sc.smp, a.jobs, os.cpu_count() or 1)   # refuse before fetching
-            runs, phases = regress.run_specs(plan, sc.smp, os.cpu_count() or 1, a.quiet,
-                                             on_note=lambda m: (notes.append(m), say(m)))
+
+            def note(m: str) -> None:
+                notes.append(m)
+                say(m)
+            runs, phases = regress.run_specs(plan, sc.smp, os.cpu_count() or 1, a.quiet, on_note=note)
             specs = dict(plan.specs)
             scenario = sc.name
         else:

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from analyzer import bundle as bundle_format
 from analyzer.analysis import SCHEMA_VERSION as ANALYSIS_SCHEMA_VERSION
@@ -163,7 +163,7 @@ class Progress:
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.total = total
-        self.prog = None
+        self.prog: Any = None   # a rich Progress on a terminal
         self.tasks: dict[str, int] = {}
 
     def __enter__(self):

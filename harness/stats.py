@@ -225,11 +225,11 @@ def verdict(bc: list[int], cc: list[int], bv: list[float], cv: list[float],
 def compare_detector(det: str, base: list[dict], cand: list[dict], alpha: float = 0.05,
                      min_events: int = 1) -> dict:
     """One verdict row: per-run counts/rates of both sides, spread, tests, verdict and why."""
-    info = next((r["detectors"][det] for r in base + cand if det in r["detectors"]), {})
+    info: dict[str, Any] = next((r["detectors"][det] for r in base + cand if det in r["detectors"]), {})
     row: dict[str, Any] = {"id": det, "kind": "detector", "meaning": info.get("meaning", ""),
                            "severity": info.get("severity"),
                            "gating": str(info.get("severity") or "") != "info"}
-    sides = {}
+    sides: dict[str, dict[str, Any]] = {}
     for side, runs in (("baseline", base), ("candidate", cand)):
         per = []
         for r in runs:

@@ -33,8 +33,8 @@ from ..model.query import (REPORTED_TIERS, TIER_INFERRED, TIER_NAMES, TIER_NONE,
                            TIER_PROBE, TIER_TRACED, UNVERIFIED_SOURCES, ModelView, col, evidence_tier,
                            fmt_pfn, match_leave, str_eq, tier_counts)
 # Confidence codes and names, and block-type sources: one definition, in the model.
-from ..model.timeline import CONF_NAMES, SOURCES, SRC  # noqa: E402
-from ..model.timeline import INFERRED as CONF_INFERRED, KNOWN as CONF_KNOWN, UNKNOWN as CONF_UNKNOWN  # noqa: E402
+from ..model.timeline import SOURCES, SRC  # noqa: E402
+from ..model.timeline import INFERRED as CONF_INFERRED, KNOWN as CONF_KNOWN  # noqa: E402
 
 # re-exported for the detector modules
 from ..kernels import CMA as MT_CMA, ISOLATE as MT_ISOLATE, MOVABLE as MT_MOVABLE  # noqa: E402,F401

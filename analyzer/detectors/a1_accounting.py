@@ -102,9 +102,9 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
 
     snaps = [(t, os.path.join(cdir, f"meminfo-{t}.txt"), os.path.join(cdir, f"zoneinfo-{t}.txt"),
               os.path.join(cdir, f"pagetypeinfo-{t}.txt")) for t in ("start", "end")]
-    for mi in sorted(glob.glob(os.path.join(cdir, "snap", "meminfo-*.txt"))):
-        tag = "snap/" + os.path.basename(mi)[len("meminfo-"):-len(".txt")]
-        snaps.append((tag, mi, "", mi.replace("meminfo-", "pagetypeinfo-")))
+    for snap_mi in sorted(glob.glob(os.path.join(cdir, "snap", "meminfo-*.txt"))):
+        tag = "snap/" + os.path.basename(snap_mi)[len("meminfo-"):-len(".txt")]
+        snaps.append((tag, snap_mi, "", snap_mi.replace("meminfo-", "pagetypeinfo-")))
     for tag, mi_p, zi_p, pt_p in snaps:
         checked = False
         mi = read_meminfo(mi_p) if os.path.isfile(mi_p) else {}

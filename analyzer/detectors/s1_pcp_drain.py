@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from ..kernels import KernelBehavior
 from ._common import (MT_ISOLATE, ModelView, TIER_NAMES, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
                       drain_judgement, empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
-                      s_mt, s_pick, source_table, typed, vjoin, with_stats)
+                      s_mt, s_pick, source_table, vjoin, with_stats)
 from .registry import MODEL_WARNING, DetectorInfo, FindingKind
 
 INFO = DetectorInfo(

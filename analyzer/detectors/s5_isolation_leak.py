@@ -116,6 +116,12 @@ def _in_isolation_time(model, ts: np.ndarray) -> np.ndarray:
 class _State:
     """Writable copy of a BlockState's arrays."""
 
+    mt: np.ndarray
+    confidence: np.ndarray
+    source: np.ndarray
+    isolated: np.ndarray
+    block: np.ndarray
+
     @staticmethod
     def copy_of(st) -> "_State":
         c = _State()

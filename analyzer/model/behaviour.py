@@ -19,6 +19,8 @@ type (evidence tier "probe"), a print can be compared with it:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..kernels import DRAIN_CACHED, DRAIN_CACHED_ALWAYS, DRAIN_LIVE, DRAIN_MODES, ZL_BLOCK, ZL_FREELIST
@@ -47,7 +49,7 @@ def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
     n = int(len(printed))
     a = int((printed == live).sum())
     b = int((printed == cached).sum())
-    out = {"informative": n, "printed_live": a, "printed_cached": b, "printed_other": n - a - b, "verdict": None}
+    out: dict[str, Any] = {"informative": n, "printed_live": a, "printed_cached": b, "printed_other": n - a - b, "verdict": None}
     if n:
         if a >= MAJORITY * n:
             out["verdict"] = "live"
@@ -59,7 +61,7 @@ def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
 
 
 def _drain(model, expected: str) -> dict:
-    res = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
+    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
            "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
            "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
     for i, name in enumerate(("not_isolated", "isolated")):
@@ -108,7 +110,7 @@ def _drain(model, expected: str) -> dict:
 
 
 def _zone_locked(model, expected: str) -> dict:
-    res = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
+    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
            "printed_block": 0, "printed_other": 0}
     z = _events(model, "mm_page_alloc_zone_locked")
     live_seq = getattr(model, "kprobe_live_seq", None)
@@ -133,7 +135,7 @@ def _zone_locked(model, expected: str) -> dict:
 
 def measure(model, kernel) -> dict:
     """{"drain": {...}, "zone_locked": {...}, "summary": [lines]} (see module doc)."""
-    out = {"drain": _drain(model, kernel.drain_prints),
+    out: dict[str, Any] = {"drain": _drain(model, kernel.drain_prints),
            "zone_locked": _zone_locked(model, kernel.zone_locked_prints)}
     lines = []
     rel = kernel.describe() if kernel.version or kernel.release else "the assumed kernel"

@@ -66,7 +66,7 @@ class _CmaEvent(NamedTuple):
     kind: str                 # "start" | "busy" | "finish"
     name: str
     pfn: int                  # NO_PFN for start (and for a finish that found no range)
-    count: int
+    count: int  # type: ignore[assignment]  # the tracepoint's field name; shadows tuple.count, never called
     ok: bool | None           # finish: did the allocation succeed (None: the format cannot say)
 
 
@@ -175,7 +175,8 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
             anchors.setdefault(e.pid, []).append((e.seq, e.ts))
     last_end: dict[int, tuple[int, int]] = {}
     nexts: dict[int, list[tuple[int, int]]] = {}
-    for x in (*evs, *evid):
+    every: list[_CmaEvent | _ContigEvidence] = [*evs, *evid]
+    for x in every:
         nexts.setdefault(x.pid, []).append((x.seq, x.ts))
     for v in nexts.values():
         v.sort()
@@ -193,22 +194,22 @@ def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
             best = lst[i]
         return best if best is not None and best[0] < seq else (seq, ts)
     pending: dict[int, _ContigEvidence] = {}   # pid -> mri waiting for its test_pages_isolated
-    for e in evid:
-        lo, hi = _align(e.start_pfn, e.end_pfn, pbo)
-        if in_cma(e.seq, lo, hi) or (e.kind == "mri" and e.migratetype == CMA):
+    for ev_ in evid:
+        lo, hi = _align(ev_.start_pfn, ev_.end_pfn, pbo)
+        if in_cma(ev_.seq, lo, hi) or (ev_.kind == "mri" and ev_.migratetype == CMA):
             continue
-        if e.kind == "mri":
-            pending[e.pid] = e._replace(start_pfn=lo, end_pfn=hi)
+        if ev_.kind == "mri":
+            pending[ev_.pid] = ev_._replace(start_pfn=lo, end_pfn=hi)
             continue
-        m = pending.pop(e.pid, None)
+        m = pending.pop(ev_.pid, None)
         if m is not None and m.start_pfn < hi and lo < m.end_pfn:
             ss, st, lo, hi = m.seq, m.ts, min(lo, m.start_pfn), max(hi, m.end_pfn)
         else:
-            ss, st = e.seq, e.ts
-        ss, st = anchor(e.pid, ss, st)
-        es, et = next_after(e.pid, e.seq, e.ts)
-        rows.append(_Window(ss, es, st, et, lo, hi, "contig", "", MOVABLE, "success" if e.passed else "fail", e.pid))
-        last_end[e.pid] = (es, et)
+            ss, st = ev_.seq, ev_.ts
+        ss, st = anchor(ev_.pid, ss, st)
+        es, et = next_after(ev_.pid, ev_.seq, ev_.ts)
+        rows.append(_Window(ss, es, st, et, lo, hi, "contig", "", MOVABLE, "success" if ev_.passed else "fail", ev_.pid))
+        last_end[ev_.pid] = (es, et)
     for p, m in pending.items():   # migration without a test: window ends there
         ss, st = anchor(p, m.seq, m.ts)
         rows.append(_Window(ss, m.seq, st, m.ts, m.start_pfn, m.end_pfn, "contig", "", MOVABLE, "unknown", p))
@@ -255,19 +256,22 @@ def offlined_spans(tpi: Table, kp: list[Table], pbo: int) -> tuple[np.ndarray, n
     if not len(tpi) or not kp:
         return z, z, z
     from .events import KPROBE_TYPE_FIELDS
-    kb, ks, km, kpid = [], [], [], []
+    kb_l: list[np.ndarray] = []
+    ks_l: list[np.ndarray] = []
+    km_l: list[np.ndarray] = []
+    kpid_l: list[np.ndarray] = []
     for t in kp:
         field = next((f for f in KPROBE_TYPE_FIELDS if t.has(f)), None)
         if not len(t) or field is None or not t.has("pfn"):
             continue
         sel = np.flatnonzero(t["mask"] == 7) if t.has("mask") else np.arange(len(t))
-        kb.append(t["pfn"][sel] >> pbo)
-        ks.append(t["seq"][sel])
-        km.append(t[field][sel] & 7)
-        kpid.append(t["pid"][sel] if t.has("pid") else np.full(len(sel), -1, np.int64))
-    if not kb:
+        kb_l.append(t["pfn"][sel] >> pbo)
+        ks_l.append(t["seq"][sel])
+        km_l.append(t[field][sel] & 7)
+        kpid_l.append(t["pid"][sel] if t.has("pid") else np.full(len(sel), -1, np.int64))
+    if not kb_l:
         return z, z, z
-    kb, ks, km, kpid = (np.concatenate(x).astype(np.int64) for x in (kb, ks, km, kpid))
+    kb, ks, km, kpid = (np.concatenate(x).astype(np.int64) for x in (kb_l, ks_l, km_l, kpid_l))
     o = np.lexsort((ks, kb))
     kb, ks, km, kpid = kb[o], ks[o], km[o], kpid[o]
     ok = tpi["end_pfn"] <= tpi["fin_pfn"]

@@ -20,6 +20,7 @@ sums.  A row at seq s applies to records with seq > s (contract section 2b).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -327,7 +328,7 @@ def agreement(truth: Timeline, guess: Timeline, t0: int, t1: int) -> dict:
     inf_c = base & (gconf == INFERRED)
     tot = float(dur[base].sum())
     cl = float(dur[claimed].sum())
-    res = {
+    res: dict[str, Any] = {
         "rate": (float(dur[agree].sum()) / cl) if cl else None,
         "coverage": (cl / tot) if tot else None,
         "known_rate": (float(dur[known_c & (gmt == tmt)].sum()) / float(dur[known_c].sum())) if dur[known_c].sum() else None,

@@ -360,7 +360,7 @@ class TextTrace(Trace):
         return ts
 
     def _lost_table(self) -> pa.Table:
-        rows = {"cpu": [], "ts_start": [], "ts_end": [], "count": []}
+        rows: dict[str, list[int]] = {"cpu": [], "ts_start": [], "ts_end": [], "count": []}
         lost = [mk for mk in self.markers if mk.kind in ("lost", "buffer-started")]
         first_ts = int(self._ts.min()) if len(self._ts) else 0
         for mk in lost:

@@ -32,7 +32,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +68,10 @@ class _Columns:
     def __init__(self, ev: EventFormat, n: int, multi: bool):
         self.ev, self.n, self.multi = ev, n, multi
         self.seq = np.empty(n, np.int64)   # filled by the merge, before the other columns exist
-        self.ts = self.cpu = self.pid = self.stream = None
+        self.ts: np.ndarray | None = None
+        self.cpu: np.ndarray | None = None
+        self.pid: np.ndarray | None = None
+        self.stream: np.ndarray | None = None
         self.num: dict[str, np.ndarray] = {}
         self.other: dict[str, list] = {}   # name -> list of (rows, arrow array)
         self.need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
@@ -106,12 +109,12 @@ class TraceDat(Trace):
         h = self.h
         self._dec = Decompressor(self.path, h.compression) if h.version >= 7 else None
         self._big = h.endian == "big"
-        uname = h.options.get("uname")
-        parts = str(uname).split() if uname else []
+        uname = str(h.options["uname"]) if h.options.get("uname") else None
+        parts = uname.split() if uname else []
         self.meta = TraceMeta(
             path=self.path, format="trace.dat", file_version=h.version, compression=h.compression,
             kernel_release=parts[2] if len(parts) >= 3 else None, uname=uname,
-            clock=h.options.get("trace_clock") or (h.buffers[0].clock if h.buffers else None),
+            clock=str(h.options.get("trace_clock") or "") or (h.buffers[0].clock if h.buffers else None),
             cpus=h.cpus, page_size=h.page_size, long_size=h.long_size, endian=h.endian,
             buffers=[b.name for b in h.buffers],
             extra={k: v for k, v in h.options.items() if k not in ("uname", "trace_clock")}
@@ -127,7 +130,7 @@ class TraceDat(Trace):
         self._counts: dict[str, int] | None = None
         self._pos: list[np.ndarray] | None = None
         self._block_bytes = tp.BLOCK_BYTES
-        t2n = h.options.get("tsc2nsec")
+        t2n: Any = h.options.get("tsc2nsec")
         self._tsc = (t2n["mult"], t2n["shift"]) if t2n and t2n["mult"] and t2n["shift"] <= 32 else None
         self._local = threading.local()
         self._cols: dict[int, _Columns] | None = None
@@ -228,8 +231,8 @@ class TraceDat(Trace):
                  for spec in tp.block_specs(self.path, self._mm, s.buf, s.cd, self._dec, self.h.endian,
                                             self._block_bytes)]
         res = self._pmap(self._index_block, tasks)
-        keys = [[] for _ in self._streams]
-        types = [[] for _ in self._streams]
+        keys: list[list[Any]] = [[] for _ in self._streams]
+        types: list[list[Any]] = [[] for _ in self._streams]
         carry = [-(1 << 63)] * len(self._streams)
         last_ts: list[int | None] = [None] * len(self._streams)
         done = [0] * len(self._streams)
@@ -353,7 +356,7 @@ class TraceDat(Trace):
             c.alloc()
         if self._compiled:
             self._slot = np.full(1 << 16, -1, np.int32)
-            self._groups = []
+            self._groups: list[tuple[Any, ...]] | None = []
             for tid, c in self._cols.items():
                 self._slot[tid] = len(self._groups)
                 fields = [(f.offset, f.size, c.num[f.name]) for f in c.ev.fields if f.name in c.num]

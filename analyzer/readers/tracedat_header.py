@@ -7,6 +7,7 @@ never an IndexError/struct.error.
 """
 from __future__ import annotations
 
+import builtins
 import re
 import struct
 import threading
@@ -165,7 +166,7 @@ class Cursor:
     def u32(self) -> int: return self.unpack("I")[0]
     def u64(self) -> int: return self.unpack("Q")[0]
 
-    def bytes(self, n: int) -> bytes:
+    def bytes(self, n: int) -> builtins.bytes:
         self.need(n)
         b = bytes(self.data[self.pos:self.pos + n])
         self.pos += n
@@ -179,7 +180,7 @@ class Cursor:
         self.pos = end + 1
         return s
 
-    def tag(self, expect: bytes) -> None:
+    def tag(self, expect: builtins.bytes) -> None:   # `bytes` is the method above here
         got = self.bytes(len(expect))
         if got != expect:
             self.fail(f"expected {expect!r}, found {got!r}", self.pos - len(expect))
@@ -217,7 +218,9 @@ def parse_format(text: str, system_hint: str | None = None) -> tuple[EventFormat
     name = re.search(r"^name:\s*(\S+)", text, re.M)
     ident = re.search(r"^ID:\s*(\d+)", text, re.M)
     pf = re.search(r"^print fmt:\s*(.*)$", text, re.M | re.S)
-    fields, common, seen = [], [], set()
+    fields: list[FieldFormat] = []
+    common: list[FieldFormat] = []
+    seen: set[str] = set()
     for m in _FIELD_RE.finditer(text):
         sig = m.group("sig")
         f = parse_field(m.group("decl"), int(m.group("off")), int(m.group("size")), bool(sig and int(sig)))
@@ -258,7 +261,7 @@ class LazyEventFormat(EventFormat):
         return self._parsed
 
     @property
-    def fields(self) -> list[FieldFormat]:  # type: ignore[override]
+    def fields(self) -> list[FieldFormat]:
         return self._parse()[0]
 
     @fields.setter
@@ -270,7 +273,7 @@ class LazyEventFormat(EventFormat):
         return self._parse()[1]
 
     @property
-    def print_fmt(self) -> str:  # type: ignore[override]
+    def print_fmt(self) -> str:
         return self._parse()[2]
 
     @print_fmt.setter

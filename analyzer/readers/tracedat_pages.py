@@ -131,7 +131,7 @@ def load_block(path: str, data, spec: BlockSpec, dec: Decompressor | None, where
     if spec.chunks is None:
         return np.frombuffer(data, dtype=np.uint8, count=spec.size, offset=spec.offset)
     block = out[:spec.size] if out is not None and len(out) >= spec.size else np.empty(spec.size, np.uint8)
-    mv = memoryview(block)
+    mv = memoryview(block)  # type: ignore[arg-type]  # numpy arrays are buffers; the stubs do not say so
     at = 0
     for cpos, cs, us in spec.chunks:
         dec.into(memoryview(data)[cpos + 8:cpos + 8 + cs], mv[at:at + us], where + " chunk", cpos)
@@ -286,9 +286,9 @@ def _walk_numpy(block: np.ndarray, ps: int, ph: PageHeader, big: bool, path: str
     size = commit & COMMIT_MASK
     bad = np.flatnonzero(size > ps - ph.data_offset)
     if bad.size:
-        p = int(bad[0])
-        raise TraceFormatError(path, where, file_off + p * ps + ph.commit_offset,
-                               f"page commit size {int(size[p])} beyond the {ps}-byte page")
+        bp = int(bad[0])
+        raise TraceFormatError(path, where, file_off + bp * ps + ph.commit_offset,
+                               f"page commit size {int(size[bp])} beyond the {ps}-byte page")
     lost = np.zeros(npages, dtype=np.int64)
     missed = (commit & MISSED_EVENTS) != 0
     stored = missed & ((commit & MISSED_STORED) != 0)
@@ -297,8 +297,8 @@ def _walk_numpy(block: np.ndarray, ps: int, ph: PageHeader, big: bool, path: str
         sp = np.flatnonzero(stored)
         lo = base[sp] + ph.data_offset + size[sp]
         if np.any(lo + ph.commit_size > base[sp] + ps):
-            p = int(sp[np.argmax(lo + ph.commit_size > base[sp] + ps)])
-            raise TraceFormatError(path, where, file_off + p * ps, "missed-events count stored beyond the page")
+            bp = int(sp[np.argmax(lo + ph.commit_size > base[sp] + ps)])
+            raise TraceFormatError(path, where, file_off + bp * ps, "missed-events count stored beyond the page")
         if ph.commit_size == 8:
             cnt = ((W[lo // 4] << 32) | W[lo // 4 + 1]) if big else (W[lo // 4] | (W[lo // 4 + 1] << 32))
         else:

@@ -210,7 +210,8 @@ def _parse_v6(h: Header, c: Cursor) -> None:
             c.fail(f"unknown data tag {tag!r}", c.pos - 10)
         break
     c.section = "flyrecord"
-    top = BufferInfo(name="", clock=h.options.get("trace_clock"), page_size=h.page_size,
+    clock = h.options.get("trace_clock")
+    top = BufferInfo(name="", clock=str(clock) if clock is not None else None, page_size=h.page_size,
                      cpus=[CpuData(i, *c.unpack("QQ")) for i in range(ncpu)])
     instances = h.buffers
     for inst in instances:

@@ -375,7 +375,7 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
     from ..detectors import finding_tiers
     model = getattr(analysis, "model", None)
     tiers = finding_tiers(model, t) if hasattr(model, "block_type_at") else [""] * len(t)
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for r, tier in zip(t.itertuples(index=False), tiers):
         if compact:
             rows.append((r.detector, r.severity, tier, f"{int(r.ts) / 1e9:.6f}", f"{int(r.pfn):#x}", r.explanation))

@@ -172,8 +172,8 @@ def timeline_figure(analysis: Any, view: View | None = None, opts: PlotOptions |
                      mode=opts.mode)
     img = colorize(grid)
     fig = Figure(figsize=(opts.width_px / opts.dpi, opts.height_px / opts.dpi), dpi=opts.dpi)
-    ax = fig.add_axes([_AX_LEFT, _AX_BOTTOM, _AX_RIGHT - _AX_LEFT, _AX_TOP - _AX_BOTTOM])
-    ax_reg = fig.add_axes([_AX_LEFT - 0.037, _AX_BOTTOM, 0.034, _AX_TOP - _AX_BOTTOM], sharey=ax)
+    ax = fig.add_axes((_AX_LEFT, _AX_BOTTOM, _AX_RIGHT - _AX_LEFT, _AX_TOP - _AX_BOTTOM))
+    ax_reg = fig.add_axes((_AX_LEFT - 0.037, _AX_BOTTOM, 0.034, _AX_TOP - _AX_BOTTOM), sharey=ax)
     x0, x1 = view.t_lo / 1e9, view.t_hi / 1e9
     extent = (x0, x1, view.block_lo, view.block_hi)
     ax.imshow(img, extent=extent, origin="lower", aspect="auto", interpolation="nearest")
@@ -293,7 +293,7 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
                           _col(bl, "end_ts", np.int64), _col(bl, "migratetype", np.int16), view, bins)
     names = mt_names()
     fig = Figure(figsize=(opts.width_px / opts.dpi, opts.height_px / opts.dpi), dpi=opts.dpi)
-    ax = fig.add_axes([0.08, 0.2, 0.88, 0.7])
+    ax = fig.add_axes((0.08, 0.2, 0.88, 0.7))
     for code, (edges, at_edge, vmin, vmax) in sorted(series.items()):
         color = MT_COLORS.get(code, "#999999")
         if code == UNKNOWN:
@@ -331,10 +331,10 @@ def counts_figure(analysis: Any, view: View | None = None, opts: PlotOptions | N
     fig.legend(handles=h + ref_handles, loc="lower center", ncol=min(5, len(h) + len(ref_handles)),
                fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.005))
     kr = getattr(meta, "kernel_release", None) or "unknown kernel"
-    t = f"Blocks per migratetype over time (reconstructed) — {kr}"
+    title = f"Blocks per migratetype over time (reconstructed) — {kr}"
     if view.title:
-        t += f" ({view.title})"
-    fig.suptitle(t, fontsize=12)
+        title += f" ({view.title})"
+    fig.suptitle(title, fontsize=12)
     return fig
 
 

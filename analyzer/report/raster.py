@@ -142,7 +142,7 @@ def rasterize(block: np.ndarray, start: np.ndarray, end: np.ndarray, mt: np.ndar
     if mode == "rarest":
         total = {int(c): float(np.sum(ue[mt == c] - us[mt == c])) for c in codes}
         # rarest first; unknown last; the grid is filled by "first type present wins"
-        codes = sorted(codes, key=lambda c: (int(c) == UNKNOWN, total[int(c)], int(c)))
+        codes = np.array(sorted(codes, key=lambda c: (int(c) == UNKNOWN, total[int(c)], int(c))), codes.dtype)
     for code in codes:
         m = mt == code
         w = np.zeros(rows * cols)

@@ -17,7 +17,7 @@ import pytest
 from collectors.build import kconfig, source as buildsrc
 from collectors.build.build import cache_key, toolchain
 from collectors.kernels import spec as kernels
-from collectors.errors import KernelSpecError, ToolMissingError
+from collectors.errors import KernelSpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -101,7 +101,6 @@ def test_built_kernel_boots_with_the_patch_and_manifest_names_it(work, first):
 def test_same_spec_is_a_cache_hit_without_make(work, first):
     b, _, spec = first
     before = len(make_calls(work))
-    t0 = time.monotonic()
     r = collect(work, spec, "second")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(make_calls(work)) == before, make_calls(work)[before:]

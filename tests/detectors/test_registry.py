@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from analyzer.detectors import ALL, MODEL_WARNING, finding_kinds, missing_events, report_order
+from analyzer.detectors import ALL, MODEL_WARNING, missing_events, report_order
 from analyzer.detectors.registry import DetectorInfo, FindingKind
 from analyzer.report import html as rhtml, plots
 

@@ -3,7 +3,6 @@ A1 (free-page accounting), evidence tiers, "not checked" -> exit 3, offline is n
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from analyzer.analysis import analyze
 from analyzer.detectors import a1_accounting

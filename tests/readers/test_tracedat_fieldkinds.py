@@ -58,7 +58,7 @@ def _records(t: TraceDat, n: int, seed: int) -> list[W.Records]:
     for cpu in range(2):
         pays, ts = [], []
         now = 1_000_000_000 + cpu
-        for i in range(n):
+        for _i in range(n):
             ev = evs[int(rng.integers(0, 3))]
             vals = {"common_pid": int(rng.integers(0, 5000))}
             for f in ev.fields:

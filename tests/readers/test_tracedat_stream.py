@@ -25,7 +25,7 @@ def test_iter_batches_equals_tables_and_stays_small():
     assert t._tables is None, "streaming must not materialise the tables"
     full = TraceDat(CAPTURE)
     total = 0
-    for name, n in full.events().items():
+    for name, _n in full.events().items():
         want = full.table(name)
         got = pa.Table.from_batches(parts[name]).sort_by("seq")
         assert got.equals(want), name

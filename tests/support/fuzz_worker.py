@@ -100,7 +100,7 @@ def _mutate(lines: list[str], data: st.DataObject) -> list[str]:
             v = data.draw(_u64(), label="pfn")
             ln = re.sub(r"pfn=0x[0-9a-f]+", f"pfn=0x{v:x}", ln, count=1)
         elif kind == "pfn_extremes":      # both ends of int64 on two records of one event: a full 64-bit span
-            evname = lambda k: (re.search(r" (\w+): ", lines[k]) or [None, None])[1]   # noqa: E731
+            evname = lambda k, lines=lines: (re.search(r" (\w+): ", lines[k]) or [None, None])[1]   # noqa: E731
             name = data.draw(st.sampled_from(sorted({evname(k) for k in body} - {None})), label="event")
             same = [k for k in body if evname(k) == name]
             i, j = data.draw(st.sampled_from(same), label="a"), data.draw(st.sampled_from(same), label="b")

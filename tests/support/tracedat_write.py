@@ -261,7 +261,7 @@ def write(path: str, h: Header, buffers: list[tuple[str, list[Records]]], versio
         w.pack("H", 0)
         w.put(b"flyrecord\0")
         tables = [w.put(b"\0" * 16 * ncpu)]
-        for i, (name, _) in enumerate(buffers[1:]):
+        for i, _buf in enumerate(buffers[1:]):
             w.patch(buf_at[i], "Q", w.n)
             w.put(b"flyrecord\0")
             tables.append(w.put(b"\0" * 16 * ncpu))
@@ -302,7 +302,7 @@ def _write_v7(w: _W, h: Header, lay: Layout, blocks: dict, opts: list, buffers: 
                      (OPT_KALLSYMS, "kallsyms"), (OPT_PRINTK, "printk"), (OPT_CMDLINES, "cmdlines")):
         secs[sid] = section(sid, blocks[key], comp)
     buf_opts = []
-    for (name, recs), pgs in zip(buffers, pages):
+    for (name, _recs), pgs in zip(buffers, pages):
         w.align(8)
         sec_at = w.pack("HHIQ", OPT_BUFFER, 1 if comp else 0, 0, 0)
         w.align(lay.page_size)
