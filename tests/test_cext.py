@@ -6,6 +6,8 @@ import pytest
 
 from analyzer import cext
 
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
+
 
 def test_require_turns_a_missing_extension_into_an_error(monkeypatch):
     monkeypatch.delenv("MTAUDIT_NO_CEXT", raising=False)

@@ -22,10 +22,9 @@ import pytest
 
 from collectors.collect import resolve_kernel
 from collectors.kernels import spec as kernels
+from support.tools import requires_tool
 
-pytestmark = [pytest.mark.kbuild, pytest.mark.qemu,
-              pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not shutil.which("trace-cmd"),
-                                 reason="needs qemu-system-x86_64 and trace-cmd")]
+pytestmark = [pytest.mark.kbuild, pytest.mark.qemu, requires_tool("qemu-system-x86_64", "trace-cmd")]
 ROOT = Path(__file__).resolve().parents[2]
 SRC = "debian-source:6.1"
 MARK_A = "mtaudit-build-test: patch A is in this kernel"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +17,12 @@ import pytest
 
 from analyzer import bundle
 from collectors.guest import scenarios
+from support.tools import requires_tool
 
 pytestmark = pytest.mark.qemu
 ROOT = Path(__file__).resolve().parents[2]
 KSPEC = "debian:6.1/arm64"
-needs_qemu = pytest.mark.skipif(not shutil.which("qemu-system-aarch64") or not shutil.which("trace-cmd"),
-                                reason="needs qemu-system-aarch64 and trace-cmd")
+needs_qemu = requires_tool("qemu-system-aarch64", "trace-cmd")
 
 
 def qemu_pids(marker: str) -> list[int]:
@@ -188,7 +187,7 @@ def test_signal_kills_vm_and_leaves_failed_bundle(tmp_path, sig, when):
     assert m["status"] == "failed" and m["failure"].startswith("interrupted")
 
 
-@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="needs qemu-system-x86_64")
+@requires_tool("qemu-system-x86_64")
 def test_x86_64_transport_and_kvm_fallback(tmp_path):
     """Stock Debian amd64 has CMA off: refused by default, and with --skip-config-check the same
     guest (q35, 9p over virtio-pci, x86 kprobe registers) still produces a bundle; /dev/kvm is

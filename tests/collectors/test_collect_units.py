@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import lzma
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from analyzer import bundle
 from collectors.guest import elfdeps, initramfs, scenarios
 from collectors.kernels import spec as kernels
 from collectors.errors import CollectError, KernelConfigError, KernelSpecError
+from support.tools import requires_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS61 = ROOT / "fixtures" / "captures" / "debian-6.1-arm64-cma-churn"
@@ -244,7 +244,7 @@ def test_module_order_from_modinfo(tmp_path):
         initramfs.module_load_order(m, ("virtio_pci",))
 
 
-@pytest.mark.skipif(not shutil.which("cpio"), reason="cpio not installed")
+@requires_tool("cpio")
 def test_cpio_is_readable_by_cpio(tmp_path):
     cp = initramfs.Cpio()
     cp.file("bin/hello", b"#!/bin/sh\necho hi\n", 0o755)
@@ -259,8 +259,7 @@ def test_cpio_is_readable_by_cpio(tmp_path):
     assert (tmp_path / "bin/sh").is_symlink()
 
 
-@pytest.mark.skipif(not shutil.which("ldd") or not Path("/usr/bin/trace-cmd").exists(),
-                    reason="needs host trace-cmd and ldd")
+@requires_tool("ldd", "/usr/bin/trace-cmd")
 def test_elf_needed_matches_ldd():
     interp, needed = elfdeps.read_elf(Path("/usr/bin/trace-cmd"))
     ldd = subprocess.run(["ldd", "/usr/bin/trace-cmd"], capture_output=True, text=True).stdout
@@ -286,7 +285,7 @@ def test_committed_bundle_is_complete(b):
     assert (b / "trace.dat").read_bytes()[:10] == b"\x17\x08\x44tracing"
 
 
-@pytest.mark.skipif(not shutil.which("trace-cmd"), reason="needs trace-cmd")
+@requires_tool("trace-cmd")
 @pytest.mark.parametrize("b", BUNDLES, ids=[b.name for b in BUNDLES])
 def test_committed_bundle_trace_holds_every_buffered_event(b):
     """Independent oracle: the kernel's per-CPU `entries` at the end == events trace-cmd reads."""

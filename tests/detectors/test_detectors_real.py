@@ -21,6 +21,8 @@ import pytest
 import analyzer
 from analyzer.analysis import analyze
 
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAPS = {"6.1": os.path.join(ROOT, "fixtures", "captures", "debian-6.1-arm64-cma-churn"),
         "6.12": os.path.join(ROOT, "fixtures", "captures", "debian-6.12-arm64-cma-churn"),
@@ -40,8 +42,8 @@ ORACLE = {"6.1": (16, 1), "6.12": (0, 0), "b6.1": (64, 8), "b6.12": (0, 0)}
 
 
 @pytest.fixture(scope="module", params=list(CAPS))
-def run(request):
-    return request.param, analyze(CAPS[request.param])
+def run(request, analyzed):
+    return request.param, analyzed(os.path.relpath(CAPS[request.param], os.path.join(ROOT, "fixtures")))
 
 
 def _counts(a):

@@ -4,25 +4,17 @@ cma_alloc/cma_release + page-cache churn with the ground-truth kprobe.  Same rel
 string, so only evidence from the trace can tell them apart."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from analyzer.analysis import analyze
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "bundles")
-REVERT = os.path.join(ROOT, "src-6.1-x86_64-cma-race-revert")
-STOCK = os.path.join(ROOT, "src-6.1-x86_64-cma-race-stock")
+@pytest.fixture(scope="module")
+def revert(analyzed):
+    return analyzed("bundles/src-6.1-x86_64-cma-race-revert")
 
 
 @pytest.fixture(scope="module")
-def revert():
-    return analyze(REVERT)
-
-
-@pytest.fixture(scope="module")
-def stock():
-    return analyze(STOCK)
+def stock(analyzed):
+    return analyzed("bundles/src-6.1-x86_64-cma-race-stock")
 
 
 def _counts(a) -> dict[str, int]:

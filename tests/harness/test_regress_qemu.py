@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.tools import requires_tool
 
 pytestmark = pytest.mark.qemu
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not shutil.which("qemu-system-aarch64") or not shutil.which("trace-cmd"),
-                    reason="needs qemu-system-aarch64 and trace-cmd")
+@requires_tool("qemu-system-aarch64", "trace-cmd")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--jobs 2 needs 2 host cores")
 def test_regress_two_kernels_in_parallel(tmp_path):
     out = tmp_path / "out"

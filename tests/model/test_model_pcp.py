@@ -1,12 +1,16 @@
 """pcp residency: entries (free / refill bursts), exits (alloc / drain), cached types."""
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from analyzer.kernels import CMA, ISOLATE, MOVABLE, UNMOVABLE, behavior_for
 from analyzer.model import build_model
 from analyzer.model.pcp import pfn_seq_order
 from analyzer.model.synthetic import SyntheticTrace, synthetic_meta
+
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
 
 Z0, CMA_BASE = 0x40000, 0x48000
 K61, K612 = behavior_for("6.1.0 Debian 6.1.176-1"), behavior_for("6.12.117")

@@ -17,6 +17,8 @@ from analyzer.capture import load_capture, parse_pagetypeinfo
 from analyzer.kernels import CMA, HIGHATOMIC, ISOLATE, MOVABLE, behavior_for
 from analyzer.model import build_model
 
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
+
 CAP = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 
 

@@ -1,12 +1,16 @@
 """The vectorised interval resolver and lookups against a plain per-row Python oracle."""
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.model.timeline import (CAND, INFERRED, KNOWN, LOST, SET, TOUCH, UNKNOWN, Rows, SortedRows,
                                      ffill_lookup, resolve)
+
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
 
 
 def oracle_state(rows: Rows, block: int, seq: int):

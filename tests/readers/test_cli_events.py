@@ -19,7 +19,8 @@ import pytest
 import analyzer
 from analyzer.readers.commands import read_converted
 
-from support.textcmp import ROOT, TEXT_DIR, capture, have_tracecmd, report
+from support.textcmp import ROOT, TEXT_DIR, capture, report
+from support.tools import requires_tool
 
 SMALL = capture("custom-6.1-x86_64-cmadebugfs")
 HOST_TEXT = os.path.join(TEXT_DIR, "host-6.18-x86_64", "trace-tgid-irqinfo.txt")
@@ -87,15 +88,14 @@ def test_events_shows_lost_events(tmp_path):
     assert "lost events: CPU0: 1234 in 1 gap(s)" in r.stdout
 
 
-@pytest.mark.parametrize("src", ["trace.dat", "report-text", "kernel-text"])
+@pytest.mark.parametrize("src", ["trace.dat", pytest.param("report-text", marks=requires_tool("trace-cmd")),
+                                 "kernel-text"])
 def test_convert_round_trip(tmp_path, src):
     if src == "trace.dat":
         path = SMALL
     elif src == "kernel-text":
         path = HOST_TEXT
     else:
-        if not have_tracecmd():
-            pytest.skip("trace-cmd (Debian package) not installed")
         path = report(SMALL, str(tmp_path / "r.txt"), ["-t", "-R"])
     out = tmp_path / "out"
     r = mtaudit("convert", path, str(out))

@@ -22,6 +22,7 @@ from analyzer.readers import sniff
 from analyzer.readers.perf_script import PerfScript
 
 from support.textcmp import TEXT_DIR, perf_line
+from support.tools import requires_tool
 
 D = os.path.join(TEXT_DIR, "perf-6.1-host-6.18")
 FILES = ["perf-script.txt", "perf-script-ns.txt", "perf-script-pid-tid-ns.txt"]
@@ -33,7 +34,7 @@ def _perf(*args: str) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.skipif(not have_perf, reason="perf (Debian linux-perf) not installed")
+@requires_tool("perf")
 def test_fixture_is_what_perf_prints_and_counts_match():
     with open(os.path.join(D, "perf-script-ns.txt")) as f:
         assert _perf("--ns") == f.read()

@@ -18,10 +18,10 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import sniff
 from analyzer.readers.report_text import ReportText
 
-from support.textcmp import (CAPTURES, REPORT_VARIANTS, SYMBOLIC, assert_same_as_binary, capture, have_tracecmd,
-                      report, report_line)
+from support.textcmp import (CAPTURES, REPORT_VARIANTS, SYMBOLIC, assert_same_as_binary, capture, report, report_line)
+from support.tools import requires_tool
 
-needs_tracecmd = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd (Debian package) not installed")
+needs_tracecmd = requires_tool("trace-cmd")
 
 _BIN: dict = {}
 

@@ -14,12 +14,13 @@ import pytest
 import analyzer
 from analyzer.readers.tracedat import TraceDat
 
-from support.tracedat_oracle import compare, have_tracecmd
+from support.tracedat_oracle import compare
+from support.tools import requires_tool
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 CAPTURES = ["custom-6.1-x86_64-cmadebugfs", "debian-6.12-arm64-cma-churn", "debian-6.1-arm64-cma-churn"]
 
-pytestmark = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd (Debian package) not installed")
+pytestmark = [requires_tool("trace-cmd"), pytest.mark.cext]
 
 
 def capture(name: str) -> str:

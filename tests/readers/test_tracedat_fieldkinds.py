@@ -17,8 +17,9 @@ from support import tracedat_write as W
 from analyzer.readers.tracedat import TraceDat
 from analyzer.readers.tracedat_fields import arrow_type
 
-from support.tracedat_oracle import compare, have_tracecmd
+from support.tracedat_oracle import compare
 from support.tracedat_variants import to_big_endian
+from support.tools import requires_tool
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
@@ -78,7 +79,7 @@ def _records(t: TraceDat, n: int, seed: int) -> list[W.Records]:
     return out
 
 
-@pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd not installed")
+@requires_tool("trace-cmd")
 @pytest.mark.parametrize("endian", ["little", "big"])
 def test_char_arrays_data_loc_and_signed_fields_match_trace_cmd(tmp_path, endian):
     src = TraceDat(SMALL)

@@ -1,12 +1,16 @@
 """iter_batches streams per CPU and per block: same rows (and seq) as the tables, bounded memory."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import tracemalloc
 
 import pyarrow as pa
 
 from analyzer.readers.tracedat import TraceDat
+
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 CAPTURE = os.path.join(ROOT, "debian-6.1-arm64-cma-churn", "trace.dat")

@@ -18,14 +18,16 @@ from analyzer.readers import tracedat_pages as tp
 from support import tracedat_write as W
 from analyzer.readers.tracedat import TraceDat
 
-from support.tracedat_oracle import compare, have_tracecmd
+from support.tracedat_oracle import compare
 from support.tracedat_variants import extract, to_big_endian
+from support.tools import requires_tool
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "captures")
 SMALL = os.path.join(ROOT, "custom-6.1-x86_64-cmadebugfs", "trace.dat")
 MEDIUM = os.path.join(ROOT, "debian-6.12-arm64-cma-churn", "trace.dat")
 
-needs_tracecmd = pytest.mark.skipif(not have_tracecmd(), reason="trace-cmd not installed")
+needs_tracecmd = requires_tool("trace-cmd")
+pytestmark = pytest.mark.cext
 
 
 def tables(t: TraceDat) -> dict:

@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from analyzer.report import html as rhtml  # noqa: E402
 from analyzer.report import plots  # noqa: E402
-from test_plots import REAL, synthetic_analysis  # noqa: E402
+from test_plots import synthetic_analysis  # noqa: E402
+from support.tools import requires_tool
 
 SECTIONS = ["summary", "metadata", "timeline", "counts", "findings", "consistency"]
 CHROMIUM = "/usr/bin/chromium"
@@ -154,7 +155,7 @@ def _page_problems(stderr: str) -> list[str]:
 
 
 @pytest.mark.chromium
-@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="chromium not installed")
+@requires_tool(CHROMIUM)
 def test_chromium_renders_report(tmp_path):
     a = synthetic_analysis(nblocks=200, nintervals=3000)
     page = tmp_path / "report.html"
@@ -190,20 +191,13 @@ def _check_in_chromium(page, tmp_path, tag: str) -> None:
         shutil.copy(page, os.path.join(keep, f"report-{tag}.html"))
 
 
-def _real_analysis(path: str = REAL):
-    from analyzer.capture import load_capture
-    from analyzer import analyze
-    trace, meta = load_capture(path)
-    return analyze(trace, meta)
-
-
 @pytest.fixture(scope="module")
-def real_61():
-    return _real_analysis()
+def real_61(analyzed):
+    return analyzed("captures/debian-6.1-arm64-cma-churn")
 
 
-def test_comparison_real_61_vs_612(real_61):
-    b = _real_analysis(REAL.replace("debian-6.1-arm64", "debian-6.12-arm64"))
+def test_comparison_real_61_vs_612(real_61, analyzed):
+    b = analyzed("captures/debian-6.12-arm64-cma-churn")
     text = rhtml.render_comparison(real_61, b, ["Debian 6.1", "Debian 6.12"], opts=_small_opts())
     c = _parse(text)
     assert len(c.ids) == len(set(c.ids)) and len(c.srcs) == 4
@@ -219,7 +213,7 @@ def test_comparison_real_61_vs_612(real_61):
 
 
 @pytest.mark.chromium
-@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="chromium not installed")
+@requires_tool(CHROMIUM)
 def test_chromium_renders_real_report(tmp_path, real_61):
     a = real_61
     page = tmp_path / "report.html"

@@ -332,16 +332,9 @@ def test_counts_png_synthetic(tmp_path):
     assert len(_distinct_palette_colours(arr) - {plots.UNKNOWN}) >= 3
 
 
-def _real_analysis():
-    from analyzer.capture import load_capture
-    from analyzer import analyze
-    trace, meta = load_capture(REAL)
-    return analyze(trace, meta)
-
-
 @pytest.fixture(scope="module")
-def real_analysis():
-    return _real_analysis()
+def real_analysis(analyzed):
+    return analyzed("captures/debian-6.1-arm64-cma-churn")
 
 
 def test_timeline_png_real_fixture(real_analysis, tmp_path):
