@@ -1,6 +1,6 @@
 """Plots: rasteriser golden values + brute-force oracle, counts, figures (synthetic and real).
 
-Run `python3 tests/test_plots.py --bench [blocks] [intervals]` for render timings of a
+Run `python3 tests/report/test_plots.py --bench [blocks] [intervals]` for render timings of a
 large synthetic analysis (printed, never asserted).
 """
 from __future__ import annotations
