@@ -101,7 +101,7 @@ def write_html(path: Path, res: dict, runs, quiet: bool = False) -> str | None:
     """Analyze one representative run per side in-process and write the combined page."""
     from analyzer.analysis import analyze
     from analyzer.capture import load_capture
-    from analyzer.report.html import render_comparison, write_text
+    from analyzer.report.html import Section, render_comparison, write_text
     rb, rc = representative(runs, "baseline"), representative(runs, "candidate")
     if rb is None or rc is None:
         return None
@@ -109,10 +109,7 @@ def write_html(path: Path, res: dict, runs, quiet: bool = False) -> str | None:
     for r in (rb, rc):
         trace, meta = load_capture(str(r.bundle), {})
         an.append(analyze(trace, meta))
-    page = render_comparison(an[0], an[1], (f"baseline {rb.label}", f"candidate {rc.label}"))
-    mine = verdict_section(res)
-    anchor = '<section id="comparison">'
-    page = page.replace(anchor, mine + anchor, 1) if anchor in page else page.replace("</body>", mine + "</body>", 1)
-    page = page.replace("<nav>", '<nav><a href="#verdicts">Verdicts</a>', 1)
+    page = render_comparison(an[0], an[1], (f"baseline {rb.label}", f"candidate {rc.label}"),
+                             lead=[Section("verdicts", "Verdicts", verdict_section(res))])
     write_text(str(path), page)
     return path.name

@@ -11,6 +11,7 @@ import base64
 import datetime as _dt
 import html
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -460,6 +461,15 @@ def section_plots(analysis: Any, pngs: tuple[bytes, bytes] | None = None, p: str
             + img(ct, "block counts per migratetype over time") + "</section>")
 
 
+@dataclass(frozen=True)
+class Section:
+    """A section another layer adds to a page: its anchor, its nav link and its HTML (which must
+    carry id=anchor).  Pages take a list of these instead of having their HTML spliced."""
+    anchor: str
+    title: str
+    html: str
+
+
 def _page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str) -> str:
     links = "".join(f'<a href="#{e(a)}">{e(t)}</a>' for a, t in nav)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -516,8 +526,10 @@ def comparison_ids(*count_maps: dict[str, Any]) -> list[str]:
 
 
 def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
-                      opts: plots.PlotOptions | None = None, top: int = 10) -> str:
-    """Side-by-side report of two analyses (e.g. the same scenario on two kernels)."""
+                      opts: plots.PlotOptions | None = None, top: int = 10,
+                      lead: Sequence[Section] = ()) -> str:
+    """Side-by-side report of two analyses (e.g. the same scenario on two kernels); `lead`
+    sections (the harness's verdicts) come first, in the page and in its navigation."""
     la, lb = str(labels[0]), str(labels[1])
     ca, cb = _count_map(a), _count_map(b)
     ids = comparison_ids(ca, cb)
@@ -534,11 +546,11 @@ def render_comparison(a: Any, b: Any, labels: Sequence[str] = ("A", "B"), *,
         cols.append(f"<div><h2>{e(lab)}</h2><p>{e(kr)}</p>"
                     + section_summary(an, p, compact=True) + section_metadata(an, p) + section_plots(an, pngs, p)
                     + section_findings(an, top, narratives=3, p=p, compact=True) + section_consistency(an, p) + "</div>")
-    body = ('<section id="comparison"><h2>Comparison</h2>'
+    body = ("".join(s.html for s in lead) + '<section id="comparison"><h2>Comparison</h2>'
             + table(rows, ["detector", "severity", f"applies ({la})", f"count ({la})",
                            f"applies ({lb})", f"count ({lb})"])
             + "</section>" + f'<div class="cmp">{cols[0]}{cols[1]}</div>')
-    nav = [("comparison", "Comparison"), ("a-summary", f"{la}: summary"), ("a-timeline", f"{la}: timeline"),
+    nav = [*((s.anchor, s.title) for s in lead), ("comparison", "Comparison"), ("a-summary", f"{la}: summary"), ("a-timeline", f"{la}: timeline"),
            ("b-summary", f"{lb}: summary"), ("b-timeline", f"{lb}: timeline")]
     return _page(f"mtaudit comparison — {la} vs {lb}", _generated(), nav, body)
 

@@ -248,3 +248,17 @@ def test_report_survives_sparse_capture():
     text = rhtml.render_report(a, opts=_small_opts())
     assert all(s in _parse(text).ids for s in SECTIONS)
     assert "No pageblock history was reconstructed" in text and not _parse(text).srcs
+
+
+def test_comparison_takes_lead_sections_instead_of_splicing():
+    """The harness adds its verdicts as a Section: first in the page and first in the navigation."""
+    a = synthetic_analysis(nblocks=40, nintervals=300, seed=1)
+    b = synthetic_analysis(nblocks=40, nintervals=300, seed=2)
+    lead = rhtml.Section("verdicts", "Verdicts", '<section id="verdicts"><h2>Verdicts: PASS</h2></section>')
+    text = rhtml.render_comparison(a, b, ["A", "B"], opts=_small_opts(), lead=[lead])
+    c = _parse(text)
+    assert c.ids.index("verdicts") < c.ids.index("comparison")
+    nav = text[text.index("<nav>"):text.index("</nav>")]
+    assert nav.startswith('<nav><a href="#verdicts">Verdicts</a><a href="#comparison">')
+    plain = rhtml.render_comparison(a, b, ["A", "B"], opts=_small_opts())
+    assert 'id="verdicts"' not in plain and '<nav><a href="#comparison">' in plain
