@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from .guest import scenarios
 
@@ -49,26 +51,40 @@ def _sigterm(signum, frame):  # make SIGTERM unwind like Ctrl-C so the VM is kil
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block, whatever we inherited.
+
+    Why SIGINT too: a command started in the background by a non-interactive shell (a CI
+    script's `cmd &`, a test runner launched that way) inherits SIGINT *ignored* (POSIX), and
+    Python then never installs its Ctrl-C handler: an interrupt was silently dropped and
+    `collect` ran its guest to the end (up to the scenario timeout) instead of stopping.
+    """
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .collect import Options, Reporter, collect
     from .errors import CollectError
     if args.runs < 1:
         raise CollectError("--runs must be >= 1")
-    old = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        with Reporter(quiet=args.quiet) as say:
-            for r in range(1, args.runs + 1):
-                name = args.name
-                if name and args.runs > 1:
-                    name = f"{name}-r{r}"
-                o = Options(kernel=args.kernel, scenario=args.scenario, out=args.out, name=name,
-                            arch=args.arch, memory=args.memory, smp=args.smp, timeout=args.timeout,
-                            accel=args.accel, kprobe_at=args.kprobe_at, pack=args.pack,
-                            check_config=not args.skip_config_check)
-                path = collect(o, say)
-                print(path)
-                sys.stdout.flush()
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    with interruptible(), Reporter(quiet=args.quiet) as say:
+        for r in range(1, args.runs + 1):
+            name = args.name
+            if name and args.runs > 1:
+                name = f"{name}-r{r}"
+            o = Options(kernel=args.kernel, scenario=args.scenario, out=args.out, name=name,
+                        arch=args.arch, memory=args.memory, smp=args.smp, timeout=args.timeout,
+                        accel=args.accel, kprobe_at=args.kprobe_at, pack=args.pack,
+                        check_config=not args.skip_config_check)
+            path = collect(o, say)
+            print(path)
+            sys.stdout.flush()
     return 0
 

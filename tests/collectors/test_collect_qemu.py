@@ -160,9 +160,12 @@ def test_missing_qemu_binary(tmp_path):
 def test_signal_kills_vm_and_leaves_failed_bundle(tmp_path, sig, when):
     sc = scenario(tmp_path, "wait", "# mtaudit: memory=512 timeout=600 buffer_mb=4 phases=1\n"
                                      "phase waiting\nsleep 600\n")
+    # started with SIGINT ignored, as every background job of a non-interactive shell (a CI
+    # script's `scripts/test &`) is: collect must still stop on it
     p = subprocess.Popen([sys.executable, "-m", "analyzer.cli", "collect", "--kernel", KSPEC,
                           "--scenario", sc, "--out", str(tmp_path), "--name", "s"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     seen = []
     try:
         deadline = time.monotonic() + 600

@@ -296,3 +296,25 @@ def test_committed_bundle_trace_holds_every_buffered_event(b):
     st = bundle.parse_stats((b / "stats-end.txt").read_text(), "stats-end.txt")
     assert n == sum(v["entries"] for v in st.values())
     assert " setmt: " in rep.stdout and "cma_alloc_start" in rep.stdout
+
+
+def test_interruptible_stops_on_sigint_even_when_it_was_inherited_ignored():
+    """A background job of a non-interactive shell starts with SIGINT ignored; Python then has no
+    Ctrl-C handler, and collect used to run its guest on after an interrupt."""
+    import os
+    import signal
+    import time
+
+    from collectors.commands import interruptible
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            with interruptible():
+                os.kill(os.getpid(), signal.SIGINT)
+                while time.monotonic() - t0 < 10:   # the handler runs between bytecodes
+                    time.sleep(0.01)
+        assert time.monotonic() - t0 < 5
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN      # restored on the way out
+    finally:
+        signal.signal(signal.SIGINT, old)
