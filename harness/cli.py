@@ -94,6 +94,8 @@ def _run(a: argparse.Namespace) -> int:
     notes: list[str] = []
     phases: dict = {}
     old = signal.signal(signal.SIGTERM, _sigterm)
+    # SIGINT too, even when inherited ignored (collectors.commands.interruptible says why)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if mode == "specs":
             from collectors.guest import scenarios
@@ -125,6 +127,7 @@ def _run(a: argparse.Namespace) -> int:
         os._exit(130)   # worker threads are blocked in QEMU; their VMs die with this process
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     recs = {s: [run_record(r.label, r.side, r.problems(), r.analysis, r.console_problems(),
                            sum(int(v or 0) for v in (r.manifest.get("lost_events") or {}).values()) or None)
                 for r in runs if r.side == s] for s in regress.SIDES}
