@@ -5,7 +5,7 @@ A page is `u64 timestamp, long commit, data[]`; records inside are a chain of 4-
 walker below walks *all pages of a block in lockstep* (one numpy step advances every page by
 one record), which keeps Python work per block proportional to the longest page, not to the
 number of records.  `_walk` (C, optional) does the same walk in one pass and is used when built;
-both return identical `Walk` results (tests/test_tracedat_walk.py checks that).
+both return identical `Walk` results (tests/readers/test_tracedat_variants.py checks that).
 """
 from __future__ import annotations
 

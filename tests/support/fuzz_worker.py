@@ -1,4 +1,4 @@
-"""One batch of the analysis fuzz, run in its own process by tests/test_fuzz_analysis.py.
+"""One batch of the analysis fuzz, run in its own process by tests/cli/test_fuzz_analysis.py.
 
 Two kinds of input go through the whole analysis path (reader -> model -> detectors ->
 consistency -> summary/console/JSON, and `history`):
