@@ -291,7 +291,8 @@ def verdict(bc: list[int], cc: list[int], bv: list[float], cv: list[float], t: d
         if up is not None and up <= a2:
             return "new", (f"fired in every candidate run ({fc}), never on the baseline ({fb}); "
                            f"p = {_p(t['p_up'])}, {fam_up}: {up:.3g} <= {a2:g}"), None
-        n = pv.runs_for_pattern(a2, max(k_up, 1))
+        # rows that fired anywhere may all become testable with more runs: count them all
+        n = pv.runs_for_pattern(a2, max(k_up, int(t.get("_m_fired") or 1)))
         return "inconclusive", (f"fired in every candidate run ({fc}), never on the baseline ({fb}), but "
                                 f"{nb}+{nc} runs cannot reach p <= {a2:g} ({fam_up}; one-sided p = "
                                 f"{_p(t['p_up'])}); inconclusive, need {n if n else 'more than 50'} "
@@ -438,7 +439,8 @@ def compare_detector(det: str, base: list[dict], cand: list[dict], alpha: float 
     gate = len(base) >= MIN_RUNS and len(cand) >= MIN_RUNS
     row = detector_row(det, base, cand, min_events, gate)
     _adjust([row], alpha)
-    return finish_row(row, alpha, row["_k_up"], row["_k_down"])
+    k_up, k_down = row.pop("_k_up"), row.pop("_k_down")
+    return finish_row(row, alpha, k_up, k_down)
 
 
 def _adjust(rows: list[dict], alpha: float) -> tuple[int, int]:
@@ -513,6 +515,9 @@ def compare_checks(base: list[dict], cand: list[dict], alpha: float = 0.05,
         console_kinds = console_kind_rows(base, cand, gate)
         if gate:
             k_up, k_down = _adjust(console_kinds, alpha)
+        for k in console_kinds:
+            k.pop("_k_up", None)
+            k.pop("_k_down", None)
     rows = [console_row(base, cand, console_kinds, alpha, k_up, k_down)]
     bl, cl = [r["lost"] for r in base], [r["lost"] for r in cand]
     rows.append({"id": "lost_events", "kind": "check", "gating": False,
@@ -578,16 +583,19 @@ def compare(base: list[dict], cand: list[dict], expect_fix: list[str] | None = N
     kinds = console_kind_rows(base, cand, gate, secondary)
     family = [r for r in rows if r["gating"]] + kinds
     k_up, k_down = _adjust(family, alpha) if gate else (0, 0)
+    fired = sum(1 for r in family if r.get("p_up") is not None and (r.get("pmin_up") or 0) < 1)
+    for r in family:
+        r["_m_fired"] = fired
     for r in rows:
         if not r["gating"]:
             _adjust([r], alpha)   # information only: judged on its own
     for r in rows:
         finish_row(r, alpha, k_up if r["gating"] else r.get("_k_up", 0),
                    k_down if r["gating"] else r.get("_k_down", 0))
-    for r in rows + kinds:
-        r.pop("_k_up", None)
-        r.pop("_k_down", None)
     checks = compare_checks(base, cand, alpha, kinds, k_up, k_down)
+    for r in rows + kinds:
+        for k in ("_k_up", "_k_down", "_m_fired"):
+            r.pop(k, None)
     expectations = []
     for e in expect_fix or []:
         row = next((r for r in rows if r["id"] == e), None)
