@@ -132,7 +132,7 @@ def _run(a: argparse.Namespace) -> int:
                 for r in runs if r.side == s] for s in regress.SIDES}
     try:
         cmp = compare(recs["baseline"], recs["candidate"], a.expect_fix, a.alpha, a.min_events)
-    except Exception as e:   # any bug in the statistics: the outputs must still be written
+    except Exception as e:   # noqa: BLE001 -- any bug in the statistics: outputs still written
         cmp = failed_comparison(recs["baseline"], recs["candidate"], f"{type(e).__name__}: {e}",
                                 a.alpha, a.min_events)
         notes.append(f"the comparison failed ({type(e).__name__}: {e}); outputs hold the runs only")

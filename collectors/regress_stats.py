@@ -237,14 +237,12 @@ def _inconclusive(det: str, base: list[dict], cand: list[dict], min_events: int,
 
 def _range_rule(b: list[float], c: list[float]) -> str | None:
     """'up' / 'down' when the ranges separate through the medians (0-day), else None."""
-    sb, sc = spread(b), spread(c)
-    assert sb["min"] is not None and sc["min"] is not None
-    if sc["min"] > sb["median"] and sc["median"] > sb["max"]:
-        if sb["median"] == 0 or sc["median"] / sb["median"] > RANGE_RATIO:
-            return "up"
-    if sc["max"] < sb["median"] and sc["median"] < sb["min"]:
-        if sc["median"] == 0 or sb["median"] / sc["median"] > RANGE_RATIO:
-            return "down"
+    bmin, bmed, bmax = min(b), float(median(b)), max(b)
+    cmin, cmed, cmax = min(c), float(median(c)), max(c)
+    if cmin > bmed and cmed > bmax and (bmed == 0 or cmed / bmed > RANGE_RATIO):
+        return "up"
+    if cmax < bmed and cmed < bmin and (cmed == 0 or bmed / cmed > RANGE_RATIO):
+        return "down"
     return None
 
 
@@ -356,7 +354,7 @@ def detector_row(det: str, base: list[dict], cand: list[dict], min_events: int =
     """One row before its verdict: per-run counts/rates of both sides, spread and p-values.
 
     Failed runs stay in `runs` (marked ok: false) but only clean runs enter the statistics."""
-    info = next((r["detectors"][det] for r in base + cand if det in r["detectors"]), {})
+    info: dict[str, Any] = next((r["detectors"][det] for r in base + cand if det in r["detectors"]), {})
     row: dict[str, Any] = {"id": det, "kind": "detector", "meaning": info.get("meaning", ""),
                            "severity": info.get("severity"),
                            "gating": str(info.get("severity") or "") != "info"}

@@ -207,7 +207,7 @@ def test_candidate_that_always_panics_is_a_regression_not_a_harness_failure(tmp_
     # 4 runs each: a panic in 4 of 4 candidate runs and none on the baseline reaches
     # p = 1/70 <= 0.025 (the console's panic kind is the only row that can): exit 1
     base = copies(B61, tmp_path / "b", 4, "b61")
-    cand, ms = _panicking(tmp_path / "c", 4)
+    cand, _ = _panicking(tmp_path / "c", 4)
     out = tmp_path / "out"
     p = regress("--baseline-bundles", str(base), "--candidate-bundles", str(cand), "--out", str(out),
                 "--no-html", "--jobs", "2")

@@ -6,8 +6,16 @@ import math
 
 import pytest
 
-from collectors.regress_stats import (compare, compare_detector, fail_runs, min_attainable_p,
-                                      observed_behaviour, p_values, reproduction, run_record)
+from collectors.regress_stats import (
+    compare,
+    compare_detector,
+    fail_runs,
+    min_attainable_p,
+    observed_behaviour,
+    p_values,
+    reproduction,
+    run_record,
+)
 
 
 def det(did: str, count: int, checked: int = 100_000, applies: bool = True, severity: str = "high",
