@@ -150,7 +150,8 @@ def summary_md(res: dict) -> str:
     pmin = st["min_attainable_p"]
     fam = st.get("family") or {}
     L += ["", f"alpha={st['alpha']} two-sided; {st['test']}; "
-              + (f"family: {fam['rows']} gating rows, {fam['tested_up']} able to reach alpha; "
+              + (f"family: {fam['rows']} gating rows, {fam.get('reachable_up', 0)} of them able to "
+                 f"reach p <= {st['alpha'] / 2:g} with these runs (BH over K = {fam['tested_up']}); "
                  f"{fam['false_alarm']}; " if fam else "")
               + (f"with {runs['baseline_clean']}+{runs['candidate_clean']} clean runs the smallest "
                  f"two-sided permutation p is {pmin:.3g}" if pmin is not None else

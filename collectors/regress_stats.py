@@ -190,15 +190,19 @@ def row_tests(bc: list[int], cc: list[int], bv: list[float], cv: list[float],
 # ---------------------------------------------------------------------------------------------
 # verdicts
 
-def _blind(ds: list[dict]) -> tuple[str, str] | None:
-    """(kind, why) when a side's runs could not judge this detector at all."""
+def _blind(ds: list[dict], has_denominator: bool = True) -> tuple[str, str] | None:
+    """(kind, why) when a side's runs could not judge this detector at all.
+
+    `checked` 0 with no findings means "judged nothing" only for a detector that has a
+    denominator; one that finds things while `checked` stays 0 (MW) has none."""
     if any(d.get("applies") is False for d in ds):
         return "not_applicable", "not applicable"
     st = [str(d.get("status")) for d in ds if d.get("status") and str(d.get("status")) not in ("ok", "checked")]
     if st:
         return "not_checked", st[0]
     chk = [d.get("checked") for d in ds]
-    if chk and all(isinstance(x, (int, float)) and x == 0 for x in chk) and all(d["count"] == 0 for d in ds):
+    if (has_denominator and chk and all(isinstance(x, (int, float)) and x == 0 for x in chk)
+            and all(d["count"] == 0 for d in ds)):
         return "not_checked", "checked nothing"
     return None
 
@@ -214,7 +218,8 @@ def _inconclusive(det: str, base: list[dict], cand: list[dict], min_events: int,
         if missing:
             return "missing", f"not in the {side} analysis ({', '.join(missing)})"
     ds = {"baseline": [r["detectors"][det] for r in base], "candidate": [r["detectors"][det] for r in cand]}
-    blind = {s: _blind(v) for s, v in ds.items()}
+    denom = not any(d["count"] > 0 and d.get("checked") == 0 for v in ds.values() for d in v)
+    blind = {s: _blind(v, denom) for s, v in ds.items()}
     fired = {s: any(d["count"] > 0 for d in v) for s, v in ds.items()}
     if blind["baseline"] and blind["candidate"]:
         kind, why = blind["candidate"]
@@ -631,6 +636,7 @@ def compare(base: list[dict], cand: list[dict], expect_fix: list[str] | None = N
             "status": status, "exit_code": exit_code,
             "stats": {"alpha": alpha, "test": STATS_TEST, "gate": gate, "gate_note": gate_note,
                       "family": {"rows": len(family), "tested_up": k_up, "tested_down": k_down,
+                                 "reachable_up": sum(1 for r in family if r.get("p_up_bh") is not None),
                                  "method": "Benjamini-Hochberg (scipy.stats.false_discovery_control)"
                                            " over gating detectors and console kinds; rows that "
                                            "cannot reach alpha are not counted (Tarone)",

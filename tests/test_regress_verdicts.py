@@ -320,3 +320,15 @@ def test_bench_verdicts_json():
     assert res["power_fix"]["3+3"] == 1.0
     # the previous rule, measured in the same run, fails identical kernels far more often
     assert res["previous_rule"]["3+3"]["false_alarm_rate"]["mix8"] > res["false_alarm_rate"]["3+3"]["mix8"]
+
+
+def test_detector_without_a_denominator_is_not_blinded_by_its_zero():
+    # MW finds things while `checked` stays 0: its candidate zero is a count, not "judged nothing"
+    b = runs("baseline", {"MW": [14, 14, 14]}, checked={"MW": 0}, severity="info")
+    c = runs("candidate", {"MW": [0, 0, 0]}, checked={"MW": 0}, severity="info")
+    mw = compare(b, c)["detectors"][0]
+    assert mw["verdict"] == "fixed" and mw["compared"] == "count" and not mw["gating"]
+    # a detector with a denominator that judged nothing on the candidate is blinded
+    b = runs("baseline", {"S1": [14, 14, 14]})
+    c = runs("candidate", {"S1": [0, 0, 0]}, checked={"S1": 0})
+    assert compare(b, c)["detectors"][0]["inconclusive_kind"] == "blinded"
