@@ -16,6 +16,7 @@ BENCHMARKS = [
     ("analyze", "analyze", "analyze() events/s vs trace-cmd report", "main"),
     ("model", "model", "pageblock model speed", "main"),
     ("regress", "regress", "time to a regress verdict per phase, --jobs 1 vs 2 (real QEMU)", "main"),
+    ("verdicts", "verdicts", "regress verdicts: false-alarm rate and power by seeded simulation", "parser"),
 ]
 
 

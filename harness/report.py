@@ -121,15 +121,16 @@ def summary_md(res: dict) -> str:
          f"({runs['baseline_clean']}+{runs['candidate_clean']} clean) / {res['jobs']}", "",
          f"- baseline: `{res['baseline']}`", f"- candidate: `{res['candidate']}`", "",
          "| detector | baseline median [min-max] | candidate median [min-max] | rate/1e6 base → cand "
-         "| fail:runs | %repro | p (perm) | verdict | why |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| fail:runs | %repro | p (perm) | p up (BH) | verdict | why |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for d in res["detectors"]:
         b, c = d["baseline"], d["candidate"]
         rates = f"{_f(b['rate_per_1e6']['median'])} → {_f(c['rate_per_1e6']['median'])}"
         rep = "-" if d["reproduction_pct"] is None else f"{d['reproduction_pct']:+.0f}%"
         name = d["id"] + ("" if d["gating"] else " (info)")
         L.append(f"| {name} | {_cell(b)} | {_cell(c)} | {rates} | {b['fail_runs']} → {c['fail_runs']} "
-                 f"| {rep} | {_p(d['p_permutation'])} | {_verdict_md(d['verdict'])} | {d['reason']} |")
+                 f"| {rep} | {_p(d['p_permutation'])} | {_p(d.get('p_up'))} ({_p(d.get('p_up_bh'))}) "
+                 f"| {_verdict_md(d['verdict'])} | {d['reason']} |")
     L += ["", "| check | baseline per run | candidate per run | verdict | why |", "|---|---|---|---|---|"]
     for c in res["checks"]:
         bv = " ".join(_f(x["value"]) for x in c["baseline"]["runs"])
@@ -147,13 +148,18 @@ def summary_md(res: dict) -> str:
     L += ["", f"runs: {len(res['runs']) - len(failed)} ok, {len(failed)} failed"
           + "".join(f"\n- {r['run']}: {'; '.join(r['problems'])}" for r in failed)]
     pmin = st["min_attainable_p"]
+    fam = st.get("family") or {}
     L += ["", f"alpha={st['alpha']} two-sided; {st['test']}; "
+              + (f"family: {fam['rows']} gating rows, {fam.get('reachable_up', 0)} of them able to "
+                 f"reach p <= {st['alpha'] / 2:g} with these runs (BH over K = {fam['tested_up']}); "
+                 f"{fam['false_alarm']}; " if fam else "")
               + (f"with {runs['baseline_clean']}+{runs['candidate_clean']} clean runs the smallest "
-                 f"attainable p is {pmin:.3g}" if pmin is not None else
+                 f"two-sided permutation p is {pmin:.3g}" if pmin is not None else
                  "fewer than 2 clean runs on a side: no test possible")
-              + (f" (cannot reach p < {st['alpha']}: verdicts on nonzero counts use 0-day's range "
-                 "rule; zero-vs-nonzero verdicts rest on every run)" if pmin is not None and pmin >= st["alpha"]
-                 else "") + "."]
+              + (f" (a permutation test cannot reach p < {st['alpha']} with these runs: a new finding "
+                 "says 'inconclusive, need N runs'; a fix in every run is still shown, one-sided "
+                 f"p = 1/C(n1+n2,n1))" if pmin is not None and pmin >= st["alpha"] else "") + "."]
+
     for n in res["notes"]:
         L.append(f"\nnote: {n}")
     return "\n".join(L) + "\n"

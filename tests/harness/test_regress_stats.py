@@ -6,8 +6,16 @@ import math
 
 import pytest
 
-from harness.stats import (compare, compare_detector, fail_runs, min_attainable_p,
-                                      observed_behaviour, p_values, reproduction, run_record)
+from harness.stats import (
+    compare,
+    compare_detector,
+    fail_runs,
+    min_attainable_p,
+    observed_behaviour,
+    p_values,
+    reproduction,
+    run_record,
+)
 
 
 def det(did: str, count: int, checked: int = 100_000, applies: bool = True, severity: str = "high",
@@ -37,10 +45,10 @@ def row(b: list[int], c: list[int], **kw) -> dict:
 
 @pytest.mark.parametrize("b,c,verdict", [
     ([184, 150, 201], [0, 0, 0], "fixed"),              # fired in every baseline run, never after
-    ([0, 7, 0], [0, 0, 0], "improved"),                 # flaky baseline (1:3), clean candidate
+    ([0, 7, 0], [0, 0, 0], "unchanged"),                # flaky baseline (1:3), clean candidate: not proven
     ([0, 0, 0], [0, 0, 0], "unchanged"),                # all-zero ties on both sides
-    ([0, 0, 0], [0, 3, 0], "new"),                      # never on baseline, once on the candidate
-    ([10, 11, 12], [50, 60, 55], "regressed"),          # ranges separate through the medians
+    ([0, 0, 0], [0, 3, 0], "unchanged"),                # once on the candidate: flaky 1:3, p = 0.5
+    ([10, 11, 12], [50, 60, 55], "regressed"),          # Welch on log rates, p = 0.002
     ([50, 60, 55], [10, 11, 12], "improved"),
     ([10, 30, 12], [11, 29, 14], "unchanged"),          # overlapping ranges: no difference proven
     ([10, 11, 12], [12, 13, 12], "unchanged"),          # touching ranges, not separated
@@ -68,12 +76,15 @@ def test_regression_with_power_needs_the_p_value():
     # 5 vs 5 runs can reach p < 0.05 (min 0.0079): separated ranges give p = 0.0079 -> regressed
     r = row([10, 11, 12, 10, 11], [50, 60, 55, 52, 58])
     assert r["verdict"] == "regressed" and r["p_permutation"] == pytest.approx(2 / math.comb(10, 5))
-    assert "p=" in r["reason"]
+    assert "p = " in r["reason"]
 
 
-def test_range_rule_labelled_when_n_too_small():
+def test_nonzero_rows_use_welch_on_log_rates_at_three_runs():
+    # a permutation test cannot go below 0.1 at 3+3; Welch's t on log rates can
     r = row([10, 11, 12], [50, 60, 55])
-    assert r["verdict"] == "regressed" and "range rule only" in r["reason"]
+    assert r["verdict"] == "regressed" and r["test"] == "welch_log"
+    assert "Welch" in r["reason"] and "ranges separate" in r["reason"]
+    assert r["p_up"] < 0.025 and r["p_permutation"] == pytest.approx(0.1)
 
 
 def test_rates_not_counts_are_compared():
@@ -102,12 +113,15 @@ def test_fail_runs_and_reproduction():
     assert reproduction([0, 0, 0], [1, 1, 0]) == pytest.approx(200 / 3)
 
 
-def test_failed_run_makes_inconclusive_but_is_kept():
+def test_failed_run_is_kept_but_left_out_of_the_statistics():
     b = side("baseline", [184, 150, 201])
     c = side("candidate", [0, 0, 3], problems=[[], [], ["1200 trace events lost"]])
     r = compare_detector("S1", b, c)
-    assert r["verdict"] == "inconclusive" and r["inconclusive_kind"] == "failed_runs"
-    assert "1 of 3 candidate runs failed" in r["reason"]
+    # judged on 3+2 clean runs: a fix would need p = 1/C(5,2) = 0.1 <= 0.05: not shown, need 3 runs
+    assert r["verdict"] == "inconclusive" and r["inconclusive_kind"] == "too_few_runs"
+    assert "need 3 runs per side" in r["reason"]
+    assert "judged on 2 of 3 candidate runs (c3 failed: 1200 trace events lost)" in r["reason"]
+    assert r["candidate"]["excluded_runs"] == ["c3"]
     # the failed run stays in the table with its count
     assert [x["count"] for x in r["candidate"]["runs"]] == [0, 0, 3]
     assert [x["ok"] for x in r["candidate"]["runs"]] == [True, True, False]
@@ -122,10 +136,12 @@ def test_not_applicable_and_checked_nothing_and_too_few_events():
     r = compare_detector("S1", side("baseline", [3, 4], checked=500), side("candidate", [0, 0], checked=500),
                          min_events=1000)
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "too_few_events")
-    # a candidate zero over 5% of the baseline's judged events is no evidence of a fix
-    r = compare_detector("S1", side("baseline", [30, 40], checked=100_000), side("candidate", [0, 0], checked=5_000))
+    # a candidate zero where the baseline rate predicts 1.75 findings per run is no evidence of a fix
+    r = compare_detector("S1", side("baseline", [30, 40, 35], checked=100_000),
+                         side("candidate", [0, 0, 0], checked=5_000))
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "too_few_events")
-    r = compare_detector("S1", side("baseline", [30, 40], checked=100_000), side("candidate", [0, 0], checked=40_000))
+    r = compare_detector("S1", side("baseline", [30, 40, 35], checked=100_000),
+                         side("candidate", [0, 0, 0], checked=40_000))
     assert r["verdict"] == "fixed"
     r = compare_detector("S1", side("baseline", [3, 4], status="not checked"), side("candidate", [0, 0]))
     assert (r["verdict"], r["inconclusive_kind"]) == ("inconclusive", "not_checked")
@@ -140,8 +156,10 @@ def test_detector_missing_on_one_side():
 
 
 def test_detector_ids_come_from_the_data():
-    b = [run_record("b1", "baseline", [], analysis([det("S1", 5), det("S9", 2, severity="critical")]))]
-    c = [run_record("c1", "candidate", [], analysis([det("S1", 0), det("S9", 0, severity="critical")]))]
+    b = [run_record(f"b{i}", "baseline", [], analysis([det("S1", 5), det("S9", 200, severity="critical")]))
+         for i in range(3)]
+    c = [run_record(f"c{i}", "candidate", [], analysis([det("S1", 0), det("S9", 0, severity="critical")]))
+         for i in range(3)]
     res = compare(b, c, expect_fix=["S9"])
     assert [r["id"] for r in res["detectors"]] == ["S1", "S9"]
     assert res["expectations"][0]["met"] and res["exit_code"] == 0
@@ -149,7 +167,9 @@ def test_detector_ids_come_from_the_data():
 
 def test_exit_codes():
     # regression -> 1
-    assert compare(side("baseline", [0, 0, 0]), side("candidate", [0, 4, 0]))["exit_code"] == 1
+    assert compare(side("baseline", [10, 11, 12]), side("candidate", [50, 60, 55]))["exit_code"] == 1
+    # one finding in one candidate run is no regression
+    assert compare(side("baseline", [0, 0, 0]), side("candidate", [0, 4, 0]))["exit_code"] == 0
     # fixed and expected -> 0
     res = compare(side("baseline", [5, 6, 7]), side("candidate", [0, 0, 0]), expect_fix=["S1"])
     assert res["exit_code"] == 0 and res["status"] == "pass"
@@ -164,26 +184,29 @@ def test_exit_codes():
     res = compare(side("baseline", [5]), side("candidate", [0]), expect_fix=["S7"])
     assert res["unknown_expectations"] == ["S7"]
     # a detector not applicable on either kernel is a skip, not an inconclusive comparison
-    b = [run_record("b1", "baseline", [], analysis([det("S1", 5), det("S4", 0, applies=False)]))]
-    c = [run_record("c1", "candidate", [], analysis([det("S1", 0), det("S4", 0, applies=False)]))]
+    b = [run_record(f"b{i}", "baseline", [], analysis([det("S1", 5), det("S4", 0, applies=False)])) for i in range(3)]
+    c = [run_record(f"c{i}", "candidate", [], analysis([det("S1", 0), det("S4", 0, applies=False)])) for i in range(3)]
     assert compare(b, c)["exit_code"] == 0
 
 
 def test_info_detectors_do_not_gate():
-    b = [run_record("b1", "baseline", [], analysis([det("S1", 0), det("MW", 0, severity="info")]))]
-    c = [run_record("c1", "candidate", [], analysis([det("S1", 0), det("MW", 9, severity="info")]))]
+    b = [run_record(f"b{i}", "baseline", [], analysis([det("S1", 0), det("MW", 0, severity="info")])) for i in range(5)]
+    c = [run_record(f"c{i}", "candidate", [], analysis([det("S1", 0), det("MW", 9, severity="info")])) for i in range(5)]
     res = compare(b, c)
     mw = next(r for r in res["detectors"] if r["id"] == "MW")
     assert mw["verdict"] == "new" and not mw["gating"] and res["exit_code"] == 0
 
 
 def test_console_problem_new_on_candidate_gates():
-    b = [run_record("b1", "baseline", [], analysis([det("S1", 0)]), console=[])]
-    c = [run_record("c1", "candidate", ["console BUG: x"], analysis([det("S1", 0)]),
-                    console=[{"kind": "BUG", "line": "BUG: Bad page state"}, {"kind": "OOM", "line": "x"}])]
+    # a BUG in every one of 5 candidate runs, never on the baseline: p = 1/252, exit 1
+    b = [run_record(f"b{i}", "baseline", [], analysis([det("S1", 0)]), console=[]) for i in range(5)]
+    c = [run_record(f"c{i}", "candidate", ["console BUG: x"], analysis([det("S1", 0)]),
+                    console=[{"kind": "BUG", "line": "BUG: Bad page state"}, {"kind": "OOM", "line": "x"}])
+         for i in range(5)]
     res = compare(b, c)
     con = next(r for r in res["checks"] if r["id"] == "console")
-    assert con["verdict"] == "new" and "BUG" in con["reason"] and res["exit_code"] == 1
+    assert con["verdict"] == "new" and "BUG :5 → 5:5" in con["reason"] and res["exit_code"] == 1
+    assert [k["kind"] for k in con["kinds"]] == ["BUG"]   # OOM is not a console problem kind
 
 
 def test_consistency_and_lost_checks():
