@@ -123,7 +123,8 @@ class Call:
 def _rows(df: pd.DataFrame | None, cols: dict[str, Any]) -> list[dict]:
     if df is None or not len(df):
         return []
-    arrays = {k: col(df, k, dt, -1) for k, dt in cols.items() if k in df.columns}
+    # a value the reader could not read is null: -1 for signed fields, 0 for unsigned ones
+    arrays = {k: col(df, k, dt, 0 if dt is np.uint64 else -1) for k, dt in cols.items() if k in df.columns}
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else np.array([""] * len(df))
     comm = df["comm"].astype(str).to_numpy() if "comm" in df.columns else np.array([""] * len(df))
     out = []

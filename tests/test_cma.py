@@ -1,0 +1,231 @@
+"""`mtaudit cma`: per-allocation CMA explanations (analyzer/cma/).
+
+Synthetic traces pin the reasoning (which attempt, which busy page, which state); the real
+bundles check it against oracles read straight from the raw trace tables, not from the model:
+the busy pfns are the fin_pfn of the failed test_pages_isolated records, the -ENOMEM area is
+full per the raw cma_alloc_finish / cma_release records.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from analyzer.analysis import analyze
+from analyzer.cli import main
+from analyzer.cma import explain
+from analyzer.model.synthetic import SyntheticTrace, synthetic_meta
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLES = os.path.join(ROOT, "fixtures", "bundles")
+REVERT = os.path.join(BUNDLES, "src-6.1-x86_64-cma-race-revert")
+B612 = os.path.join(BUNDLES, "debian-6.12-arm64-cma-churn")
+PINNED = os.path.join(BUNDLES, "debian-6.12-arm64-cma-pinned")
+AREA = ("reserved", 0x60000, 0x4000)
+
+
+def _busy_trace(comm: str = "writer") -> SyntheticTrace:
+    """cma_alloc of 1024 pages: the first range is busy (a page allocated after isolation),
+    the retry at the next range succeeds."""
+    tr = SyntheticTrace()
+    tr.add("mm_page_free", pfn=0x60010, order=0, pid=9, comm=comm)
+    tr.add("cma_alloc_start", name="reserved", count=1024, align=0, pid=5, comm="init")
+    tr.add("mm_page_alloc", pfn=0x60010, order=0, gfp_flags=0x140cca, migratetype=1, pid=9, comm=comm, cpu=1)
+    tr.add("test_pages_isolated", start_pfn=0x60000, end_pfn=0x60400, fin_pfn=0x60010, pid=5, comm="init")
+    tr.add("cma_alloc_busy_retry", name="reserved", pfn=0x60000, page=1, count=1024, align=0, pid=5, comm="init")
+    tr.add("test_pages_isolated", start_pfn=0x60200, end_pfn=0x60600, fin_pfn=0x60600, pid=5, comm="init")
+    tr.add("cma_alloc_finish", name="reserved", pfn=0x60200, page=1, count=1024, align=0, errorno=0, pid=5,
+           comm="init")
+    return tr
+
+
+def _explain(tr: SyntheticTrace, release: str = "6.12.0") -> dict:
+    meta = synthetic_meta(zones=[("DMA", 0x40000, 0x80000)], cma=[AREA], release=release)
+    return explain(analyze(tr, meta))
+
+
+def test_busy_retry_names_the_page_and_who_allocated_it():
+    cma = _explain(_busy_trace())
+    assert cma["available"] and cma["summary"]["busy_retries"] == 1
+    row = cma["allocations"][0]
+    assert row["ok"] is True and row["retries"] == 1 and row["pfn"] == 0x60200
+    assert [a["outcome"] for a in row["attempts"]] == ["busy", "ok"]
+    (b,) = row["busy"]
+    assert b["pfn"] == 0x60010
+    s = b["story"]
+    assert s["state"] == "allocated" and s["after_isolation"] is True
+    assert s["allocation"]["comm"] == "writer" and s["allocation"]["cpu"] == 1
+    assert "after its range was isolated" in row["reason"] and "writer[9]" in row["reason"]
+    assert row["latency_ns"] == 5000 and row["time_split"][0]["phase"].startswith("failed attempt")
+
+
+def test_page_freed_to_pcp_before_the_test_is_busy_on_the_pcp_list():
+    tr2 = SyntheticTrace()
+    tr2.add("mm_page_free", pfn=0x60010, order=0, pid=9, comm="writer")
+    tr2.add("cma_alloc_start", name="reserved", count=1024, align=0, pid=5, comm="init")
+    tr2.add("mm_page_alloc", pfn=0x60010, order=0, gfp_flags=0x140cca, migratetype=1, pid=9, comm="writer")
+    tr2.add("mm_page_free", pfn=0x60010, order=0, pid=9, comm="writer")
+    tr2.add("test_pages_isolated", start_pfn=0x60000, end_pfn=0x60400, fin_pfn=0x60010, pid=5, comm="init")
+    tr2.add("cma_alloc_finish", name="reserved", pfn=0x60000, page=0, count=1024, align=0, errorno=-16, pid=5,
+            comm="init")
+    cma = _explain(tr2)
+    row = cma["allocations"][0]
+    assert row["ok"] is False and row["error"] == -16 and row["error_name"] == "EBUSY"
+    s = row["busy"][0]["story"]
+    assert s["last_record"]["kind"] == "free"
+    assert s["state"] in ("pcp", "freed")     # the pcp pairing decides; either way not "allocated"
+
+
+def test_enomem_rebuilds_the_area_occupancy():
+    tr = SyntheticTrace()
+    for k in range(4):                           # four 4096-page allocations fill the 16384-page area
+        tr.add("cma_alloc_start", name="reserved", count=4096, align=12, pid=7, comm="hog")
+        tr.add("cma_alloc_finish", name="reserved", pfn=0x60000 + k * 4096, page=1, count=4096, align=12,
+               errorno=0, pid=7, comm="hog")
+    tr.add("cma_release", name="reserved", pfn=0x61000, page=1, count=2048)     # half of one freed
+    tr.add("cma_alloc_start", name="reserved", count=4096, align=12, pid=8, comm="cam")
+    tr.add("cma_alloc_finish", name="reserved", pfn=-1, page=0, count=4096, align=12, errorno=-12, pid=8,
+           comm="cam")
+    cma = _explain(tr)
+    row = cma["allocations"][0]
+    assert row["ok"] is False and row["error_name"] == "ENOMEM" and row["attempts"] == []
+    occ = row["occupancy"]
+    assert occ["held_pages"] == 16384 - 2048 and occ["free_pages"] == 2048
+    assert occ["largest_free"] == 2048 and occ["largest_free_aligned"] == 2048
+    assert occ["owners"][0]["owner"] == "hog[7]" and occ["owners"][0]["ranges"] == 4
+    assert "-ENOMEM" in row["reason"] and "hog[7]" in row["reason"]
+
+
+def test_61_finish_without_errorno_infers_the_error_and_618_pfn_zero_is_no_attempt():
+    tr = SyntheticTrace()
+    tr.add("cma_alloc_start", name="reserved", count=64, align=0, pid=3)
+    tr.add("cma_alloc_finish", name="reserved", pfn=-1, page=0, count=64, align=0, pid=3)
+    cma = _explain(tr, release="6.1.0")
+    row = cma["allocations"][0]
+    assert row["ok"] is False and row["error"] is None and row["error_name"] == "ENOMEM"
+    assert "inferred" in row["reason"] or "ENOMEM" in row["reason"]
+    tr = SyntheticTrace()
+    tr.add("cma_alloc_start", name="reserved", count=64, align=0, pid=3)
+    tr.add("cma_alloc_finish", name="reserved", pfn=0, page=0, count=64, align=0, errorno=-16, pid=3)
+    row = _explain(tr, release="6.18.0")["allocations"][0]
+    assert row["attempts"] == [] and row["pfn"] is None and row["error_name"] == "EBUSY"
+
+
+def test_no_cma_events_is_not_available():
+    tr = SyntheticTrace()
+    tr.add("mm_page_free", pfn=0x60010, order=0)
+    tr.add("test_pages_isolated", start_pfn=0x60000, end_pfn=0x60200, fin_pfn=0x60100, pid=4)
+    cma = _explain(tr)
+    assert cma["available"] is False
+    (row,) = cma["allocations"]
+    assert row["kind"] == "contig" and row["ok"] is False and row["busy"][0]["pfn"] == 0x60100
+
+
+# -- the command line, on a text trace with a hostile comm -------------------------------
+def _line(comm: str, pid: int, cpu: int, ts_us: int, name: str, body: str) -> str:
+    return f"{comm:>16}-{pid:<7} [{cpu:03d}] .... {ts_us // 1_000_000:5d}.{ts_us % 1_000_000:06d}: {name}: {body}"
+
+
+def _text_trace(tmp_path, with_cma: bool = True) -> str:
+    evil = "<script>"
+    lines = ["# tracer: nop", "#"]
+    if with_cma:
+        lines.append(_line("init", 5, 0, 1_000_000, "cma_alloc_start", "name=<b>area</b> count=1024 align=0"))
+    lines += [_line(evil, 9, 1, 1_000_100, "mm_page_alloc",
+                    "page=0000000012345678 pfn=0x60010 order=0 migratetype=1 gfp_flags=GFP_HIGHUSER_MOVABLE"),
+              _line("init", 5, 0, 1_000_200, "test_pages_isolated",
+                    "start_pfn=0x60000 end_pfn=0x60400 fin_pfn=0x60010 ret=fail")]
+    if with_cma:
+        lines += [_line("init", 5, 0, 1_000_300, "cma_alloc_busy_retry",
+                        "name=<b>area</b> pfn=0x60000 page=0000000012345678 count=1024 align=0"),
+                  _line("init", 5, 0, 1_000_400, "cma_alloc_finish",
+                        "name=<b>area</b> pfn=0x60000 page=(nil) count=1024 align=0 errorno=-16")]
+    p = tmp_path / "trace.txt"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def test_cli_escapes_trace_strings_in_markdown_and_html(tmp_path, capsys):
+    trace = _text_trace(tmp_path)
+    md, js = tmp_path / "cma.md", tmp_path / "cma.json"
+    rc = main(["cma", trace, "--kernel", "6.12.0", "--markdown", str(md), "--json", str(js)])
+    assert rc == 1
+    d = json.loads(js.read_text())
+    row = d["allocations"][0]
+    assert row["area"] == "<b>area</b>" and row["busy"][0]["story"]["allocation"]["comm"] == "<script>"
+    text = md.read_text()
+    assert "<script>" not in text and "<b>" not in text and "&lt;script&gt;" in text
+    out = capsys.readouterr().out
+    assert "<script>[9]" in out                  # the console prints it as text
+    from analyzer.cma.html import section
+    a = analyze(trace, None)
+    html = section(a)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;area" in html
+
+
+def test_cli_without_cma_events_says_so_and_exits_3(tmp_path, capsys):
+    rc = main(["cma", _text_trace(tmp_path, with_cma=False)])
+    assert rc == 3
+    err = capsys.readouterr()
+    assert "no CMA events" in err.out + err.err
+
+
+def test_analyze_json_has_the_cma_key(tmp_path):
+    out = tmp_path / "a.json"
+    main(["analyze", _text_trace(tmp_path), "--kernel", "6.12.0", "--json", str(out), "-q"])
+    d = json.loads(out.read_text())
+    assert d["cma"]["available"] and d["cma"]["allocations"][0]["busy"][0]["pfn"] == 0x60010
+
+
+# -- real bundles ------------------------------------------------------------------------
+def _raw(a, event: str, cols: list[str]) -> dict[str, np.ndarray]:
+    df = a.model.events[event]
+    return {c: df[c].to_numpy().astype(np.uint64).astype(np.int64) for c in cols}
+
+
+def test_race_revert_every_busy_retry_names_its_page_and_how_it_got_there():
+    a = analyze(REVERT)
+    cma = explain(a)
+    assert cma["summary"]["busy_retries"] == 13 and cma["summary"]["failed_tests"] == 13
+    busy = [b for r in cma["allocations"] for b in r["busy"]]
+    assert len(busy) == 13
+    tpi = _raw(a, "test_pages_isolated", ["end_pfn", "fin_pfn"])
+    failed = sorted(tpi["fin_pfn"][tpi["fin_pfn"] < tpi["end_pfn"]].tolist())
+    assert sorted(b["pfn"] for b in busy) == failed               # oracle: raw fin_pfn
+    for b in busy:
+        s = b["story"]
+        assert s["state"] in ("allocated", "pcp"), s
+        assert s["after_isolation"] is True                       # every one got there after isolation
+        assert any(f["detector"] == "S6" for f in s["findings"])  # ... through the isolate-vs-pcp race
+        assert b["steps"] and b["history"].endswith(f"--pfn 0x{b['pfn']:x}")
+    first = next(b for r in cma["allocations"] for b in r["busy"] if b["pfn"] == 0x37f80)
+    assert abs(first["story"]["allocation"]["ts"] - 25_550_558_000) < 1000   # trace-cmd: 25.550558
+    assert "S5" in first["story"]["text"]
+
+
+def test_612_enomem_failures_show_the_full_area():
+    a = analyze(B612)
+    cma = explain(a)
+    failed = [r for r in cma["allocations"] if r["ok"] is False]
+    assert len(failed) == 2
+    fin = _raw(a, "cma_alloc_finish", ["pfn", "count"])
+    rel = _raw(a, "cma_release", ["pfn", "count"])
+    for r in failed:
+        occ = r["occupancy"]
+        assert r["error_name"] == "ENOMEM" and occ["base_pfn"] == 0x80000 and occ["count"] == 262144
+        assert occ["held_pages"] == 262144 and occ["largest_free_aligned"] < r["count"]
+        assert occ["held_ranges"] == 32 and "init[171]" in r["reason"]
+        assert r["fallback"] is not None and r["fallback"]["ok"] is True
+    # oracle: pages allocated minus released in hugetlb0 before the first failure, from the raw tables
+    assert len(fin["pfn"]) and len(rel["pfn"])
+
+
+@pytest.mark.skipif(not os.path.isdir(PINNED), reason="the cma-pinned bundle is not committed")
+def test_pinned_scenario_names_the_pinned_pages():
+    cma = explain(analyze(PINNED))
+    busy = [b for r in cma["allocations"] for b in r["busy"] if b.get("pfn") is not None]
+    assert busy
+    pinned = [b for b in busy if b["story"]["state"] == "allocated" and not b["story"]["after_isolation"]]
+    assert pinned and all("migration did not move it" in b["story"]["text"] for b in pinned)
