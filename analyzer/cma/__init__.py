@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .calls import NO_PFN, Attempt, Call, build_calls, errno_name
+from .calls import NO_PFN, Attempt, Call, build_calls, errno_name, unswap_migrate_counts
 from .occupancy import occupancy_at
-from .story import PageIndex, busy_story
+from .story import PageIndex, busy_story, holders
 
-__all__ = ["explain", "has_cma_events", "CMA_EVENTS"]
+__all__ = ["CMA_EVENTS", "explain", "has_cma_events"]
 
 CMA_EVENTS = ("cma_alloc_start", "cma_alloc_finish", "cma_alloc_busy_retry", "cma_release")
 NARRATIVE_PFNS = 32      # busy pfns that get the full `history` narrative in the result
@@ -28,9 +28,10 @@ def has_cma_events(model: Any) -> bool:
 
 
 def _releases(model: Any) -> list[tuple[int, int, str, int, int]]:
-    from ..model.query import col
     import numpy as np
-    df = model.events["cma_release"] if "cma_release" in model.events else None
+
+    from ..model.query import col
+    df = model.events.get("cma_release")
     if df is None or not len(df) or "pfn" not in df.columns:
         return []
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else [""] * len(df)
@@ -81,6 +82,8 @@ def _busy(c: Call, ix: PageIndex, tpi_traced: bool) -> list[dict]:
         if a.outcome not in ("busy", "failed"):
             continue
         t = a.failed_test
+        if t is None and a.outcome == "failed" and c.error not in (None, -16):
+            continue                  # an error other than -EBUSY: the reason covers it, no page is named
         if t is None:
             why = ("page_isolation:test_pages_isolated is not traced, so the busy page is unknown"
                    if not tpi_traced else
@@ -116,6 +119,35 @@ def _fmt_pages(n: int | None) -> str:
     return "?" if n is None else f"{n} pages"
 
 
+def _range_enomem(c: Call) -> bool:
+    """-ENOMEM from alloc_contig_range() on a tried range (not from the bitmap search): the
+    finish names the range it tried last and no busy retry ended that attempt."""
+    return (c.kind == "cma" and c.ok is False and c.error == -12 and bool(c.attempts)
+            and c.attempts[-1].outcome == "failed")
+
+
+def _range_owner(calls: list[Call], releases: list[tuple[int, int, str, int, int]], c: Call,
+                 a: Attempt) -> dict | None:
+    """A live cma_alloc() allocation holding the range `c` tried, and the cma_release records
+    that cleared its bitmap bits without it being released: then the bitmap search handed out a
+    range that is in use."""
+    occ = occupancy_at(calls, releases, c.area, None, c.end_seq)
+    lo, hi = a.pfn, a.pfn + a.count
+    for h in occ.held:
+        if h.lo < hi and lo < h.hi:
+            d = calls[h.call]
+            clr = [(s, ts, p, n) for s, ts, name, p, n in releases
+                   if name == c.area and d.start_seq < s < c.start_seq and p < h.hi and h.lo < p + n]
+            return {"id": h.call, "pfn": d.pfn, "count": d.count, "owner": f"{d.comm}[{d.pid}]", "ts": d.end_ts,
+                    "cleared_by": [{"ts": ts, "pfn": p, "count": n} for _s, ts, p, n in clr]}
+    return None
+
+
+def _holders_text(h: list[dict]) -> str:
+    return ", ".join(f"{x['allocations']} x order {x['order']} by {x['owner']} (gfp {x['gfp_flags']}, "
+                     f"{x['first_ts'] / 1e9:.3f}-{x['last_ts'] / 1e9:.3f} s)" for x in h[:4])
+
+
 def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
     parts: list[str] = []
     err = errno_name(c.error) or (c.error_inferred and f"{c.error_inferred} (inferred: this kernel's "
@@ -127,7 +159,33 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
         return (f"alloc_contig_range() [0x{c.pfn:x}, 0x{c.pfn + c.count:x}) without CMA failed its isolation test"
                 + (f": busy pfn 0x{b['pfn']:x}: {b['story']['text']}" if b and b.get("pfn") is not None else ""))
     if c.ok is False:
-        if occ is not None and (c.error == -12 or c.error_inferred == "ENOMEM"):
+        if _range_enomem(c):
+            a = c.attempts[-1]
+            mig = a.migrate[-1] if a.migrate else None
+            h = row.get("range_holders") or []
+            parts.append(f"-ENOMEM from alloc_contig_range() on [0x{a.pfn:x}, 0x{a.pfn + a.count:x}), not from the "
+                         "area's bitmap: "
+                         + ("the migration step ran (mm_alloc_contig_migrate_range_info at "
+                            f"{mig.ts / 1e9:.6f} s) and no isolation test followed, so migrating the range's pages "
+                            "failed for lack of destination memory" if mig else
+                            "no isolation test followed, so migrating the range's pages failed for lack of "
+                            "destination memory")
+                         + (f"; pages the range held (largest first): {_holders_text(h)}; a hugetlb or other "
+                            "high-order page needs a free destination of the same order" if h else ""))
+            own = row.get("range_owner")
+            if own is not None:
+                clr = own["cleared_by"]
+                at = ", ".join(f"0x{x['pfn']:x}" for x in clr[:4]) + ("..." if len(clr) > 4 else "")
+                parts.append(f"the range is in use by cma_alloc #{own['id']} ({own['count']} pages at "
+                             f"0x{own['pfn']:x} by {own['owner']}, allocated at {own['ts'] / 1e9:.6f} s, not released), "
+                             "so the area's bitmap should not have offered it"
+                             + (f": {len(clr)} cma_release() record(s) of pages no cma_alloc() returned cleared "
+                                f"its bits ({sum(x['count'] for x in clr)} pages at "
+                                f"{at}, "
+                                f"{clr[0]['ts'] / 1e9:.6f}-{clr[-1]['ts'] / 1e9:.6f} s), e.g. hugetlb pages inside "
+                                "the area that were allocated from the buddy allocator being freed through "
+                                "cma_release(): the bitmap no longer matches the area" if clr else ""))
+        elif occ is not None and (c.error == -12 or c.error_inferred == "ENOMEM"):
             own = "; ".join(f"{o['owner']}: {o['ranges']} range(s), {o['pages']} pages, allocated "
                             f"{o['first_ts'] / 1e9:.3f}-{o['last_ts'] / 1e9:.3f} s" for o in occ["owners"][:4])
             where = (f"{c.area} ({occ['count']} pages at 0x{occ['base_pfn']:x})" if occ["base_pfn"] is not None
@@ -171,6 +229,7 @@ def explain(analysis: Any) -> dict:
     model, meta = analysis.model, analysis.meta
     pbo = int(model.pageblock_order)
     calls = build_calls(model.events, pbo)
+    swapped = unswap_migrate_counts(calls)
     ix = PageIndex(model, analysis.findings)
     tpi_traced = bool(analysis.event_counts.get("page_isolation:test_pages_isolated")) or (
         "test_pages_isolated" in model.events and len(model.events["test_pages_isolated"]) > 0)
@@ -197,7 +256,11 @@ def explain(analysis: Any) -> dict:
                     b["steps"] = _steps(analysis, b["pfn"], b["story"].get("test_ts"))
                     narratives += 1
         occ = None
-        if c.kind == "cma" and c.ok is False and (c.error == -12 or c.error_inferred == "ENOMEM"):
+        if _range_enomem(c):
+            a = c.attempts[-1]
+            row["range_holders"] = holders(ix, a.pfn, a.pfn + a.count, c.end_seq)
+            row["range_owner"] = _range_owner(calls, releases, c, a)
+        elif c.kind == "cma" and c.ok is False and (c.error == -12 or c.error_inferred == "ENOMEM"):
             occ = occupancy_at(calls, releases, c.area, _area_extent(meta, c.area), c.end_seq).summary(
                 c.count, c.align, calls)
         row["occupancy"] = occ
@@ -211,6 +274,7 @@ def explain(analysis: Any) -> dict:
     cma_rows = [r for r in rows if r["kind"] == "cma"]
     return {
         "available": has_cma_events(model),
+        "migrate_counts_reordered": swapped,
         "areas": [{"name": n, "base_pfn": int(b), "count": int(k)} for n, b, k in getattr(meta, "cma_areas", [])],
         "summary": {"calls": len(cma_rows), "failed": sum(1 for r in cma_rows if r["ok"] is False),
                     "retried": sum(1 for r in cma_rows if r["retries"]),

@@ -15,8 +15,9 @@ page); from 6.2 `errorno` is the result; up to 6.16 a failed finish names the la
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,7 @@ class Migrate:
     nr_migrated: int
     nr_reclaimed: int
     nr_mapped: int
+    migratetype: int = -1     # as printed (the alloc_contig_range() caller's type)
 
 
 @dataclass
@@ -129,7 +131,7 @@ def _rows(df: pd.DataFrame | None, cols: dict[str, Any]) -> list[dict]:
     comm = df["comm"].astype(str).to_numpy() if "comm" in df.columns else np.array([""] * len(df))
     out = []
     for i in range(len(df)):
-        r = {k: int(v[i]) for k, v in arrays.items()}
+        r: dict[str, Any] = {k: int(v[i]) for k, v in arrays.items()}
         r["name"], r["comm"] = str(names[i]), str(comm[i])
         out.append(r)
     return out
@@ -141,7 +143,7 @@ _COMMON = {"seq": _I, "ts": _I, "cpu": _I, "pid": _I}
 
 def _records(events: Mapping[str, pd.DataFrame]) -> list[tuple[int, str, dict]]:
     def get(name: str) -> pd.DataFrame | None:
-        return events[name] if name in events else None
+        return events.get(name)
     recs: list[tuple[int, str, dict]] = []
     for kind, name, extra in (
             ("start", "cma_alloc_start", {"count": _I, "align": _I, "request_count": _I,
@@ -217,8 +219,7 @@ def build_calls(events: Mapping[str, pd.DataFrame], pbo: int) -> list[Call]:
             if kind == "tpi":
                 a["tests"].append(Test(seq, r["ts"], r["start_pfn"], r["end_pfn"], r["fin_pfn"]))
             else:
-                a["migrate"].append(Migrate(seq, r["ts"], r["start"], r["end"], r.get("nr_migrated", -1),
-                                            r.get("nr_reclaimed", -1), r.get("nr_mapped", -1)))
+                a["migrate"].append(_migrate(r))
             continue
         if call is None:               # the trace began inside this call
             call = Call("cma", r["name"], pid, r["comm"], r.get("cpu", -1), seq, r["ts"], seq, r["ts"],
@@ -267,8 +268,7 @@ def _flush_contig(loose: dict[int, list[tuple[str, dict]]], pid: int, calls: lis
         mig: list[Migrate] = []
         tests: list[Test] = []
         if kind == "mri":
-            mig.append(Migrate(r["seq"], r["ts"], r["start"], r["end"], r.get("nr_migrated", -1),
-                               r.get("nr_reclaimed", -1), r.get("nr_mapped", -1)))
+            mig.append(_migrate(r))
             ev.pop(0)
             if ev and ev[0][0] == "tpi" and ev[0][1]["start_pfn"] < r["end"] and r["start"] < ev[0][1]["end_pfn"]:
                 tests.append(_test(ev.pop(0)[1]))
@@ -286,6 +286,32 @@ def _flush_contig(loose: dict[int, list[tuple[str, dict]]], pid: int, calls: lis
                           hi - lo, -1, ok, None if ok is not False else -16, pfn=lo, attempts=[a],
                           complete=False))
     loose.pop(pid, None)
+
+
+def _migrate(r: dict) -> Migrate:
+    return Migrate(r["seq"], r["ts"], r["start"], r["end"], r.get("nr_migrated", -1), r.get("nr_reclaimed", -1),
+                   r.get("nr_mapped", -1), r.get("migratetype", -1))
+
+
+def unswap_migrate_counts(calls: list[Call]) -> bool:
+    """Put mm_alloc_contig_migrate_range_info's counters back where they belong when the kernel
+    passed its arguments in another order than the format names them.
+
+    Debian's 6.12.118 passes (start, end, migratetype, migrated, reclaimed, mapped) to a format
+    declared (start, end, nr_migrated, nr_reclaimed, nr_mapped, migratetype): every record then
+    prints the caller's migratetype as nr_migrated (4 = MIGRATE_CMA inside cma_alloc, 1 =
+    MIGRATE_MOVABLE for alloc_contig_pages).  Detected from the data, per capture: at least two
+    records, nr_migrated 4 on every one inside a cma_alloc() call and 1 on every other.
+    Returns whether the counters were remapped."""
+    recs = [(c.kind, m) for c in calls for a in c.attempts for m in a.migrate]
+    if len(recs) < 2 or not all(m.nr_migrated == (4 if k == "cma" else 1) for k, m in recs):
+        return False
+    if all(m.migratetype in (1, 4) for _k, m in recs) and all(m.nr_reclaimed == 0 for _k, m in recs):
+        return False                  # as plausible in the declared order: leave it
+    for _k, m in recs:
+        mt = m.nr_migrated
+        m.nr_migrated, m.nr_reclaimed, m.nr_mapped, m.migratetype = m.nr_reclaimed, m.nr_mapped, m.migratetype, mt
+    return True
 
 
 def _test(r: dict) -> Test:

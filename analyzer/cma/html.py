@@ -9,7 +9,7 @@ import base64
 import html
 from typing import Any
 
-from .text import cells, COLUMNS, outcome, rows_for_table, split_text, summary_line
+from .text import COLUMNS, cells, outcome, rows_for_table, split_text, summary_line
 
 e = html.escape
 _COLOR = {"ok": "#0072B2", "retried": "#E69F00", "failed": "#D55E00", "contig": "#999999"}

@@ -36,7 +36,7 @@ class PageIndex:
         parts = []
         self.comm: list[np.ndarray] = []
         for k, (_kind, name) in enumerate(self.KINDS):
-            df = ev[name] if name in ev else None
+            df = ev.get(name)
             c = _cols(df, ("seq", "ts", "cpu", "pid", "pfn", "order", "gfp_flags", "migratetype"))
             c["kind"] = np.full(len(c["seq"]), k, np.int64)
             parts.append(c)
@@ -198,3 +198,26 @@ def _verdict(story: dict, ix: PageIndex) -> tuple[str, str]:
     return "freed", (f"drained to the {last['migratetype']} freelist at {at} by {who}{iso} and, per the trace, "
                      "free at the test: what held it is not traced (an allocation without kmem:mm_page_alloc, "
                      "e.g. by alloc_contig_range() itself)")
+
+
+def holders(ix: PageIndex, lo: int, hi: int, before_seq: int) -> list[dict]:
+    """Allocations live in [lo, hi) just before `before_seq`, grouped by owner, order and gfp
+    (largest order first): the pages alloc_contig_range() had to migrate out of the range."""
+    e = ix.ev
+    sel = np.flatnonzero((e["pfn"] >= lo) & (e["pfn"] < hi) & (e["seq"] < before_seq)
+                         & ((e["kind"] == 0) | (e["kind"] == 1)))
+    if not len(sel):
+        return []
+    sel = sel[np.lexsort((e["seq"][sel], e["pfn"][sel]))]
+    last_of = np.r_[e["pfn"][sel][1:] != e["pfn"][sel][:-1], True]   # the last record per head pfn
+    live = sel[last_of & (e["kind"][sel] == 0)]
+    groups: dict[tuple, dict] = {}
+    for i in live:
+        r = ix.record(int(i))
+        k = (r["comm"], r["pid"], r["order"], r["gfp_flags"])
+        g = groups.setdefault(k, {"owner": _who(r), "order": r["order"], "gfp_flags": r["gfp_flags"],
+                                  "allocations": 0, "pages": 0, "first_ts": r["ts"], "last_ts": r["ts"]})
+        g["allocations"] += 1
+        g["pages"] += 1 << r["order"]
+        g["first_ts"], g["last_ts"] = min(g["first_ts"], r["ts"]), max(g["last_ts"], r["ts"])
+    return sorted(groups.values(), key=lambda g: (-g["order"], -g["pages"]))

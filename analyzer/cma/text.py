@@ -129,8 +129,7 @@ def render_markdown(cma: dict, out: TextIO, source: str = "", show_all: bool = F
     out.write(md_escape(summary_line(cma)) + "\n\n")
     out.write("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n")
     rows = rows_for_table(cma, show_all)
-    for r in rows:
-        out.write("| " + " | ".join(md_escape(x) for x in cells(r)) + " |\n")
+    out.writelines("| " + " | ".join(md_escape(x) for x in cells(r)) + " |\n" for r in rows)
     out.write("\n")
     for r in rows:
         if not r["reason"] and not _slow(r):
@@ -143,6 +142,5 @@ def render_markdown(cma: dict, out: TextIO, source: str = "", show_all: bool = F
         for b in r["busy"]:
             if b.get("steps"):
                 out.write(f"Story of pfn 0x{b['pfn']:x} (`{md_escape(b['history'])}`):\n\n")
-                for s in b["steps"]:
-                    out.write(f"- {md_escape(s)}\n")
+                out.writelines(f"- {md_escape(s)}\n" for s in b["steps"])
                 out.write("\n")
