@@ -202,6 +202,10 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
                                  "area's bitmap granularity (order_per_bit) is coarser than the request's pages")
             if c.available is not None:
                 parts.append(f"cma_alloc_start reported {c.available} of {c.total} pages available")
+            if occ["untracked_releases"]:
+                parts.append(f"{occ['untracked_releases']} cma_release() record(s) before it freed ranges no traced "
+                             "cma_alloc() held (e.g. hugetlb pages inside the area allocated from the buddy "
+                             "allocator): each clears bitmap bits the area may not own")
         elif c.error == -16 or c.error_inferred == "EBUSY":
             parts.append(f"-EBUSY: every range tried was busy ({len(c.attempts)} attempt(s))")
         elif err:
