@@ -23,7 +23,7 @@ FALLBACK_NS = 1_000_000_000
 
 
 def has_cma_events(model: Any) -> bool:
-    ev = model.events
+    ev = getattr(model, "events", None) or {}
     return any(n in ev and len(ev[n]) for n in CMA_EVENTS)
 
 

@@ -49,7 +49,9 @@ def _cls(r: dict) -> str:
 def section(analysis: Any, cma: dict | None = None, p: str = "") -> str:
     """`<section id="cma">`, or "" when the capture has no CMA events."""
     if cma is None:
-        from . import explain
+        from . import explain, has_cma_events
+        if not has_cma_events(getattr(analysis, "model", None)):
+            return ""
         cma = explain(analysis)
     if not cma["available"]:
         return ""
