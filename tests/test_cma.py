@@ -251,3 +251,15 @@ def test_pinned_scenario_names_the_pinned_pages_and_the_bitmap_mismatch():
         assert "bitmap should not have offered it" in r["reason"] and r["fallback"]["ok"] is True
     bitmap = [r for r in cma["allocations"] if r["error_name"] == "ENOMEM" and not r["attempts"]]
     assert len(bitmap) == 1 and bitmap[0]["occupancy"]["largest_free_aligned"] < 262144
+
+
+def test_61_churn_gigantic_request_can_never_fit_the_misaligned_area():
+    """Debian 6.1 reserved hugetlb_cma at 0xbf800000 (dmesg "cma: Reserved 1024 MiB at
+    0x00000000bf800000"): no 2^18-aligned 1 GiB range exists inside it, so both 1 GiB requests
+    fail with -ENOMEM (inferred: 6.1's finish has no errorno, pfn -1 = no range found)."""
+    cma = explain(analyze(os.path.join(BUNDLES, "debian-6.1-arm64-cma-churn")))
+    giga = [r for r in cma["allocations"] if r["ok"] is False and r["count"] == 262144]
+    assert len(giga) == 2
+    for r in giga:
+        assert r["error"] is None and r["error_name"] == "ENOMEM" and r["error_traced"] is False
+        assert r["occupancy"]["base_pfn"] == 0xbf800 and "can never succeed" in r["reason"]

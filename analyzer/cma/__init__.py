@@ -119,6 +119,12 @@ def _fmt_pages(n: int | None) -> str:
     return "?" if n is None else f"{n} pages"
 
 
+def _aligned_room(base: int, count: int, align: int) -> int:
+    """Pages from the first 2^align-aligned pfn of the area to its end (cma_alloc() aligns absolute pfns)."""
+    step = 1 << max(0, align)
+    return max(0, base + count - (base + step - 1) // step * step)
+
+
 def _range_enomem(c: Call) -> bool:
     """-ENOMEM from alloc_contig_range() on a tried range (not from the bitmap search): the
     finish names the range it tried last and no busy retry ended that attempt."""
@@ -196,7 +202,12 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
             if occ["free_pages"] is not None:
                 parts.append(f"free {occ['free_pages']} pages, largest free range {occ['largest_free']}, "
                              f"largest aligned free range {occ['largest_free_aligned']} < {c.count} requested")
-                if occ["largest_free_aligned"] >= c.count:
+                whole = _aligned_room(occ["base_pfn"], occ["count"], c.align)
+                if whole < c.count:
+                    parts.append(f"the area itself has no range of {c.count} pages starting at a multiple of "
+                                 f"2^{c.align} pages (base 0x{occ['base_pfn']:x}, {occ['count']} pages: at most "
+                                 f"{whole} aligned pages even when empty), so this request can never succeed there")
+                elif occ["largest_free_aligned"] >= c.count:
                     parts.append("the rebuilt occupancy would fit the request: allocations made before tracing "
                                  "began (or whose cma_alloc_finish was not traced) must hold the rest, or the "
                                  "area's bitmap granularity (order_per_bit) is coarser than the request's pages")
