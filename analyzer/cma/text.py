@@ -16,14 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 TOP = 20
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
 
 def md_escape(s: Any) -> str:
     """Text safe inside a Markdown table cell or paragraph."""
-    t = html.escape(str(s), quote=True)
-    t = _MD_SPECIAL.sub(r"\\\1", t)
-    return t.replace("\n", " ").replace("\r", " ")
+    t = html.escape(str(s), quote=True)           # < > & " ' become entities: no raw HTML
+    t = _MD_SPECIAL.sub(r"\\\1", t).replace("\n", " ").replace("\r", " ")
+    return "\\" + t if t[:1] in ("-", "=") else t   # a leading - would start a list
 
 
 def outcome(r: dict) -> str:
@@ -141,6 +141,6 @@ def render_markdown(cma: dict, out: TextIO, source: str = "", show_all: bool = F
             out.write("Time: " + md_escape(split_text(r)) + "\n\n")
         for b in r["busy"]:
             if b.get("steps"):
-                out.write(f"Story of pfn 0x{b['pfn']:x} (`{md_escape(b['history'])}`):\n\n")
+                out.write(f"Story of pfn 0x{b['pfn']:x} ({md_escape(b['history'])}):\n\n")
                 out.writelines(f"- {md_escape(s)}\n" for s in b["steps"])
                 out.write("\n")
