@@ -263,3 +263,25 @@ def test_61_churn_gigantic_request_can_never_fit_the_misaligned_area():
     for r in giga:
         assert r["error"] is None and r["error_name"] == "ENOMEM" and r["error_traced"] is False
         assert r["occupancy"]["base_pfn"] == 0xbf800 and "can never succeed" in r["reason"]
+
+
+def test_migrate_counters_in_the_order_the_kernel_passes_them():
+    """Debian 6.12.118 prints the caller's migratetype as nr_migrated (4 on every cma_alloc): the
+    counters move one place back; the same records in the declared order stay as they are."""
+    def trace(migrated: int, reclaimed: int, mapped: int, mt: int) -> SyntheticTrace:
+        tr = SyntheticTrace()
+        for k in range(2):
+            tr.add("cma_alloc_start", name="reserved", count=512, align=9, pid=2)
+            tr.add("mm_alloc_contig_migrate_range_info", start=0x60000 + k * 512, end=0x60200 + k * 512,
+                   nr_migrated=migrated, nr_reclaimed=reclaimed, nr_mapped=mapped, migratetype=mt, pid=2)
+            tr.add("test_pages_isolated", start_pfn=0x60000 + k * 512, end_pfn=0x60200 + k * 512,
+                   fin_pfn=0x60200 + k * 512, pid=2)
+            tr.add("cma_alloc_finish", name="reserved", pfn=0x60000 + k * 512, page=1, count=512, align=9,
+                   errorno=0, pid=2)
+        return tr
+    cma = _explain(trace(4, 3668, 0, 7))
+    m = cma["allocations"][0]["attempts"][0]["migrate"][0]
+    assert cma["migrate_counts_reordered"] and (m["nr_migrated"], m["nr_reclaimed"], m["nr_mapped"]) == (3668, 0, 7)
+    cma = _explain(trace(120, 3, 0, 4))
+    m = cma["allocations"][0]["attempts"][0]["migrate"][0]
+    assert not cma["migrate_counts_reordered"] and m["nr_migrated"] == 120

@@ -154,7 +154,7 @@ def _records(events: Mapping[str, pd.DataFrame]) -> list[tuple[int, str, dict]]:
             ("tpi", "test_pages_isolated", {"start_pfn": np.uint64, "end_pfn": np.uint64, "fin_pfn": np.uint64}),
             ("mri", "mm_alloc_contig_migrate_range_info", {"start": np.uint64, "end": np.uint64,
                                                            "nr_migrated": _I, "nr_reclaimed": _I,
-                                                           "nr_mapped": _I})):
+                                                           "nr_mapped": _I, "migratetype": _I})):
         df = get(name)
         has_err = df is not None and "errorno" in df.columns
         for r in _rows(df, {**_COMMON, **extra}):
