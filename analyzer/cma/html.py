@@ -9,7 +9,15 @@ import base64
 import html
 from typing import Any
 
-from .text import COLUMNS, cells, outcome, rows_for_table, split_text, summary_line
+from .text import (
+    COLUMNS,
+    cells,
+    notes,
+    outcome,
+    rows_for_table,
+    split_text,
+    summary_line,
+)
 
 e = html.escape
 _COLOR = {"ok": "#0072B2", "retried": "#E69F00", "failed": "#D55E00", "contig": "#999999"}
@@ -56,6 +64,7 @@ def section(analysis: Any, cma: dict | None = None, p: str = "") -> str:
     if not cma["available"]:
         return ""
     out = [f'<section id="{p}cma"><h2>CMA allocations</h2><p>{e(summary_line(cma))}</p>']
+    out += [f'<p class="muted">note: {e(n)}</p>' for n in notes(cma)]
     png = latency_png(cma)
     if png:
         out.append('<img class="plot" alt="latency per CMA allocation" src="data:image/png;base64,'

@@ -90,8 +90,20 @@ def summary_line(cma: dict) -> str:
             f"{s['contig_calls']} alloc_contig_range call(s) without CMA")
 
 
+def notes(cma: dict) -> list[str]:
+    """What the reader should know about the records themselves."""
+    out = []
+    if cma.get("migrate_counts_reordered"):
+        out.append("mm_alloc_contig_migrate_range_info: this kernel passes the caller's migratetype where the "
+                   "format names nr_migrated (4 on every cma_alloc record); the counters are shown in the order "
+                   "the kernel passes them")
+    return out
+
+
 def render_console(cma: dict, console: Console, show_all: bool = False) -> None:
     console.print(Text(summary_line(cma)))
+    for n in notes(cma):
+        console.print(Text("note: " + n))
     t = Table(show_lines=False)
     for c in COLUMNS:
         t.add_column(c, overflow="fold")
@@ -127,6 +139,7 @@ def split_text(r: dict) -> str:
 def render_markdown(cma: dict, out: TextIO, source: str = "", show_all: bool = False) -> None:
     out.write(f"# CMA allocations{(' in ' + md_escape(source)) if source else ''}\n\n")
     out.write(md_escape(summary_line(cma)) + "\n\n")
+    out.writelines("Note: " + md_escape(n) + "\n\n" for n in notes(cma))
     out.write("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n")
     rows = rows_for_table(cma, show_all)
     out.writelines("| " + " | ".join(md_escape(x) for x in cells(r)) + " |\n" for r in rows)
