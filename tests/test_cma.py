@@ -241,6 +241,7 @@ def test_pinned_scenario_names_the_pinned_pages_and_the_bitmap_mismatch():
         assert st["state"] == "allocated" and st["after_isolation"] is False
         assert st["allocation"]["comm"] == "dd" and "migration did not move it" in st["text"]
         assert "dd" in set(comm[al["pfn"] == b["pfn"]])            # raw: dd allocated that pfn
+        assert st["freed_after_test"]["comm"] == "rm"              # ... and only rm (deleting the files) freed it
     ebusy = [r for r in cma["allocations"] if r["error_name"] == "EBUSY"]
     assert len(ebusy) == 1 and ebusy[0]["count"] == 262144
     rng = [r for r in cma["allocations"] if r["error_name"] == "ENOMEM" and r["attempts"]]

@@ -106,6 +106,11 @@ def busy_story(ix: PageIndex, pfn: int, test_seq: int, window_seq: int) -> dict:
     if stay is not None:
         story["pcp"] = stay
     story["state"], story["text"] = _verdict(story, ix)
+    nxt = np.flatnonzero(ix.covering(pfn) & (ix.ev["seq"] > test_seq) & ((ix.ev["kind"] == 1) | (ix.ev["kind"] == 2)))
+    if story["state"] == "allocated" and len(nxt):
+        f = ix.record(int(nxt[np.argmin(ix.ev["seq"][nxt])]))
+        story["freed_after_test"] = f
+        story["text"] += f"; it was freed only at {f['ts'] / 1e9:.6f} s, by {_who(f)}"
     return story
 
 
