@@ -286,3 +286,12 @@ def test_migrate_counters_in_the_order_the_kernel_passes_them():
     cma = _explain(trace(120, 3, 0, 4))
     m = cma["allocations"][0]["attempts"][0]["migrate"][0]
     assert not cma["migrate_counts_reordered"] and m["nr_migrated"] == 120
+
+
+def test_history_of_a_busy_page_links_the_allocation_it_blocked(tmp_path, capsys):
+    rc = main(["history", _text_trace(tmp_path), "--kernel", "6.12.0", "--pfn", "0x60010"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "blocked" in x)
+    assert "cma_alloc(<b>area</b>) #0 of 1024 pages" in line and "allocated at" in line
+    assert "<script>[9]" in line
