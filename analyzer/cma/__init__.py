@@ -108,6 +108,19 @@ def _area_extent(meta: Any, name: str) -> tuple[int, int] | None:
     return None
 
 
+def _extent(meta: Any, c: Call, calls: list[Call], releases: list[tuple[int, int, str, int, int]]
+            ) -> tuple[int, int] | None:
+    """The area's (base, count): the capture's, unless 6.18+'s cma_alloc_start total_count says
+    otherwise (an extent guessed from event pfns); then base = the lowest pfn the records place in
+    the area and count = total_count."""
+    ext = _area_extent(meta, c.area)
+    if c.total is None or (ext is not None and ext[1] == c.total):
+        return ext
+    pfns = [d.pfn for d in calls if d.kind == "cma" and d.area == c.area and d.ok and d.pfn >= 0]
+    pfns += [p for _s, _t, name, p, _n in releases if name == c.area and p > 0]
+    return (min(pfns), c.total) if pfns else ext
+
+
 def _area_of(meta: Any, lo: int, hi: int) -> str:
     for n, base, count in getattr(meta, "cma_areas", []) or []:
         if lo < base + count and base < hi:
@@ -191,17 +204,25 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
                                 f"{clr[0]['ts'] / 1e9:.6f}-{clr[-1]['ts'] / 1e9:.6f} s), e.g. hugetlb pages inside "
                                 "the area that were allocated from the buddy allocator being freed through "
                                 "cma_release(): the bitmap no longer matches the area" if clr else ""))
-        elif occ is not None and (c.error == -12 or c.error_inferred == "ENOMEM"):
+        elif occ is not None:
             own = "; ".join(f"{o['owner']}: {o['ranges']} range(s), {o['pages']} pages, allocated "
                             f"{o['first_ts'] / 1e9:.3f}-{o['last_ts'] / 1e9:.3f} s" for o in occ["owners"][:4])
             where = (f"{c.area} ({occ['count']} pages at 0x{occ['base_pfn']:x})" if occ["base_pfn"] is not None
                      else f"{c.area} (extent unknown: no 'cma: Reserved' line or --cma)")
-            parts.append(f"-ENOMEM: no free range of {c.count} pages aligned to 2^{c.align} pages in {where}: "
+            code = ("-ENOMEM" if c.error == -12 or c.error_inferred == "ENOMEM" else
+                    f"-{errno_name(c.error)} (no range was tried: this kernel reports an area without a free "
+                    "range this way)" if c.error is not None else "failed without trying a range")
+            if c.available is not None and c.available < c.count:
+                parts.append(f"{code}: cma_alloc_start reported {c.available} of {c.total} pages available, fewer "
+                             f"than the {c.count} requested, so no range was searched")
+                code = "rebuilt from the trace"
+            parts.append(f"{code}: no free range of {c.count} pages aligned to 2^{c.align} pages in {where}: "
                          f"{occ['held_ranges']} traced allocation(s) hold {occ['held_pages']} pages"
                          + (f" ({own})" if own else ""))
             if occ["free_pages"] is not None:
+                cmp = "<" if occ["largest_free_aligned"] < c.count else ">="
                 parts.append(f"free {occ['free_pages']} pages, largest free range {occ['largest_free']}, "
-                             f"largest aligned free range {occ['largest_free_aligned']} < {c.count} requested")
+                             f"largest aligned free range {occ['largest_free_aligned']} {cmp} {c.count} requested")
                 whole = _aligned_room(occ["base_pfn"], occ["count"], c.align)
                 if whole < c.count:
                     parts.append(f"the area itself has no range of {c.count} pages starting at a multiple of "
@@ -211,7 +232,7 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
                     parts.append("the rebuilt occupancy would fit the request: allocations made before tracing "
                                  "began (or whose cma_alloc_finish was not traced) must hold the rest, or the "
                                  "area's bitmap granularity (order_per_bit) is coarser than the request's pages")
-            if c.available is not None:
+            if c.available is not None and c.available >= c.count:
                 parts.append(f"cma_alloc_start reported {c.available} of {c.total} pages available")
             if occ["untracked_releases"]:
                 parts.append(f"{occ['untracked_releases']} cma_release() record(s) before it freed ranges no traced "
@@ -275,8 +296,8 @@ def explain(analysis: Any) -> dict:
             a = c.attempts[-1]
             row["range_holders"] = holders(ix, a.pfn, a.pfn + a.count, c.end_seq)
             row["range_owner"] = _range_owner(calls, releases, c, a)
-        elif c.kind == "cma" and c.ok is False and (c.error == -12 or c.error_inferred == "ENOMEM"):
-            occ = occupancy_at(calls, releases, c.area, _area_extent(meta, c.area), c.end_seq).summary(
+        elif c.kind == "cma" and c.ok is False and c.complete and not c.attempts:
+            occ = occupancy_at(calls, releases, c.area, _extent(meta, c, calls, releases), c.end_seq).summary(
                 c.count, c.align, calls)
         row["occupancy"] = occ
         fb = _fallback(calls, i) if c.kind == "cma" and c.ok is False else None
