@@ -295,3 +295,25 @@ def test_history_of_a_busy_page_links_the_allocation_it_blocked(tmp_path, capsys
     line = next(x for x in out.splitlines() if "blocked" in x)
     assert "cma_alloc(<b>area</b>) #0 of 1024 pages" in line and "allocated at" in line
     assert "<script>[9]" in line
+
+
+def test_618_start_reports_available_count(monkeypatch):
+    """6.18's cma_alloc_start prints request_count/available_count/total_count; a request larger
+    than available_count fails with -EBUSY and pfn 0 before any range is searched."""
+    from analyzer.model import synthetic as syn
+    monkeypatch.setitem(syn.SCHEMAS, "cma_alloc_start", ("cma", [
+        ("name", syn.STR), ("request_count", syn.U64), ("available_count", syn.U64), ("total_count", syn.U64),
+        ("align", syn.U32)]))
+    tr = SyntheticTrace()
+    tr.add("cma_alloc_start", name="reserved", request_count=4096, available_count=4096, total_count=16384,
+           align=12, pid=7, comm="hog")
+    tr.add("cma_alloc_finish", name="reserved", pfn=0x60000, page=1, count=4096, align=12, errorno=0, pid=7,
+           comm="hog")
+    tr.add("cma_alloc_start", name="reserved", request_count=8192, available_count=2048, total_count=16384,
+           align=13, pid=8, comm="cam")
+    tr.add("cma_alloc_finish", name="reserved", pfn=0, page=0, count=8192, align=13, errorno=-16, pid=8, comm="cam")
+    row = next(r for r in _explain(tr, release="6.18.0")["allocations"] if r["ok"] is False)
+    assert row["count"] == 8192 and row["available_count"] == 2048 and row["total_count"] == 16384
+    assert row["attempts"] == [] and row["error_name"] == "EBUSY"
+    assert "reported 2048 of 16384 pages available" in row["reason"]
+    assert row["occupancy"]["held_pages"] == 4096
