@@ -15,6 +15,7 @@ from .text import (
     notes,
     outcome,
     rows_for_table,
+    same_as,
     split_text,
     summary_line,
 )
@@ -78,12 +79,16 @@ def section(analysis: Any, cma: dict | None = None, p: str = "") -> str:
     if len(rows) < len(cma["allocations"]):
         out.append(f'<p class="muted">{len(cma["allocations"]) - len(rows)} more successful allocations '
                    "(`mtaudit cma --all` lists them)</p>")
+    dup = same_as(rows)
     for r in rows:
         slow = bool(r["latency_ns"]) and r["latency_ns"] >= 10_000_000 and r["time_split"]
         if not r["reason"] and not slow:
             continue
         out.append(f"<h3>#{r['id']} {e(r['area'] or r['kind'])} {r['count']} pages by "
                    f"{e(r['comm'])}[{r['pid']}]: {e(outcome(r))}</h3>")
+        if r["id"] in dup:
+            out.append(f'<p class="muted">same reason as #{dup[r["id"]]}</p>')
+            continue
         if r["reason"]:
             out.append(f"<p>{e(r['reason'])}</p>")
         if slow:

@@ -83,6 +83,25 @@ def cells(r: dict) -> list[str]:
             isolated(r), test_result(r), migrate(r)]
 
 
+_TIMES = re.compile(r"\d+\.\d+(?: s| ms)|\(\d+%\)")
+
+
+def same_as(rows: list[dict]) -> dict[int, int]:
+    """id -> the id of an earlier shown row with the same reason apart from timestamps: repeated
+    failures (a pool filling up) are told once."""
+    seen: dict[str, int] = {}
+    out: dict[int, int] = {}
+    for r in rows:
+        if not r["reason"]:
+            continue
+        key = r["kind"] + r["area"] + _TIMES.sub("", r["reason"].split("; then the same task ran")[0])
+        if key in seen:
+            out[r["id"]] = seen[key]
+        else:
+            seen[key] = r["id"]
+    return out
+
+
 def summary_line(cma: dict) -> str:
     s = cma["summary"]
     return (f"{s['calls']} cma_alloc call(s): {s['failed']} failed, {s['retried']} retried "
@@ -113,11 +132,15 @@ def render_console(cma: dict, console: Console, show_all: bool = False) -> None:
     console.print(t)
     if len(rows) < len(cma["allocations"]):
         console.print(Text(f"{len(cma['allocations']) - len(rows)} more (--all shows every row)"))
+    dup = same_as(rows)
     for r in rows:
         if not r["reason"] and not _slow(r):
             continue
         console.print(Text(f"#{r['id']} {r['kind']} {r['area'] or '-'} {r['count']} pages by "
                            f"{r['comm']}[{r['pid']}] at {r['ts_start'] / 1e9:.6f} s: {outcome(r)}", style="bold"))
+        if r["id"] in dup:
+            console.print(Text(f"  same reason as #{dup[r['id']]}"))
+            continue
         if r["reason"]:
             console.print(Text("  " + r["reason"]))
         if _slow(r):
@@ -144,10 +167,14 @@ def render_markdown(cma: dict, out: TextIO, source: str = "", show_all: bool = F
     rows = rows_for_table(cma, show_all)
     out.writelines("| " + " | ".join(md_escape(x) for x in cells(r)) + " |\n" for r in rows)
     out.write("\n")
+    dup = same_as(rows)
     for r in rows:
         if not r["reason"] and not _slow(r):
             continue
         out.write(f"## \\#{r['id']} {md_escape(r['area'] or r['kind'])}: {md_escape(outcome(r))}\n\n")
+        if r["id"] in dup:
+            out.write(f"Same reason as \\#{dup[r['id']]}.\n\n")
+            continue
         if r["reason"]:
             out.write(md_escape(r["reason"]) + "\n\n")
         if _slow(r):
