@@ -317,3 +317,18 @@ def test_618_start_reports_available_count(monkeypatch):
     assert row["attempts"] == [] and row["error_name"] == "EBUSY"
     assert "reported 2048 of 16384 pages available" in row["reason"]
     assert row["occupancy"]["held_pages"] == 4096
+
+
+def test_pinned_scenario_header_and_bundle_match():
+    """The committed bundle was made by the scenario script as it is now (sha256 in the manifest),
+    and the script declares what it needs."""
+    from collectors import scenarios
+    sc = scenarios.load("cma-pinned")
+    assert {"CONFIG_HUGETLBFS", "CONFIG_CONTIG_ALLOC", "CONFIG_CMA"} <= set(sc.requires)
+    assert "hugetlb_cma=1G" in sc.cmdline and sc.memory == 3072
+    with open(os.path.join(PINNED, "manifest.json")) as f:
+        m = json.load(f)
+    assert m["status"] == "ok" and m["scenario"]["name"] == "cma-pinned"
+    assert m["scenario"]["sha256"] == sc.sha256, "bundle is from an older scenario"
+    from analyzer.cma.text import same_as
+    assert len(same_as(explain(analyze(PINNED))["allocations"])) >= 7   # the 8 range -ENOMEMs told once
