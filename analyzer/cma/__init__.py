@@ -146,7 +146,7 @@ def _range_enomem(c: Call) -> bool:
 
 
 def _range_owner(calls: list[Call], releases: list[tuple[int, int, str, int, int]], c: Call,
-                 a: Attempt) -> dict | None:
+                 a: Attempt, ix: PageIndex) -> dict | None:
     """A live cma_alloc() allocation holding the range `c` tried, and the cma_release records
     that cleared its bitmap bits without it being released: then the bitmap search handed out a
     range that is in use."""
@@ -158,8 +158,20 @@ def _range_owner(calls: list[Call], releases: list[tuple[int, int, str, int, int
             clr = [(s, ts, p, n) for s, ts, name, p, n in releases
                    if name == c.area and d.start_seq < s < c.start_seq and p < h.hi and h.lo < p + n]
             return {"id": h.call, "pfn": d.pfn, "count": d.count, "owner": f"{d.comm}[{d.pid}]", "ts": d.end_ts,
-                    "cleared_by": [{"ts": ts, "pfn": p, "count": n} for _s, ts, p, n in clr]}
+                    "cleared_by": [{"ts": ts, "pfn": p, "count": n, "allocated_by": ix.allocated_at(p, s)}
+                                   for s, ts, p, n in clr]}
     return None
+
+
+def _origin(clr: list[dict]) -> str:
+    """Where the released pages came from, when mm_page_alloc shows them: buddy-allocator pages."""
+    src = [x["allocated_by"] for x in clr if x.get("allocated_by")]
+    if not src:
+        return ", pages whose allocation the trace does not show"
+    who = sorted({f"{x['comm']}[{x['pid']}] order {x['order']} gfp {x['gfp_flags']}" for x in src})
+    ts = [x["ts"] for x in src]
+    return (f"; {len(src)} of them were allocated from the buddy allocator (mm_page_alloc: {', '.join(who[:3])}, "
+            f"{min(ts) / 1e9:.3f}-{max(ts) / 1e9:.3f} s), not by cma_alloc(), yet freed through cma_release()")
 
 
 def _holders_text(h: list[dict]) -> str:
@@ -201,9 +213,8 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
                              + (f": {len(clr)} cma_release() record(s) of pages no cma_alloc() returned cleared "
                                 f"its bits ({sum(x['count'] for x in clr)} pages at "
                                 f"{at}, "
-                                f"{clr[0]['ts'] / 1e9:.6f}-{clr[-1]['ts'] / 1e9:.6f} s), e.g. hugetlb pages inside "
-                                "the area that were allocated from the buddy allocator being freed through "
-                                "cma_release(): the bitmap no longer matches the area" if clr else ""))
+                                f"{clr[0]['ts'] / 1e9:.6f}-{clr[-1]['ts'] / 1e9:.6f} s){_origin(clr)}: the bitmap "
+                                "no longer matches the area" if clr else ""))
         elif occ is not None:
             own = "; ".join(f"{o['owner']}: {o['ranges']} range(s), {o['pages']} pages, allocated "
                             f"{o['first_ts'] / 1e9:.3f}-{o['last_ts'] / 1e9:.3f} s" for o in occ["owners"][:4])
@@ -295,7 +306,7 @@ def explain(analysis: Any) -> dict:
         if _range_enomem(c):
             a = c.attempts[-1]
             row["range_holders"] = holders(ix, a.pfn, a.pfn + a.count, c.end_seq)
-            row["range_owner"] = _range_owner(calls, releases, c, a)
+            row["range_owner"] = _range_owner(calls, releases, c, a, ix)
         elif c.kind == "cma" and c.ok is False and c.complete and not c.attempts:
             occ = occupancy_at(calls, releases, c.area, _extent(meta, c, calls, releases), c.end_seq).summary(
                 c.count, c.align, calls)

@@ -52,6 +52,12 @@ class PageIndex:
         p, o = self.ev["pfn"], np.minimum(np.maximum(self.ev["order"], 0), 40)
         return (p >= 0) & (p <= pfn) & (pfn < p + (np.int64(1) << o))
 
+    def allocated_at(self, pfn: int, before_seq: int) -> dict | None:
+        """The last mm_page_alloc whose head is `pfn` before `before_seq`."""
+        e = self.ev
+        idx = np.flatnonzero((e["kind"] == 0) & (e["pfn"] == pfn) & (e["seq"] < before_seq))
+        return self.record(int(idx[np.argmax(e["seq"][idx])])) if len(idx) else None
+
     def record(self, i: int) -> dict:
         k = int(self.ev["kind"][i])
         j = i - int(self.off[k])
