@@ -199,6 +199,9 @@ def test_race_revert_every_busy_retry_names_its_page_and_how_it_got_there():
         assert s["after_isolation"] is True                       # every one got there after isolation
         assert any(f["detector"] == "S6" for f in s["findings"])  # ... through the isolate-vs-pcp race
         assert b["steps"] and b["history"].endswith(f"--pfn 0x{b['pfn']:x}")
+    for r in cma["allocations"]:       # the time split covers start .. finish exactly
+        assert sum(x["ns"] for x in r["time_split"]) == r["latency_ns"]
+        assert r["time_split"][-3]["phase"] == "isolation (last Isolate write, kprobe)"   # then migration+test, after
     first = next(b for r in cma["allocations"] for b in r["busy"] if b["pfn"] == 0x37f80)
     assert abs(first["story"]["allocation"]["ts"] - 25_550_558_000) < 1000   # trace-cmd: 25.550558
     assert "S5" in first["story"]["text"]

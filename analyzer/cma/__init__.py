@@ -14,6 +14,7 @@ from typing import Any
 from .calls import NO_PFN, Attempt, Call, build_calls, errno_name, unswap_migrate_counts
 from .occupancy import occupancy_at
 from .story import PageIndex, busy_story, holders
+from .timing import IsolateWrites, split
 
 __all__ = ["CMA_EVENTS", "explain", "has_cma_events"]
 
@@ -37,33 +38,6 @@ def _releases(model: Any) -> list[tuple[int, int, str, int, int]]:
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else [""] * len(df)
     return list(zip(col(df, "seq", np.int64).tolist(), col(df, "ts", np.int64).tolist(), list(map(str, names)),
                     col(df, "pfn", np.uint64).astype(np.int64).tolist(), col(df, "count", np.int64).tolist()))
-
-
-def _split(c: Call) -> list[dict]:
-    """Where the call's time went, from the record timestamps."""
-    out: list[dict] = []
-    for a in c.attempts:
-        if a.outcome == "busy":
-            out.append({"phase": f"failed attempt at 0x{a.pfn:x}", "ns": a.end_ts - a.start_ts})
-            continue
-        marks = sorted([(m.ts, "mri") for m in a.migrate] + [(t.ts, "tpi") for t in a.tests])
-        prev, last_kind = a.start_ts, "start"
-        for ts, kind in marks:
-            if kind == "mri" and last_kind == "start":
-                label = "isolation + migration"
-            elif kind == "tpi" and last_kind == "mri":
-                label = "pcp drain + isolation test"
-            elif kind == "tpi":
-                label = "isolation + migration + isolation test"
-            else:
-                label = "migration"
-            out.append({"phase": label, "ns": ts - prev})
-            prev, last_kind = ts, kind
-        if c.kind == "cma":
-            out.append({"phase": "after the test (take the range off the freelists, restore the blocks)", "ns": a.end_ts - prev})
-    if c.kind == "cma" and c.complete and not c.attempts:
-        out.append({"phase": "bitmap search (no range tried)", "ns": c.end_ts - c.start_ts})
-    return [x for x in out if x["ns"] >= 0]
 
 
 def _attempt_json(a: Attempt, pbo: int) -> dict:
@@ -277,6 +251,7 @@ def explain(analysis: Any) -> dict:
     pbo = int(model.pageblock_order)
     calls = build_calls(model.events, pbo)
     swapped = unswap_migrate_counts(calls)
+    iso = IsolateWrites(model)
     ix = PageIndex(model, analysis.findings)
     tpi_traced = bool(analysis.event_counts.get("page_isolation:test_pages_isolated")) or (
         "test_pages_isolated" in model.events and len(model.events["test_pages_isolated"]) > 0)
@@ -314,7 +289,7 @@ def explain(analysis: Any) -> dict:
         fb = _fallback(calls, i) if c.kind == "cma" and c.ok is False else None
         row["fallback"] = None if fb is None else {"id": calls.index(fb), "pfn": fb.pfn, "count": fb.count,
                                                    "ok": fb.ok}
-        row["time_split"] = _split(c)
+        row["time_split"] = split(c, iso, pbo)
         row["reason"] = _reason(c, row, occ, row["fallback"])
         rows.append(row)
     rows.sort(key=_rank)
