@@ -220,9 +220,12 @@ def _reason(c: Call, row: dict, occ: dict | None, fallback: dict | None) -> str:
             if c.available is not None and c.available >= c.count:
                 parts.append(f"cma_alloc_start reported {c.available} of {c.total} pages available")
             if occ["untracked_releases"]:
+                src = [{"allocated_by": x} for x in occ.pop("untracked_origin") if x]
                 parts.append(f"{occ['untracked_releases']} cma_release() record(s) before it freed ranges no traced "
-                             "cma_alloc() held (e.g. hugetlb pages inside the area allocated from the buddy "
-                             "allocator): each clears bitmap bits the area may not own")
+                             f"cma_alloc() held{_origin(src) if src else ''}: each clears bitmap bits the area may "
+                             "not own")
+            else:
+                occ.pop("untracked_origin", None)
         elif c.error == -16 or c.error_inferred == "EBUSY":
             parts.append(f"-EBUSY: every range tried was busy ({len(c.attempts)} attempt(s))")
         elif err:
@@ -283,8 +286,9 @@ def explain(analysis: Any) -> dict:
             row["range_holders"] = holders(ix, a.pfn, a.pfn + a.count, c.end_seq)
             row["range_owner"] = _range_owner(calls, releases, c, a, ix)
         elif c.kind == "cma" and c.ok is False and c.complete and not c.attempts:
-            occ = occupancy_at(calls, releases, c.area, _extent(meta, c, calls, releases), c.end_seq).summary(
-                c.count, c.align, calls)
+            o = occupancy_at(calls, releases, c.area, _extent(meta, c, calls, releases), c.end_seq)
+            occ = o.summary(c.count, c.align, calls)
+            occ["untracked_origin"] = [ix.allocated_at(p, s) for s, p, _n in o.untracked]
         row["occupancy"] = occ
         fb = _fallback(calls, i) if c.kind == "cma" and c.ok is False else None
         row["fallback"] = None if fb is None else {"id": calls.index(fb), "pfn": fb.pfn, "count": fb.count,

@@ -32,6 +32,7 @@ class Occupancy:
     count: int | None
     held: list[Held] = field(default_factory=list)
     untracked_releases: int = 0
+    untracked: list[tuple[int, int, int]] = field(default_factory=list)   # (seq, pfn, count), first 256
 
     def free_ranges(self) -> list[tuple[int, int]]:
         if self.base is None or self.count is None:
@@ -109,6 +110,8 @@ def occupancy_at(calls: list[Call], releases: list[tuple[int, int, str, int, int
                 nxt.append(Held(hi, h.hi, h.call, h.pid, h.comm, h.ts))
         if not hit:
             occ.untracked_releases += 1
+            if len(occ.untracked) < 256:
+                occ.untracked.append((_rs, pfn, cnt))
         held = nxt
     occ.held = held
     return occ
