@@ -31,13 +31,13 @@ def has_cma_events(model: Any) -> bool:
 def _releases(model: Any) -> list[tuple[int, int, str, int, int]]:
     import numpy as np
 
-    from ..model.query import col
+    from .calls import column
     df = model.events.get("cma_release")
     if df is None or not len(df) or "pfn" not in df.columns:
         return []
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else [""] * len(df)
-    return list(zip(col(df, "seq", np.int64).tolist(), col(df, "ts", np.int64).tolist(), list(map(str, names)),
-                    col(df, "pfn", np.uint64).astype(np.int64).tolist(), col(df, "count", np.int64).tolist()))
+    return list(zip(column(df, "seq", np.int64).tolist(), column(df, "ts", np.int64).tolist(), list(map(str, names)),
+                    column(df, "pfn", np.uint64).astype(np.int64).tolist(), column(df, "count", np.int64).tolist()))
 
 
 def _attempt_json(a: Attempt, pbo: int) -> dict:

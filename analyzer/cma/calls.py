@@ -21,11 +21,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..model.query import col
 
 NO_PFN = -1
 ERRNO = {-1: "EPERM", -4: "EINTR", -11: "EAGAIN", -12: "ENOMEM", -16: "EBUSY", -22: "EINVAL"}
+
+
+def column(df: pd.DataFrame | None, name: str, dtype: Any, default: int = 0) -> np.ndarray:
+    """model.query.col, except that a null in an unsigned column reads as 0: pyarrow cannot fill
+    an unsigned column with a negative default (a garbled field in a hostile trace)."""
+    if default < 0 and df is not None and name in df.columns:
+        t = getattr(df[name].dtype, "pyarrow_dtype", None)
+        if (t is not None and pa.types.is_unsigned_integer(t)) or getattr(df[name].dtype, "kind", "") == "u":
+            default = 0
+    return col(df, name, dtype, default)
 
 
 def errno_name(err: int | None) -> str:
@@ -126,7 +137,7 @@ def _rows(df: pd.DataFrame | None, cols: dict[str, Any]) -> list[dict]:
     if df is None or not len(df):
         return []
     # a value the reader could not read is null: -1 for signed fields, 0 for unsigned ones
-    arrays = {k: col(df, k, dt, 0 if dt is np.uint64 else -1) for k, dt in cols.items() if k in df.columns}
+    arrays = {k: column(df, k, dt, 0 if dt is np.uint64 else -1) for k, dt in cols.items() if k in df.columns}
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else np.array([""] * len(df))
     comm = df["comm"].astype(str).to_numpy() if "comm" in df.columns else np.array([""] * len(df))
     out = []

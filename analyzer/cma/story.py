@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..kernels import ISOLATE, mt_name
-from ..model.query import col
+from .calls import column
 
 MISMATCH = ("S6", "S1", "S1a", "S1b", "S2", "S3")
 _FREES = ("mm_page_free", "mm_page_free_batched")
@@ -75,9 +75,9 @@ def _cols(df: pd.DataFrame | None, names: tuple[str, ...]) -> dict[str, np.ndarr
     for name in names:
         if df is not None and name in df.columns:
             if name in ("pfn", "gfp_flags"):
-                out[name] = col(df, name, np.uint64, 0).view(np.int64)
+                out[name] = column(df, name, np.uint64, 0).view(np.int64)
             else:
-                out[name] = col(df, name, np.int64, 0)
+                out[name] = column(df, name, np.int64, 0)
         else:
             out[name] = np.zeros(n, np.int64)
     return out
@@ -125,17 +125,17 @@ def _pcp_stay(ix: PageIndex, pfn: int, at_seq: int) -> dict | None:
     r = ix.res
     if r is None or not len(r):
         return None
-    p, o = col(r, "pfn", np.int64, -1), np.minimum(col(r, "order", np.int64, 0), 40)
-    es, ls = col(r, "enter_seq", np.int64, -1), col(r, "leave_seq", np.int64, -1)
+    p, o = column(r, "pfn", np.int64, -1), np.minimum(column(r, "order", np.int64, 0), 40)
+    es, ls = column(r, "enter_seq", np.int64, -1), column(r, "leave_seq", np.int64, -1)
     m = (p <= pfn) & (pfn < p + (np.int64(1) << o)) & (es < at_seq) & ((ls < 0) | (ls > at_seq))
     idx = np.flatnonzero(m)
     if not len(idx):
         return None
     i = int(idx[-1])
-    return {"cpu": int(col(r, "cpu", np.int64, -1)[i]), "enter_seq": int(es[i]),
-            "block_mt_enter": mt_name(int(col(r, "block_mt_enter", np.int64, -1)[i])),
-            "enter_ts": int(col(r, "enter_ts", np.int64, 0)[i]), "enter_kind": str(r["enter_kind"].iloc[i]),
-            "cached_mt": mt_name(int(col(r, "cached_mt", np.int64, -1)[i]))}
+    return {"cpu": int(column(r, "cpu", np.int64, -1)[i]), "enter_seq": int(es[i]),
+            "block_mt_enter": mt_name(int(column(r, "block_mt_enter", np.int64, -1)[i])),
+            "enter_ts": int(column(r, "enter_ts", np.int64, 0)[i]), "enter_kind": str(r["enter_kind"].iloc[i]),
+            "cached_mt": mt_name(int(column(r, "cached_mt", np.int64, -1)[i]))}
 
 
 def _findings(ix: PageIndex, head: int, order: int, since_seq: int, test_seq: int) -> list[dict]:
@@ -145,8 +145,8 @@ def _findings(ix: PageIndex, head: int, order: int, since_seq: int, test_seq: in
     if f is None or not len(f):
         return []
     n = 1 << max(0, min(int(order), 40))
-    fp = col(f, "pfn", np.uint64, 0).astype(np.int64)
-    fs = col(f, "seq", np.int64, -1)
+    fp = column(f, "pfn", np.uint64, 0).astype(np.int64)
+    fs = column(f, "seq", np.int64, -1)
     m = (fp >= head) & (fp < head + n) & (fs >= since_seq) & (fs <= test_seq)
     out = []
     for i in np.flatnonzero(m):

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import ISOLATE
-from ..model.query import col
-from .calls import Attempt, Call
+from .calls import Attempt, Call, column
 
 KPROBE_TYPE = ("flags", "mt", "migratetype")
 
@@ -30,12 +29,12 @@ class IsolateWrites:
             field = next((f for f in KPROBE_TYPE if f in df.columns), None)
             if field is None:
                 continue
-            ok = (col(df, field, np.int64, -1) & 7) == ISOLATE
+            ok = (column(df, field, np.int64, -1) & 7) == ISOLATE
             if "mask" in df.columns:
-                ok &= col(df, "mask", np.int64, 0) == 7
-            pfn.append(col(df, "pfn", np.uint64, 0).view(np.int64)[ok])
-            seq.append(col(df, "seq", np.int64, -1)[ok])
-            ts.append(col(df, "ts", np.int64, 0)[ok])
+                ok &= column(df, "mask", np.int64, 0) == 7
+            pfn.append(column(df, "pfn", np.uint64, 0).view(np.int64)[ok])
+            seq.append(column(df, "seq", np.int64, -1)[ok])
+            ts.append(column(df, "ts", np.int64, 0)[ok])
         self.pfn = np.concatenate(pfn) if pfn else np.zeros(0, np.int64)
         self.seq = np.concatenate(seq) if seq else np.zeros(0, np.int64)
         self.ts = np.concatenate(ts) if ts else np.zeros(0, np.int64)
