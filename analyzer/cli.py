@@ -26,6 +26,7 @@ EXIT_INTERNAL = 4
 COMMAND_MODULES = [
     "analyzer.readers.commands",     # events, convert
     "analyzer.commands",             # analyze, history
+    "analyzer.cma.commands",         # cma
     "analyzer.report.commands",      # plot, report
     "collectors.commands",           # collect
     "harness.cli",                   # regress

@@ -78,6 +78,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.limit and len(h) > args.limit:
         out.write(f"... {len(h) - args.limit} more steps (--limit 0 shows all)\n")
     if args.pfn is not None:
+        from .cma import blocked_by
+        for line in blocked_by(a, args.pfn):
+            out.write(line + "\n")
         story = a.narrative(args.pfn)
         if story:
             shown = story if not args.limit else story[:args.limit]

@@ -17,8 +17,11 @@ from ..atomic import atomic_dir, atomic_file
 
 
 def write_json(a, dest: str) -> None:
-    """Summary + all finding rows + block history; dest "-" means stdout."""
-    text = json.dumps(a.summary(with_rows=True), indent=1, sort_keys=False) + "\n"
+    """Summary + all finding rows + block history + the CMA allocations; dest "-" means stdout."""
+    from ..cma import explain
+    doc = a.summary(with_rows=True)
+    doc["cma"] = explain(a)
+    text = json.dumps(doc, indent=1, sort_keys=False) + "\n"
     if dest == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

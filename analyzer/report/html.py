@@ -490,10 +490,13 @@ def render_report(analysis: Any, *, title: str | None = None, source: str | None
     kr = getattr(analysis.meta, "kernel_release", None) or "unknown kernel"
     title = title or f"mtaudit report — {kr}"
     sub = _generated() + (f" from {source}" if source else "")
+    from ..cma.html import section as section_cma
+    cma = section_cma(analysis)
     body = (section_summary(analysis, detectors_here=False) + section_metadata(analysis) + section_plots(analysis, render_plots(analysis, opts))
-            + section_behaviour(analysis) + section_findings(analysis, top) + section_consistency(analysis))
+            + section_behaviour(analysis) + section_findings(analysis, top) + cma + section_consistency(analysis))
     nav = [("summary", "Summary"), ("metadata", "Capture"), ("timeline", "Timeline"), ("counts", "Block counts"),
-           ("behaviour", "Detectors"), ("findings", "Findings"), ("consistency", "Consistency")]
+           ("behaviour", "Detectors"), ("findings", "Findings")] + ([("cma", "CMA")] if cma else []) + [
+           ("consistency", "Consistency")]
     return _page(title, sub, nav, body)
 
 
