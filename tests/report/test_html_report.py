@@ -76,7 +76,7 @@ def test_report_has_every_section(synth_html):
 def test_report_is_self_contained_and_escaped(synth_html):
     c = _parse(synth_html)
     assert c.scripts == 0
-    assert len(c.srcs) == 2
+    assert len(c.srcs) == 2 + ("cma" in c.ids)     # timeline, counts (+ the CMA latency plot)
     for src in c.srcs:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1])

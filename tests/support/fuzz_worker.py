@@ -359,6 +359,8 @@ def run_table_spec(spec: dict) -> None:
     json.dumps(a.summary(with_rows=len(a.blocks) < 100_000), default=str)   # rows: what --json writes
     from analyzer.cma import explain
     json.dumps(explain(a))                                                  # and its "cma" key
+    from analyzer.cma import explain
+    json.dumps(explain(a))                                                  # and its "cma" key
     render(a, Console(file=io.StringIO(), width=80), explain=True)
     hp = spec["history_pfn"]
     a.history(pfn=hp if hp < (1 << 63) else hp & ((1 << 52) - 1))

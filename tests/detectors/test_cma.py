@@ -17,7 +17,7 @@ from analyzer.cli import main
 from analyzer.cma import explain
 from analyzer.model.synthetic import SyntheticTrace, synthetic_meta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLES = os.path.join(ROOT, "fixtures", "bundles")
 REVERT = os.path.join(BUNDLES, "src-6.1-x86_64-cma-race-revert")
 B612 = os.path.join(BUNDLES, "debian-6.12-arm64-cma-churn")
