@@ -304,30 +304,31 @@ class PerfData(Trace):
         return (np.array(c_tid, np.int64), np.array(c_time, np.int64), np.array(c_ord, np.int64),
                 np.array(c_name, np.int64)), names
 
-    def _comm_codes(self, rows: np.ndarray, tids: np.ndarray) -> pa.Array:
-        """comm of the samples at global seq positions `rows` with tids `tids`."""
+    def _comm_all(self) -> None:
+        """comm code of every sample (in seq order) and the name table, computed once for all events."""
         (c_tid, _, _, c_name), names = self._changes
         n = len(self._order)
+        tids = self._tid_all[self._order].astype(np.int64)
+        rows = np.arange(n, dtype=np.int64)
         if len(c_tid):
             key = c_tid * (n + 1) + self._chg_pos
             o = np.argsort(key, kind="stable")
             ks, ns_ = key[o], c_name[o]
-            skey = tids.astype(np.int64) * (n + 1) + rows
-            j = np.searchsorted(ks, skey, side="right") - 1
-            ok = j >= 0
+            j = np.searchsorted(ks, tids * (n + 1) + rows, side="right") - 1
             jj = np.maximum(j, 0)
-            ok &= (ks[jj] // (n + 1)) == tids
+            ok = (j >= 0) & ((ks[jj] // (n + 1)) == tids)
             code = np.where(ok, ns_[jj], -1)
         else:
-            code = np.full(len(rows), -1, np.int64)
+            code = np.full(n, -1, np.int64)
         miss = code < 0
         out_names = list(names)
-        if miss.any():
+        if miss.any():            # threads perf never saw a COMM for: ":tid"
             ut, inv = np.unique(tids[miss], return_inverse=True)
             base = len(out_names)
             out_names += [f":{int(t)}" for t in ut.tolist()]
             code[miss] = base + inv
-        return pa.array(out_names, pa.string()).take(pa.array(code.astype(np.int32)))
+        self._comm_code = code.astype(np.int32)
+        self._comm_names = pa.array(out_names, pa.string())
 
     def _change_positions(self) -> None:
         """For every comm change: how many samples precede it in perf's order (its seq position)."""
@@ -415,6 +416,8 @@ class PerfData(Trace):
     def _decode_all(self) -> None:
         self._changes = self._comm_changes()
         self._change_positions()
+        self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
+        self._comm_all()
         order = self._order
         a_sorted = self._a_all[order]
         self._tables = {}
@@ -455,7 +458,7 @@ class PerfData(Trace):
                                    f"{ev.full_name} raw data of {int(rawlen[i])} bytes is shorter than its format "
                                    f"({need} bytes)")
         arrays = {"seq": pa.array(rows.astype(np.int64)), "ts": pa.array(ts), "cpu": pa.array(cpu),
-                  "pid": pa.array(tid), "comm": self._comm_codes(rows.astype(np.int64), tid)}
+                  "pid": pa.array(tid), "comm": self._comm_names.take(pa.array(self._comm_code[rows]))}
         taken = set(arrays)
         for f in ev.fields:
             name = tf.column_name(f, taken)
@@ -463,15 +466,36 @@ class PerfData(Trace):
             if len(parts) == 1:
                 k, sel = parts[0]
                 buf = np.frombuffer(self._segs[k].buf, np.uint8)
-                col = tf.column(buf, raw, rawlen, f, False, self.path, self._segs[k].name, 0)
+                col = _gather(buf, raw + f.offset, f.size, f.signed) if kind == "int" else \
+                    tf.column(buf, raw, rawlen, f, False, self.path, self._segs[k].name, 0)
                 arrays[name] = pa.array(col) if kind == "int" else col
                 continue
             pieces, poss = [], []
             for k, sel in parts:
                 buf = np.frombuffer(self._segs[k].buf, np.uint8)
-                col = tf.column(buf, raw[sel], rawlen[sel], f, False, self.path, self._segs[k].name, 0)
+                col = _gather(buf, raw[sel] + f.offset, f.size, f.signed) if kind == "int" else \
+                    tf.column(buf, raw[sel], rawlen[sel], f, False, self.path, self._segs[k].name, 0)
                 pieces.append(pa.array(col) if kind == "int" else col)
                 poss.append(sel)
             pos = np.concatenate(poss)
             arrays[name] = pa.concat_arrays(pieces).take(pa.array(np.argsort(pos, kind="stable")))
         return pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
+
+
+def _gather(b: np.ndarray, at: np.ndarray, size: int, signed: bool) -> np.ndarray:
+    """Little-endian ints at byte offsets `at` (bounds checked by the caller).
+
+    RAW payloads start 4 bytes into an 8-aligned record, so 8-byte fields are 4-aligned:
+    two u32 gathers instead of a byte-matrix gather (5x faster).
+    """
+    dt = np.dtype(f"<{'i' if signed else 'u'}{size}")
+    if size == 1:
+        return b[at].view(dt)
+    if len(at) and not np.any(at & 3):
+        w = b[:len(b) // 4 * 4].view("<u4")
+        i = at >> 2
+        if size == 4:
+            return w[i].view(dt)
+        if size == 8:
+            return (w[i].astype(np.uint64) | (w[i + 1].astype(np.uint64) << np.uint64(32))).view(dt)
+    return tf.gather_int(b, at, size, signed, False)
