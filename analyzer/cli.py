@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "analyzer.commands",             # analyze, history
     "analyzer.report.commands",      # plot, report
     "collectors.commands",           # collect, regress
+    "collectors.record.commands",    # record
     "benchmarks.commands",           # bench
 ]
 
