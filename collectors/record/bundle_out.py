@@ -36,7 +36,7 @@ def lost_from_perf(path: Path) -> tuple[dict[str, int], dict]:
     """Per CPU ("cpuN"): lost samples in perf.data (the kernel's counters when perf stored them)."""
     from analyzer.readers.perfdata import PerfData
     t = PerfData(str(path))
-    out: dict[str, int] = {}
+    out: dict[str, int] = {f"cpu{c}": 0 for c in range(t.meta.cpus or 0)}
     for row in t.lost.to_pylist():
         key = f"cpu{row['cpu']}" if row["cpu"] >= 0 else "cpu?"
         out[key] = out.get(key, 0) + max(0, int(row["count"]))
