@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 
 from ..errors import ToolMissingError
 
@@ -31,15 +32,23 @@ def start(out_path: str, events: list[str], buffer_mb: int, log_fd: int) -> subp
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, start_new_session=True)
 
 
-def stop(p: subprocess.Popen, timeout: float = 60.0) -> int:
-    """SIGINT (perf finishes the file), then wait; SIGKILL only if it hangs."""
-    if p.poll() is None:
-        try:
-            p.send_signal(signal.SIGINT)
-        except ProcessLookupError:
-            pass
+def stop(p: subprocess.Popen, timeout: float = 60.0) -> tuple[int, float]:
+    """SIGINT (perf finishes the file), then wait; SIGKILL only if it hangs.
+
+    Returns (exit status, CPU seconds perf used, from its rusage: the recorder's cost)."""
+    if p.poll() is not None:
+        return p.returncode, 0.0
     try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
+        p.send_signal(signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return p.returncode, ru.ru_utime + ru.ru_stime
+        if time.monotonic() > deadline:
+            p.kill()
+            deadline = time.monotonic() + 30
+        time.sleep(0.05)

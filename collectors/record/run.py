@@ -208,8 +208,8 @@ def record(o: Options, say) -> tuple[Path, dict]:
         finally:
             _stop_group(work)
             if perf_p is not None:
-                prc = perfrec.stop(perf_p)
-                info["perf_exit"] = prc
+                prc, perf_cpu = perfrec.stop(perf_p)
+                info["perf_exit"], info["perf_cpu_s"] = prc, round(perf_cpu, 3)
             if o.backend == "tracefs" and sess.instance:
                 try:
                     sess.tracing_on(False)
@@ -234,7 +234,9 @@ def record(o: Options, say) -> tuple[Path, dict]:
             note(f"warning: {p}")
         info["end"] = snapshots.take(dfd, "end")
         info["recording_s"] = round(t_off - t_on, 3) if t_on else 0.0
-        info["recorder_cpu_s"] = round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 3)
+        # the recorder's own CPU time (its reader threads included), plus perf's for that backend
+        info["recorder_cpu_s"] = round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+                                       + info.get("perf_cpu_s", 0.0), 3)
         info["restore_problems"] = restore_problems
         failure = None
         if o.backend == "tracefs":
