@@ -24,8 +24,8 @@ from collectors.record.tracing import find_tracefs, global_state, in_use
 pytestmark = pytest.mark.live
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 MTAUDIT = [sys.executable, "-c", "import sys; from analyzer.cli import main; sys.exit(main())"]
-WORKLOAD = ["sh", "-c", "for i in 1 2; do dd if=/dev/zero of=$0/dd.tmp bs=1M count=64 2>/dev/null; "
-            "rm -f $0/dd.tmp; done; ls -R /usr/lib > /dev/null"]
+WORKLOAD = ["sh", "-c", ("for i in 1 2; do dd if=/dev/zero of=$0/dd.tmp bs=1M count=64 2>/dev/null; "
+                         "rm -f $0/dd.tmp; done; ls -R /usr/lib > /dev/null")]
 
 
 def _need_root_tracefs():
@@ -79,7 +79,9 @@ def test_tracefs_backend(tmp_path):
     # lost events: the kernel's ring-buffer counters (end - start) per CPU
     def counters(name):
         cur, res = None, {}
-        for line in open(os.path.join(path, name)):
+        with open(os.path.join(path, name)) as f:
+            lines = f.read().splitlines()
+        for line in lines:
             if line.startswith("== "):
                 cur = "cpu" + line.rstrip().rsplit("cpu", 1)[1]
                 res[cur] = 0
@@ -92,8 +94,8 @@ def test_tracefs_backend(tmp_path):
     import analyzer
     t = analyzer.load(os.path.join(path, "trace.dat"))
     total = sum(t.events().values())
-    read = sum(int(line.split(":")[1]) for line in open(os.path.join(path, "stats-end.txt"))
-               if line.startswith("read events"))
+    with open(os.path.join(path, "stats-end.txt")) as f:
+        read = sum(int(line.split(":")[1]) for line in f if line.startswith("read events"))
     assert total == read > 1000
     if shutil.which("trace-cmd"):
         rep = subprocess.run(["trace-cmd", "report", "-i", os.path.join(path, "trace.dat")], capture_output=True,
