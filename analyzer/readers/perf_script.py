@@ -40,7 +40,7 @@ class PerfScript(TextTrace):
     FAST_RE = FAST_RE
 
     def __init__(self, path: str):
-        self._summary: list[tuple[int, str, int]] = []    # (line, "chunks" | "percent", value)
+        self._summary: list[tuple[int, str, float]] = []    # (line, "chunks" | "percent", value)
         super().__init__(path)
         self.meta.extra["pid_tid_column"] = bool(self._groups["tid"].null_count < len(self._groups["tid"]))
         chunk_lines = sum(1 for m in self.markers if m.kind == "lost")

@@ -22,6 +22,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,7 @@ class _Segment:
     """One walked buffer: the data section / pipe stream, or the decompressed -z stream."""
 
     name: str
-    buf: object
+    buf: Any          # mmap or bytes
     base: int          # file offset of buf[0] (None-like -1 for decompressed data)
     w: pw.Walk
 
@@ -225,7 +226,7 @@ class PerfData(Trace):
         for k, s in enumerate(self._segs):
             w = s.w
             if len(h.attrs) == 1 or not len(w.s_id):
-                a = np.zeros(len(w.s_id), np.int64)
+                ai = np.zeros(len(w.s_id), np.int64)
             else:
                 j = np.searchsorted(ids_s, w.s_id)
                 jc = np.minimum(j, max(len(ids_s) - 1, 0))
@@ -234,10 +235,10 @@ class PerfData(Trace):
                     i = int(np.argmax(bad))
                     raise TraceFormatError(self.path, s.name, int(w.s_off[i]) if s.base >= 0 else None,
                                            f"sample with id {int(w.s_id[i])}, which no event attr has")
-                a = owner_s[jc]
+                ai = owner_s[jc]
             times.append(w.s_time)
-            attr_of.append(a)
-            segix.append(np.full(len(a), k, np.int8))
+            attr_of.append(ai)
+            segix.append(np.full(len(ai), k, np.int8))
         t_all = np.concatenate(times).view(np.int64) if times else np.zeros(0, np.int64)
         a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int64)
         is_tp = np.array([f is not None for f in fmt_of_attr], bool)
@@ -267,7 +268,7 @@ class PerfData(Trace):
         out.sort(key=lambda r: (r[0], r[1], r[2]))
         return out
 
-    def _comm_changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    def _comm_changes(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], list[str]]:
         """Replay COMM/FORK as perf's thread table does: (tid, time, ord, name index) per change."""
         cur: dict[int, str] = {}
         names: list[str] = []
@@ -287,8 +288,8 @@ class PerfData(Trace):
                 if size < 24:
                     continue
                 _pid, _ppid, tid, ptid = struct.unpack_from("<iiii", buf, off + 8)
-                name = cur.get(ptid)
-                if name is None:       # perf copies the parent's comm only when it was set
+                parent = cur.get(ptid)
+                if parent is None:     # perf copies the parent's comm only when it was set
                     cur.pop(tid, None)
                     name = f":{tid}"
                     ni = index.setdefault(name, len(names))
@@ -296,6 +297,7 @@ class PerfData(Trace):
                         names.append(name)
                     c_tid.append(tid); c_time.append(t); c_ord.append((k << 48) | off); c_name.append(ni)
                     continue
+                name = parent
             cur[tid] = name
             ni = index.setdefault(name, len(names))
             if ni == len(names):
@@ -405,6 +407,7 @@ class PerfData(Trace):
             raise UnknownEventError(f"{self.path}: no event {full_name!r} in this trace")
         if self._tables is None:
             self._decode_all()
+        assert self._tables is not None
         t = self._tables.get(full_name)
         if t is None:
             t = self._schema(self.formats()[full_name]).empty_table()

@@ -156,7 +156,7 @@ def _walk_python(buf, start: int, end: int, lay: Layout) -> Walk:
     o_off, o_type, o_size = off[~isS], typ[~isS], size[~isS]
     b = np.frombuffer(mv, np.uint8)
     n = len(s_off)
-    cols = [np.zeros(n, np.uint64), np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.zeros(n, np.uint64),
+    cols: list[np.ndarray] = [np.zeros(n, np.uint64), np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.zeros(n, np.uint64),
             np.full(n, -1, np.int32), np.full(n, -1, np.int64), np.zeros(n, np.int64)]
     if len(lay.ids) and n:        # per-event sample types, picked by each sample's leading IDENTIFIER
         short = s_size < 16

@@ -31,7 +31,7 @@ class CpuReader:
     data_off: int = 16
     pages: int = 0
     partial: int = 0
-    bytes: int = 0
+    nbytes: int = 0
     error: str | None = None
     cpu_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -61,7 +61,7 @@ class CpuReader:
             page = page + b"\0" * (self.page_size - len(page))
         os.write(self.out_fd, page)
         self.pages += 1
-        self.bytes += len(page)
+        self.nbytes += len(page)
 
     def _run(self) -> None:
         t0 = time.thread_time()

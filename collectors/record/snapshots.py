@@ -82,7 +82,7 @@ def take(dfd: int, when: str) -> dict:
     for name in ("meminfo", "buddyinfo"):
         write_new(dfd, f"{name}-{when}.txt", _read(PROC[name]))
     write_new(dfd, f"dmesg-{when}.txt", dmesg())
-    info = {"zoneinfo_pagetypeinfo_agree": agreed}
+    info: dict[str, object] = {"zoneinfo_pagetypeinfo_agree": agreed}
     if when == "start":
         write_new(dfd, "uname.txt", uname_a())
         write_new(dfd, "cmdline.txt", _read("/proc/cmdline"))
