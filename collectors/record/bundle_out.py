@@ -14,6 +14,8 @@ import platform
 import re
 from pathlib import Path
 
+from analyzer.errors import MtauditError
+
 from .. import bundle
 from . import snapshots
 
@@ -68,7 +70,10 @@ def finish(out: Path, dfd: int, o, info: dict, started: str, enabled: list[str],
         info["lost_source"] = "per_cpu/cpu*/stats: overrun + commit overrun + dropped events (end - start)"
     else:
         pd = out / "perf.data"
-        lost, extra = lost_from_perf(pd) if pd.exists() and pd.stat().st_size else ({}, {})
+        try:
+            lost, extra = lost_from_perf(pd) if pd.exists() and pd.stat().st_size else ({}, {})
+        except MtauditError as e:       # a perf.data cut short: the bundle says so
+            lost, extra = {}, {"perf_data_error": str(e)}
         info.update(extra)
         info["lost_source"] = "perf.data: PERF_RECORD_LOST, topped up to the kernel's LOST_SAMPLES counters"
     snapshots.write_new(dfd, "console.log", "\n".join(log) + "\n")

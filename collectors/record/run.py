@@ -167,6 +167,7 @@ def record(o: Options, say) -> tuple[Path, dict]:
     meta_bytes: bytes | None = None
     meta_error: str | None = None
     cpu0 = os.times()
+    error: Exception | None = None
     with _Interrupt() as intr:
         try:
             info["start"] = snapshots.take(dfd, "start")
@@ -205,6 +206,10 @@ def record(o: Options, say) -> tuple[Path, dict]:
                 note(f"workload pid {work.pid}: {' '.join(o.command)}")
             why, rc = _wait(o, work, intr, say)
             note(why)
+        except Exception as e:      # still restore, and still write a (failed) bundle
+            error = e
+            why = "failed"
+            note(f"error: {e}")
         finally:
             _stop_group(work)
             if perf_p is not None:
@@ -238,26 +243,30 @@ def record(o: Options, say) -> tuple[Path, dict]:
         info["recorder_cpu_s"] = round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
                                        + info.get("perf_cpu_s", 0.0), 3)
         info["restore_problems"] = restore_problems
-        failure = None
+        failure = f"{error}" if error is not None else None
         if o.backend == "tracefs":
             info["readers"] = [{"cpu": r.cpu, "pages": r.pages, "partial_pages": r.partial,
                                 "cpu_s": round(r.cpu_seconds, 3)} for r in readers]
             errs = [r.error for r in readers if r.error] + ([meta_error] if meta_error else [])
-            failure = "; ".join(errs) or None
+            failure = "; ".join(([failure] if failure else []) + errs) or None
             snapshots.write_new(dfd, "stats-start.txt", stats_start)
             snapshots.write_new(dfd, "stats-end.txt", stats_end)
             if readers and meta_bytes is not None:
                 tracedat_out.write(str(o.out / "trace.dat"), meta_bytes, raw_files, readers[0].page_size)
             elif failure is None:
                 failure = "no trace was recorded"
+            else:
+                failure += "; no trace.dat written"
             for name in raw_files:
                 os.unlink(name)
         else:
-            if info.get("perf_exit") not in (0, None) and not (o.out / "perf.data").exists():
-                failure = f"perf record exited {info.get('perf_exit')} (see perf-record.log)"
+            if failure is None and not (o.out / "perf.data").exists():
+                failure = f"perf record exited {info.get('perf_exit')} and wrote no perf.data (see perf-record.log)"
         manifest = bundle_out.finish(o.out, dfd, o, info, started, enabled, probes_used, sess, why, rc, failure,
                                      stats_start, stats_end, log)
         os.close(dfd)
+    if error is not None:
+        raise CollectError(f"{error} (failed bundle: {o.out})") from None
     return o.out, manifest
 
 
