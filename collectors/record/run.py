@@ -206,7 +206,7 @@ def record(o: Options, say) -> tuple[Path, dict]:
                 note(f"workload pid {work.pid}: {' '.join(o.command)}")
             why, rc = _wait(o, work, intr, say)
             note(why)
-        except Exception as e:      # still restore, and still write a (failed) bundle
+        except Exception as e:  # noqa: BLE001  (any failure: still restore, still write a failed bundle)
             error = e
             why = "failed"
             note(f"error: {e}")
