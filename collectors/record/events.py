@@ -13,12 +13,12 @@ import platform
 from dataclasses import dataclass
 
 from ..collect import EVENTS
+from ..errors import CollectError
+from ..qemu import machine_profile
 
-# fetch args of set_pfnblock_flags_mask(page, flags, pfn, mask) per architecture: the guest
-# /init and the machine profiles (qemu/machines/*.json) use the same registers
-_REGS = {"x86_64": "page=%di:x64 flags=%si:u64 pfn=%dx:x64 mask=%cx:u64",
-         "aarch64": "page=%x0:x64 flags=%x1:u64 pfn=%x2:x64 mask=%x3:u64",
-         "arm64": "page=%x0:x64 flags=%x1:u64 pfn=%x2:x64 mask=%x3:u64"}
+# machine profile (qemu/machines/NAME.json) of each `uname -m`: its kprobe_args are the fetch
+# args of set_pfnblock_flags_mask(page, flags, pfn, mask) that collect's guests use
+_PROFILE = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,11 @@ class Probe:
 
 def default_probes(machine: str | None = None) -> list[Probe]:
     """The ground-truth probe the guests use (pb/setmt on set_pfnblock_flags_mask, mask == 7)."""
-    regs = _REGS.get(machine or platform.machine())
+    name = _PROFILE.get(machine or platform.machine())
+    try:
+        regs = machine_profile(name)["kprobe_args"] if name else None
+    except (CollectError, KeyError):
+        regs = None
     return [Probe("pb", "setmt", "set_pfnblock_flags_mask", regs, "mask == 7")] if regs else []
 
 
