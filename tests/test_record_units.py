@@ -35,13 +35,13 @@ def _fake_tracefs(tmp: Path, src: TraceDat) -> tuple[str, str, list[str]]:
     (ev / "header_page").write_bytes(h.raw["header_page"])
     (ev / "header_event").write_bytes(h.raw["header_event"])
     for raw in h.raw["ftrace"]:
-        name = re.search(rb"^name:\s*(\S+)", raw, re.M).group(1).decode()
+        name = re.search(rb"^name:\s*(\S+)", raw, re.MULTILINE).group(1).decode()
         (ev / "ftrace" / name).mkdir(parents=True)
         (ev / "ftrace" / name / "format").write_bytes(raw)
     names = sorted(src.events())
     for system, formats in h.raw["events"]:
         for raw in formats:
-            name = re.search(rb"^name:\s*(\S+)", raw, re.M).group(1).decode()
+            name = re.search(rb"^name:\s*(\S+)", raw, re.MULTILINE).group(1).decode()
             if f"{system}:{name}" in names:
                 (ev / system / name).mkdir(parents=True)
                 (ev / system / name / "format").write_bytes(raw)
@@ -58,8 +58,7 @@ def test_writer_round_trips_real_pages(tmp_path):
         for cd in b.cpus:
             p = tmp_path / f"cpu{cd.cpu}.raw"
             with open(p, "wb") as f:
-                for block, _ in tp.iter_blocks(CAPTURE, src._mm, b, cd, src._dec, src.h.endian):
-                    f.write(block.tobytes())
+                f.writelines(block.tobytes() for block, _ in tp.iter_blocks(CAPTURE, src._mm, b, cd, src._dec, src.h.endian))
             raws.append(str(p))
     stats = {c: "entries: 0\noverrun: 0\n" for c in range(len(raws))}
     meta = tracedat_out.metadata(root, inst, names, src.h.page_size, len(raws), stats)
