@@ -33,7 +33,7 @@ def sniff(path: str) -> str:
     from . import textsniff
     kind = textsniff.sniff_text(head)
     if kind is None:
-        raise TraceFormatError(path, "file", 0, "not a trace.dat, perf.data, ftrace text, trace-cmd report or perf script file")
+        raise TraceFormatError(path, "file", 0, "not a trace.dat, ftrace text, trace-cmd report, perf script or perf.data file")
     return kind
 
 
