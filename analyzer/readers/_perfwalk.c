@@ -238,8 +238,114 @@ done:
     return res;
 }
 
+
+/* fill(buf, raw i64, rawlen i64, time u64, cpu i32, tid i32, attr i32, order i64, groups)
+ *   -> counts i64[len(groups)]
+ * One pass over the samples in seq order (`order` = sample indices): sample order[k] of
+ * attr a goes to the next row r of groups[a] = (seq i64, ts i64, cpu i32, tid i32, idx i64 or
+ * None, need, [(field offset, size, out array of that item size)]): seq[r] = k, idx[r] = the
+ * sample index (for the fields decoded in Python: strings, arrays), and every
+ * numeric field is copied from its RAW payload.  groups[a] None = not a tracepoint: skipped.
+ * Errors: a RAW payload shorter than `need` ("... @<sample index>"). */
+typedef struct { int64_t *seq, *ts, *raw; int32_t *cpu, *tid; Py_ssize_t need, nf, cap, rows;
+                 Py_ssize_t *foff, *fsz; char **fout; } grp_t;
+
+static int arr_of(PyObject *o, int type, Py_ssize_t n, void **p)
+{
+    if (!PyArray_Check(o) || PyArray_TYPE((PyArrayObject *)o) != type || PyArray_NDIM((PyArrayObject *)o) != 1 ||
+        !PyArray_ISCARRAY((PyArrayObject *)o) || PyArray_DIM((PyArrayObject *)o, 0) < n) {
+        PyErr_SetString(PyExc_ValueError, "fill: bad array argument @0");
+        return -1;
+    }
+    *p = PyArray_DATA((PyArrayObject *)o);
+    return 0;
+}
+
+static PyObject *py_fill(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *oraw, *olen, *otime, *ocpu, *otid, *oattr, *oorder, *groups;
+    if (!PyArg_ParseTuple(args, "y*OOOOOOOO!", &buf, &oraw, &olen, &otime, &ocpu, &otid, &oattr, &oorder,
+                          &PyList_Type, &groups))
+        return NULL;
+    PyObject *res = NULL;
+    grp_t *g = NULL;
+    Py_ssize_t ng = PyList_GET_SIZE(groups), n = 0;
+    int64_t *raw, *rlen, *order; uint64_t *tm; int32_t *cpu, *tid, *attr;
+    if (!PyArray_Check(oorder)) { PyErr_SetString(PyExc_ValueError, "fill: order @0"); goto done; }
+    n = PyArray_SIZE((PyArrayObject *)oorder);
+    Py_ssize_t ns = PyArray_Check(oraw) ? PyArray_SIZE((PyArrayObject *)oraw) : 0;
+    if (arr_of(oraw, NPY_INT64, ns, (void **)&raw) || arr_of(olen, NPY_INT64, ns, (void **)&rlen) ||
+        arr_of(otime, NPY_UINT64, ns, (void **)&tm) || arr_of(ocpu, NPY_INT32, ns, (void **)&cpu) ||
+        arr_of(otid, NPY_INT32, ns, (void **)&tid) || arr_of(oattr, NPY_INT32, ns, (void **)&attr) ||
+        arr_of(oorder, NPY_INT64, n, (void **)&order))
+        goto done;
+    g = PyMem_Calloc(ng ? ng : 1, sizeof(grp_t));
+    if (!g) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t a = 0; a < ng; a++) {
+        PyObject *t = PyList_GET_ITEM(groups, a);
+        if (t == Py_None) continue;
+        PyObject *s, *ts_, *c, *ti, *rw, *fl;
+        Py_ssize_t need;
+        if (!PyArg_ParseTuple(t, "OOOOOnO!", &s, &ts_, &c, &ti, &rw, &need, &PyList_Type, &fl)) goto done;
+        Py_ssize_t cap = PyArray_Check(s) ? PyArray_SIZE((PyArrayObject *)s) : -1;
+        if (cap < 0 || arr_of(s, NPY_INT64, cap, (void **)&g[a].seq) || arr_of(ts_, NPY_INT64, cap, (void **)&g[a].ts) ||
+            arr_of(c, NPY_INT32, cap, (void **)&g[a].cpu) || arr_of(ti, NPY_INT32, cap, (void **)&g[a].tid))
+            goto done;
+        if (rw != Py_None && arr_of(rw, NPY_INT64, cap, (void **)&g[a].raw)) goto done;
+        g[a].cap = cap; g[a].need = need; g[a].nf = PyList_GET_SIZE(fl);
+        g[a].foff = PyMem_Calloc(g[a].nf + 1, sizeof(Py_ssize_t));
+        g[a].fsz = PyMem_Calloc(g[a].nf + 1, sizeof(Py_ssize_t));
+        g[a].fout = PyMem_Calloc(g[a].nf + 1, sizeof(char *));
+        if (!g[a].foff || !g[a].fsz || !g[a].fout) { PyErr_NoMemory(); goto done; }
+        for (Py_ssize_t f = 0; f < g[a].nf; f++) {
+            PyObject *o;
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(fl, f), "nnO", &g[a].foff[f], &g[a].fsz[f], &o)) goto done;
+            Py_ssize_t sz = g[a].fsz[f];
+            if (!(sz == 1 || sz == 2 || sz == 4 || sz == 8) || g[a].foff[f] < 0 || g[a].foff[f] + sz > need ||
+                !PyArray_Check(o) || PyArray_ITEMSIZE((PyArrayObject *)o) != sz || PyArray_NDIM((PyArrayObject *)o) != 1 ||
+                !PyArray_ISCARRAY((PyArrayObject *)o) || PyArray_DIM((PyArrayObject *)o, 0) < cap) {
+                PyErr_SetString(PyExc_ValueError, "fill: bad field spec @0");
+                goto done;
+            }
+            g[a].fout[f] = PyArray_DATA((PyArrayObject *)o);
+        }
+    }
+    const char *err = NULL;
+    Py_ssize_t at = 0;
+    const uint8_t *b = buf.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = order[k];
+        if (i < 0 || i >= ns) { err = "sample index out of range"; at = k; break; }
+        int32_t a = attr[i];
+        if (a < 0 || a >= ng) { err = "attr index out of range"; at = i; break; }
+        grp_t *G = &g[a];
+        if (!G->seq) continue;
+        if (G->rows >= G->cap) { err = "more samples than the table has rows"; at = i; break; }
+        int64_t ro = raw[i];
+        if (rlen[i] < G->need || ro < 0 || ro + G->need > buf.len) { err = "raw data shorter than its format"; at = i; break; }
+        Py_ssize_t r = G->rows++;
+        G->seq[r] = k; G->ts[r] = (int64_t)tm[i]; G->cpu[r] = cpu[i]; G->tid[r] = tid[i];
+        if (G->raw) G->raw[r] = i;
+        for (Py_ssize_t f = 0; f < G->nf; f++)
+            memcpy(G->fout[f] + r * G->fsz[f], b + ro + G->foff[f], (size_t)G->fsz[f]);
+    }
+    Py_END_ALLOW_THREADS
+    if (err) { PyErr_Format(PyExc_ValueError, "%s @%zd", err, at); goto done; }
+    npy_intp dn = ng;
+    res = PyArray_SimpleNew(1, &dn, NPY_INT64);
+    if (res) for (Py_ssize_t a = 0; a < ng; a++) ((int64_t *)PyArray_DATA((PyArrayObject *)res))[a] = g[a].rows;
+done:
+    if (g) for (Py_ssize_t a = 0; a < ng; a++) { PyMem_Free(g[a].foff); PyMem_Free(g[a].fsz); PyMem_Free(g[a].fout); }
+    PyMem_Free(g);
+    PyBuffer_Release(&buf);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
+    {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_perfwalk", NULL, -1, methods};

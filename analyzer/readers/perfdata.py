@@ -421,9 +421,11 @@ class PerfData(Trace):
         self._change_positions()
         self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
         self._comm_all()
+        self._tables = {}
+        if self._decode_c():
+            return
         order = self._order
         a_sorted = self._a_all[order]
-        self._tables = {}
         by_name: dict[str, list[int]] = {}
         for i, f in enumerate(self._fmt_of_attr):
             if f is not None:
@@ -433,6 +435,66 @@ class PerfData(Trace):
             rows = np.flatnonzero(m)
             if len(rows):
                 self._tables[name] = self._table_of(self.formats()[name], rows, order[rows])
+
+    def _decode_c(self) -> bool:
+        """All tables in one compiled pass over the samples in seq order (see _perfwalk.c fill).
+
+        Used when the samples sit in one buffer and every event has one attr (what perf
+        record writes); otherwise the numpy gathers of _table_of do the same."""
+        with_samples = [k for k, sg in enumerate(self._segs) if len(sg.w.s_off)]
+        names = [f.full_name for f in self._fmt_of_attr if f is not None]
+        cw = pw._cwalk
+        if cw is None or not self._compiled or len(with_samples) != 1 or len(names) != len(set(names)):
+            return False
+        sg = self._segs[with_samples[0]]
+        w = sg.w
+        cnt = np.bincount(self._a_all, minlength=len(self._fmt_of_attr))
+        groups: list = []
+        made: list[tuple[int, EventFormat, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        for a, ev in enumerate(self._fmt_of_attr):
+            if ev is None or not cnt[a]:
+                groups.append(None)
+                continue
+            n = int(cnt[a])
+            kinds = {f.name: tf.field_kind(f) for f in ev.fields}
+            need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
+            n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
+            cols: dict[str, np.ndarray] = {"seq": np.empty(n, np.int64), "ts": np.empty(n, np.int64),
+                                           "cpu": np.empty(n, np.int32), "pid": np.empty(n, np.int32),
+                                           "idx": np.empty(n_idx, np.int64)}
+            nums = {f.name: np.empty(n, np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
+                    for f in ev.fields if kinds[f.name] == "int"}
+            groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["idx"] if len(cols["idx"]) else None,
+                           need,
+                           [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums]))
+            made.append((a, ev, cols, nums))
+        try:
+            got = cw.fill(sg.buf, w.s_raw, w.s_rawlen, w.s_time, w.s_cpu, w.s_tid,
+                                 self._a_all.astype(np.int32), self._order, groups)
+        except ValueError as e:
+            msg, _, at = str(e).rpartition(" @")
+            i = int(at) if at.isdigit() else 0
+            raise TraceFormatError(self.path, sg.name, int(w.s_off[i]) if sg.base >= 0 and i < len(w.s_off) else None,
+                                   f"sample: {msg}") from None
+        buf = np.frombuffer(sg.buf, np.uint8)
+        assert self._tables is not None
+        for a, ev, cols, nums in made:
+            if int(got[a]) != int(cnt[a]):
+                raise TraceFormatError(self.path, sg.name, None, "sample count changed during the decode")
+            schema = self._schema(ev)
+            arrays = {"seq": pa.array(cols["seq"]), "ts": pa.array(cols["ts"]), "cpu": pa.array(cols["cpu"]),
+                      "pid": pa.array(cols["pid"]),
+                      "comm": self._comm_names.take(pa.array(self._comm_code[cols["seq"]]))}
+            taken = set(arrays)
+            for f in ev.fields:
+                name = tf.column_name(f, taken)
+                if f.name in nums:
+                    arrays[name] = pa.array(nums[f.name])
+                else:
+                    ix = cols["idx"]
+                    arrays[name] = tf.column(buf, w.s_raw[ix], w.s_rawlen[ix], f, False, self.path, sg.name, 0)
+            self._tables[ev.full_name] = pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
+        return True
 
     def _table_of(self, ev: EventFormat, rows: np.ndarray, idx: np.ndarray) -> pa.Table:
         """Table of one event: `rows` = seq positions, `idx` = global sample indices (both in seq order)."""
