@@ -312,16 +312,34 @@ class PerfData(Trace):
         n = len(self._order)
         tids = self._tid_all[self._order].astype(np.int64)
         rows = np.arange(n, dtype=np.int64)
+        code = np.full(n, -1, np.int64)
         if len(c_tid):
-            key = c_tid * (n + 1) + self._chg_pos
-            o = np.argsort(key, kind="stable")
-            ks, ns_ = key[o], c_name[o]
-            j = np.searchsorted(ks, tids * (n + 1) + rows, side="right") - 1
-            jj = np.maximum(j, 0)
-            ok = (j >= 0) & ((ks[jj] // (n + 1)) == tids)
-            code = np.where(ok, ns_[jj], -1)
-        else:
-            code = np.full(n, -1, np.int64)
+            pos = self._chg_pos
+            general = np.ones(n, bool)
+            lo = int(min(tids.min(initial=0), c_tid.min()))
+            hi = int(max(tids.max(initial=0), c_tid.max()))
+            if hi - lo < (1 << 23):
+                # most threads change comm once (a synthesized COMM, or FORK then exec): a lookup table
+                uniq, first, count = np.unique(c_tid, return_index=True, return_counts=True)
+                one = count == 1
+                code_lut = np.full(hi - lo + 1, -1, np.int64)
+                pos_lut = np.full(hi - lo + 1, np.iinfo(np.int64).max, np.int64)
+                multi = np.zeros(hi - lo + 1, bool)
+                code_lut[uniq[one] - lo] = c_name[first[one]]
+                pos_lut[uniq[one] - lo] = pos[first[one]]
+                multi[uniq[~one] - lo] = True
+                ti = tids - lo
+                code = np.where(pos_lut[ti] <= rows, code_lut[ti], -1)
+                general = multi[ti]
+            if general.any():           # threads with several changes: the last one before each sample
+                key = c_tid * (n + 1) + pos
+                o = np.argsort(key, kind="stable")
+                ks, ns_ = key[o], c_name[o]
+                gt, gr = tids[general], rows[general]
+                j = np.searchsorted(ks, gt * (n + 1) + gr, side="right") - 1
+                jj = np.maximum(j, 0)
+                ok = (j >= 0) & ((ks[jj] // (n + 1)) == gt)
+                code[general] = np.where(ok, ns_[jj], -1)
         miss = code < 0
         out_names = list(names)
         if miss.any():            # threads perf never saw a COMM for: ":tid"
