@@ -315,30 +315,32 @@ class PerfData(Trace):
         code = np.full(n, -1, np.int64)
         if len(c_tid):
             pos = self._chg_pos
+            key = c_tid * (n + 1) + pos
+            o = np.argsort(key, kind="stable")
+            ks, ns_, kt = key[o], c_name[o], c_tid[o]
             general = np.ones(n, bool)
             lo = int(min(tids.min(initial=0), c_tid.min()))
             hi = int(max(tids.max(initial=0), c_tid.max()))
             if hi - lo < (1 << 23):
-                # most threads change comm once (a synthesized COMM, or FORK then exec): a lookup table
-                uniq, first, count = np.unique(c_tid, return_index=True, return_counts=True)
-                one = count == 1
+                # a sample after its thread's last comm change (most of them) takes that name from a
+                # lookup table; only samples between two changes of their thread need a search
+                last = np.r_[kt[1:] != kt[:-1], True]
+                first = np.r_[True, kt[1:] != kt[:-1]]
                 code_lut = np.full(hi - lo + 1, -1, np.int64)
                 pos_lut = np.full(hi - lo + 1, np.iinfo(np.int64).max, np.int64)
-                multi = np.zeros(hi - lo + 1, bool)
-                code_lut[uniq[one] - lo] = c_name[first[one]]
-                pos_lut[uniq[one] - lo] = pos[first[one]]
-                multi[uniq[~one] - lo] = True
+                first_lut = np.full(hi - lo + 1, np.iinfo(np.int64).max, np.int64)
+                code_lut[kt[last] - lo] = ns_[last]
+                pos_lut[kt[last] - lo] = ks[last] - kt[last] * (n + 1)
+                first_lut[kt[first] - lo] = ks[first] - kt[first] * (n + 1)
                 ti = tids - lo
-                code = np.where(pos_lut[ti] <= rows, code_lut[ti], -1)
-                general = multi[ti]
-            if general.any():           # threads with several changes: the last one before each sample
-                key = c_tid * (n + 1) + pos
-                o = np.argsort(key, kind="stable")
-                ks, ns_ = key[o], c_name[o]
+                after_last = pos_lut[ti] <= rows
+                code = np.where(after_last, code_lut[ti], -1)
+                general = ~after_last & (first_lut[ti] <= rows)     # between the first and the last change
+            if general.any():
                 gt, gr = tids[general], rows[general]
                 j = np.searchsorted(ks, gt * (n + 1) + gr, side="right") - 1
                 jj = np.maximum(j, 0)
-                ok = (j >= 0) & ((ks[jj] // (n + 1)) == gt)
+                ok = (j >= 0) & (kt[jj] == gt)
                 code[general] = np.where(ok, ns_[jj], -1)
         miss = code < 0
         out_names = list(names)
