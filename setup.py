@@ -1,4 +1,5 @@
-"""Builds the optional C record walker (analyzer/readers/_walk.c) and pcp successor walk
+"""Builds the optional C record walkers (analyzer/readers/_walk.c for trace.dat,
+_perfwalk.c for perf.data) and the pcp successor walk
 (analyzer/model/_pair.c); metadata lives in pyproject.toml.
 
 Optional by default: without a compiler the install still succeeds and the reader / pcp
@@ -23,6 +24,13 @@ setup(
         Extension(
             "analyzer.readers._walk",
             ["analyzer/readers/_walk.c"],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O2"],
+            optional=not REQUIRED,
+        ),
+        Extension(   # perf.data record walk (analyzer/readers/perfdata_walk.py has the Python path)
+            "analyzer.readers._perfwalk",
+            ["analyzer/readers/_perfwalk.c"],
             include_dirs=[numpy.get_include()],
             extra_compile_args=["-O2"],
             optional=not REQUIRED,

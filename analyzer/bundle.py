@@ -29,6 +29,7 @@ from analyzer.readers.tracedat_header import MAGIC as TRACEDAT_MAGIC
 SCHEMA_VERSION = 1            # of manifest.json; a reader refuses any other (docs/contracts.md §1)
 
 TRACE = "trace.dat"
+PERF_TRACE = "perf.data"      # `mtaudit record --backend perf` keeps perf.data in place of trace.dat
 MANIFEST = "manifest.json"
 STATS = "stats-end.txt"
 # /proc snapshots and the like, read by the analyzer when present (all optional)

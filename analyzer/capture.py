@@ -318,8 +318,10 @@ def load_capture(path: str | os.PathLike, overrides: dict | None = None) -> tupl
     if os.path.isdir(path):
         kind, cdir = "directory", path
         tpath = os.path.join(path, TRACE)
+        if not os.path.exists(tpath) and os.path.exists(os.path.join(path, PERF_TRACE)):
+            tpath = os.path.join(path, PERF_TRACE)        # `mtaudit record --backend perf`
         if not os.path.exists(tpath):
-            raise CaptureError(f"{path}: capture directory has no trace.dat")
+            raise CaptureError(f"{path}: capture directory has no trace.dat or perf.data")
     elif path.endswith((".tar.zst", ".tzst")):
         tmpdir, cdir = _extract_archive(path)
         kind, tpath = "archive", os.path.join(cdir, TRACE)
@@ -486,6 +488,23 @@ def check_extents(meta: CaptureMeta) -> None:
                                f"more than the {MAX_SPAN_BLOCKS} the model handles: a broken zone/CMA record?")
 
 
+def _no_cma(meta: CaptureMeta) -> str | None:
+    """Why the capture certainly has no CMA area (a recorded live kernel), or None.
+
+    The manifest's kernel config says CONFIG_CMA is off, or the recorded boot log is complete
+    (it still holds the "Linux version" banner) and has no reservation line."""
+    cfg = ((meta.manifest or {}).get("kernel") or {}).get("config") or {}
+    if cfg.get("CONFIG_CMA") == "n":
+        return "none (kernel config: CONFIG_CMA is not set)"
+    for name in ("dmesg-start.txt", "dmesg-end.txt"):
+        p = meta.files.get(name)
+        if p and cfg.get("CONFIG_CMA") == "y":
+            text = _read_text(p)
+            if "Linux version" in text and "cma: Reserved" not in text:
+                return f"none (complete boot log {name} has no 'cma: Reserved' line)"
+    return None
+
+
 def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
     """Confirm area names with the cma_* events' pfns; derive extents when the boot log is missing."""
     import numpy as np
@@ -505,7 +524,9 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
             lo, hi = spans.get(n, (int(p), int(p + c)))
             spans[n] = (min(lo, int(p)), max(hi, int(p + c)))
     if not spans:
-        if not meta.cma_areas:
+        if not meta.cma_areas and _no_cma(meta):
+            meta.provenance["cma_areas"] = _no_cma(meta)
+        elif not meta.cma_areas:
             meta.unknowns.append("CMA areas unknown (no 'cma: Reserved' boot lines, no cma_* events with "
                                  "pfns): blocks are assumed non-CMA; pass --cma NAME:BASEPFN:COUNT")
         return

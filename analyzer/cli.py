@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "analyzer.report.commands",      # plot, report
     "collectors.commands",           # collect
     "harness.cli",                   # regress
+    "collectors.record.commands",    # record
     "benchmarks.commands",           # bench
 ]
 

@@ -12,6 +12,7 @@ import importlib
 
 BENCHMARKS = [
     ("ingest", "ingest", "trace.dat reader vs `trace-cmd report -R` (events/s, ratio, peak RSS)", "parser"),
+    ("perf", "perf", "perf.data reader vs `perf script > /dev/null` (CPU and wall time, ratio)", "parser"),
     ("build", "build", "build: kernel specs: cold build vs cache hit vs one-file-patch rebuild", "parser"),
     ("analyze", "analyze", "analyze() events/s vs trace-cmd report", "main"),
     ("model", "model", "pageblock model speed", "main"),

@@ -25,12 +25,13 @@ def test_extensions_in_use_match_the_environment():
     import os
 
     from analyzer.model import pcp, timeline
-    from analyzer.readers import tracedat_pages
-    mods = (pcp._cpair, timeline._cpair, tracedat_pages._cwalk)
+    from analyzer.readers import perfdata_walk, tracedat_pages
+    mods = (pcp._cpair, timeline._cpair, tracedat_pages._cwalk, perfdata_walk._cwalk)
     if os.environ.get("MTAUDIT_NO_CEXT"):
-        assert mods == (None, None, None)
+        assert mods == (None, None, None, None)
     elif cext.required():
         assert all(m is not None for m in mods)
-        assert {m.__name__ for m in mods} == {"analyzer.model._pair", "analyzer.readers._walk"}
+        assert {m.__name__ for m in mods} == {"analyzer.model._pair", "analyzer.readers._walk",
+                                              "analyzer.readers._perfwalk"}
     else:
         pytest.skip("neither MTAUDIT_REQUIRE_CEXT=1 nor MTAUDIT_NO_CEXT=1: either state is allowed")

@@ -13,7 +13,12 @@ what its freelists hold.  Wherever the capture has the /proc snapshots, check:
 
 Snapshots of a running system are not atomic: the counter-vs-freelist comparisons
 allow `TOLERANCE_PAGES` (measured on the shipped stock captures: at most 27 pages
-apart mid-run, 0 at start and end).  Nothing here depends on the trace.
+apart mid-run, 0 at start and end).  A live machine recorded long after boot moves far
+more pages between the read of zoneinfo and the read of pagetypeinfo: unless the recorder
+says it took the pair so that they agree (`mtaudit record` reads pagetypeinfo, zoneinfo,
+pagetypeinfo and retakes until the two pagetypeinfo reads are equal), such a snapshot
+is allowed `LIVE_FRACTION` of the zone's managed pages, at least two MAX_ORDER blocks.
+Nothing here depends on the trace.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ INFO = DetectorInfo(
     status_without_input="no snapshots",   # reads the capture's /proc snapshots, not events
 )
 TOLERANCE_PAGES = 256
+LIVE_FRACTION = 0.001
+LIVE_MIN_PAGES = 2048            # two order-10 (MAX_ORDER) blocks
 PAGE_KB = 4
 
 
@@ -89,8 +96,16 @@ def read_free_by_type(path: str) -> tuple[dict[tuple[str, str], int], bool]:
     return out, capped
 
 
-def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[str]]:
-    """(violations, snapshots checked).  Each violation: snapshot, what, counter, reference, text."""
+def _agreed(meta, tag: str) -> bool:
+    """The recorder took this snapshot's zoneinfo and pagetypeinfo so that they agree."""
+    rec = ((getattr(meta, "manifest", None) or {}).get("recorder") or {}).get(tag) or {}
+    return bool(rec.get("zoneinfo_pagetypeinfo_agree"))
+
+
+def check_capture(meta, tol: int = TOLERANCE_PAGES, live: bool = False) -> tuple[list[dict], list[str]]:
+    """(violations, snapshots checked).  Each violation: snapshot, what, counter, reference, text.
+
+    live: the capture was taken on a running system (see the module docstring)."""
     cdir = _capture_dir(meta)
     if cdir is None:
         return [], []
@@ -127,10 +142,12 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
                      f"{tag}: CmaFree {cnt} pages but the CMA freelists hold {lists} "
                      f"({cnt - lists:+d} pages)")
         zi = read_zoneinfo(zi_p) if zi_p and os.path.isfile(zi_p) else {}
+        loose = live and not _agreed(meta, tag)
         for z, v in zi.items():
             if not v.get("present"):
                 continue
             checked = True
+            ztol = max(tol, LIVE_MIN_PAGES, int(v.get("managed", 0) * LIVE_FRACTION)) if loose else tol
             if "managed" in v and v.get("nr_free_pages", 0) > v["managed"]:
                 viol(tag, "nr_free_pages<=managed", v["nr_free_pages"], v["managed"],
                      f"{tag} zone {z}: nr_free_pages {v['nr_free_pages']} > managed {v['managed']}")
@@ -140,12 +157,12 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
             if not free or capped:
                 continue
             lists = sum(n for (zz, t), n in free.items() if zz == z and t != "Isolate")
-            if "nr_free_pages" in v and abs(v["nr_free_pages"] - lists) > tol:
+            if "nr_free_pages" in v and abs(v["nr_free_pages"] - lists) > ztol:
                 viol(tag, "nr_free_pages=freelists", v["nr_free_pages"], lists,
                      f"{tag} zone {z}: nr_free_pages {v['nr_free_pages']} but its non-isolate freelists hold "
                      f"{lists} ({v['nr_free_pages'] - lists:+d} pages)")
             cma = sum(n for (zz, t), n in free.items() if zz == z and t == "CMA")
-            if "nr_free_cma" in v and abs(v["nr_free_cma"] - cma) > tol:
+            if "nr_free_cma" in v and abs(v["nr_free_cma"] - cma) > ztol:
                 viol(tag, "nr_free_cma=CMA freelists", v["nr_free_cma"], cma,
                      f"{tag} zone {z}: nr_free_cma {v['nr_free_cma']} but the CMA freelists hold {cma} "
                      f"({v['nr_free_cma'] - cma:+d} pages)")
@@ -155,8 +172,9 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES) -> tuple[list[dict], list[st
 
 
 def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+    from ..model.consistency import live_start
     meta = getattr(model, "meta", None)
-    bad, seen = check_capture(meta) if meta is not None else ([], [])
+    bad, seen = check_capture(meta, live=live_start(model, meta)) if meta is not None else ([], [])
     stats = dict(checked=len(seen), skipped_unknown=0)
     if not bad:
         out = empty_findings()

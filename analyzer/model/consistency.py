@@ -6,6 +6,14 @@ numbers per zone, the reconstruction (boot seed + traced retypes + isolation
 restore rules) missed nothing that changed the totals.  Blocks the model could
 not type are shown as their own column: they can explain a difference but not
 prove agreement.
+
+On a running system (a recording that starts long after boot) the blocks' types before
+the trace are unknown: only their per-type counts are (pagetypeinfo-start).  Blocks the
+trace never reveals then keep an assumed type, so a shortfall they cannot fill is not a
+missed retype but an unknown; the verdict is "unknown" (attrs["start_unknown"]) unless an
+evidenced count exceeds the kernel's, which no start state can explain.  The zone's block
+count is the kernel's own (pagetypeinfo counts online blocks; zone spans include holes
+and offline memory).
 """
 from __future__ import annotations
 
@@ -81,22 +89,24 @@ def check(model, meta) -> pd.DataFrame:
 
     attrs: available; exact (every count equal); passed (no evidenced count exceeds the
     kernel's and the unverified blocks, boot-seeded or unknown, are exactly enough to fill
-    every shortfall: some assignment of them reproduces the kernel's table);
-    unknown_blocks; unverified_blocks.
+    every shortfall: some assignment of them reproduces the kernel's table; None when the
+    start is unknown and nothing contradicts the kernel); contradicted (an evidenced count
+    exceeds the kernel's); start_unknown; unknown_blocks; unverified_blocks.
     """
     pti = normalize_pti(getattr(meta, "pagetypeinfo_end", None) if meta is not None else None)
     ft = final_types(model)
     rows = []
     zones = sorted(set(ft["zone"]) | set(pti or {}))
     unknown_total = unverified_total = 0
-    passed, exact = True, True
+    passed, exact, contradicted = True, True, False
+    start_unknown = live_start(model, meta)
     for z in zones:
         f = ft[ft["zone"] == z]
         unk = int((f["mt"] < 0).sum())
         unverified = ((f["mt"] < 0) | (f["source"].isin(UNVERIFIED_SOURCES)
                                        & (f["confidence"] != "known"))).to_numpy()
         # blocks of the zone the model never listed keep the boot default
-        missing = _untracked_blocks(model, meta, z, f)
+        missing = _untracked_blocks(model, meta, z, f, (pti or {}).get(z))
         n_unv = int(unverified.sum()) + missing
         unknown_total += unk
         unverified_total += n_unv
@@ -114,20 +124,51 @@ def check(model, meta) -> pd.DataFrame:
         if pti is not None and z in pti:
             short = sum(-d for d in ev_diffs if d < 0)
             zone_ok = all(d <= 0 for d in ev_diffs) and short == n_unv
+            contradicted = contradicted or any(d > 0 for d in ev_diffs)
             exact = exact and unk == 0 and all(d == 0 for d in diffs)
             passed = passed and zone_ok
     out = pd.DataFrame(rows, columns=["zone", "type", "migratetype", "reconstructed", "evidenced", "pagetypeinfo",
                                       "diff", "unknown", "unverified"])
     out.attrs["available"] = pti is not None
-    out.attrs["passed"] = bool(passed) if pti is not None else None
+    out.attrs["start_unknown"] = bool(start_unknown)
+    out.attrs["contradicted"] = bool(contradicted) if pti is not None else None
+    if pti is not None and not passed and start_unknown and not contradicted:
+        out.attrs["passed"] = None          # unknown, not failed: the start types were never seen
+    else:
+        out.attrs["passed"] = bool(passed) if pti is not None else None
     out.attrs["exact"] = bool(exact) if pti is not None else None
     out.attrs["unknown_blocks"] = unknown_total
     out.attrs["unverified_blocks"] = unverified_total
     return out
 
 
-def _untracked_blocks(model, meta, zone: str, f: pd.DataFrame) -> int:
-    """Blocks inside the zone span that have no history row (assumed boot MOVABLE)."""
+LIVE_START_NS = 60 * 1_000_000_000     # a trace beginning later than this after boot missed the boot
+
+
+def live_start(model, meta) -> bool:
+    """Whether the trace starts on a running system, with block types before it unknown.
+
+    True when pagetypeinfo-start shows non-MOVABLE blocks (so boot already retyped some)
+    and the trace begins more than a minute after boot (trace clocks count from boot), or
+    the bundle was recorded live by `mtaudit record`.
+    """
+    start = normalize_pti(getattr(meta, "pagetypeinfo_start", None) if meta is not None else None)
+    if not start or not any(n for z in start.values() for t, n in z.items() if t != TYPE_NAMES[MT_MOVABLE]):
+        return False
+    if ((getattr(meta, "manifest", None) or {}).get("collector")) == "mtaudit record":
+        return True
+    return int(getattr(model, "trace_start_ts", 0) or 0) > LIVE_START_NS
+
+
+def _untracked_blocks(model, meta, zone: str, f: pd.DataFrame, kernel_counts: dict | None = None) -> int:
+    """Blocks of the zone that have no history row (assumed boot MOVABLE).
+
+    With the kernel's table for the zone: its block total minus the blocks the model lists
+    (pagetypeinfo skips holes and offline sections, which a zone span includes).
+    """
+    if kernel_counts:
+        total = sum(int(v) for v in kernel_counts.values())
+        return max(0, total - len(f))
     pbo = int(model.pageblock_order)
     for z in (getattr(meta, "zones", None) or []):
         name, start, end = z[0], int(z[1]), int(z[2])

@@ -6,12 +6,14 @@ import os
 from ..errors import TraceFormatError
 from .base import COMMON_COLUMNS, EventFormat, FieldFormat, Trace, TraceMeta
 from .tracedat_header import MAGIC as TRACEDAT_MAGIC
+PERF_MAGIC, PERF_MAGIC_BE = b"PERFILE2", b"2ELIFREP"     # perf.data (file and pipe mode)
 
 __all__ = ["load", "sniff", "Trace", "TraceMeta", "EventFormat", "FieldFormat", "COMMON_COLUMNS"]
 
 
 def sniff(path: str) -> str:
-    """Return the format name of `path`: "trace.dat", "ftrace-text", "trace-cmd-report", "perf-script"."""
+    """Return the format name of `path`: "trace.dat", "perf.data", "ftrace-text", "trace-cmd-report",
+    "perf-script"."""
     try:
         with open(path, "rb") as f:
             head = f.read(64 * 1024)
@@ -23,12 +25,14 @@ def sniff(path: str) -> str:
         raise TraceFormatError(path, "file", 0, "empty file")
     if head.startswith(TRACEDAT_MAGIC):
         return "trace.dat"
+    if head[:8] in (PERF_MAGIC, PERF_MAGIC_BE):
+        return "perf.data"
     if head[:3] == TRACEDAT_MAGIC[:3]:
         raise TraceFormatError(path, "header", 0, "bad trace.dat magic")
     from . import textsniff
     kind = textsniff.sniff_text(head)
     if kind is None:
-        raise TraceFormatError(path, "file", 0, "not a trace.dat, ftrace text, trace-cmd report or perf script file")
+        raise TraceFormatError(path, "file", 0, "not a trace.dat, ftrace text, trace-cmd report, perf script or perf.data file")
     return kind
 
 
@@ -39,6 +43,9 @@ def load(path: str | os.PathLike) -> Trace:
     if kind == "trace.dat":
         from .tracedat import TraceDat
         return TraceDat(path)
+    if kind == "perf.data":
+        from .perfdata import PerfData
+        return PerfData(path)
     if kind == "ftrace-text":
         from .ftrace_text import FtraceText
         return FtraceText(path)

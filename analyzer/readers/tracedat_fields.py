@@ -59,7 +59,7 @@ def gather_int(block: np.ndarray, at: np.ndarray, size: int, signed: bool, big: 
         v = block[at]
         return v.view(np.int8) if signed else v
     if len(at) and not np.any(at % size):
-        v = block.view(dt)[at // size]
+        v = block[:len(block) // size * size].view(dt)[at // size]
     else:
         v = block[at[:, None] + np.arange(size)].reshape(-1).view(dt)
     return v.astype(dt.newbyteorder("="), copy=False)
