@@ -18,7 +18,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bundle import (ALIASES, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
+from .bundle import (ALIASES, PERF_TRACE, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
                      parse_stats)
 from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN
 from .readers import load
@@ -493,7 +493,7 @@ def _no_cma(meta: CaptureMeta) -> str | None:
 
     The manifest's kernel config says CONFIG_CMA is off, or the recorded boot log is complete
     (it still holds the "Linux version" banner) and has no reservation line."""
-    cfg = ((meta.manifest or {}).get("kernel") or {}).get("config") or {}
+    cfg = ((meta.manifest.kernel if meta.manifest else {}) or {}).get("config") or {}
     if cfg.get("CONFIG_CMA") == "n":
         return "none (kernel config: CONFIG_CMA is not set)"
     for name in ("dmesg-start.txt", "dmesg-end.txt"):

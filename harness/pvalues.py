@@ -150,14 +150,14 @@ def adjust(ps: list[float | None], pmins: list[float | None], alpha: float) -> t
     adjusted by scipy.stats.false_discovery_control as a family of K rows."""
     from scipy.stats import false_discovery_control
     live = [i for i, p in enumerate(ps) if p is not None and pmins[i] is not None]
-    k = tarone_k([float(pmins[i]) for i in live], alpha)  # type: ignore[arg-type]
+    k = tarone_k([float(pmins[i]) for i in live], alpha)
     out: list[float | None] = [None] * len(ps)
     if k == 0:
         return out, 0
-    keep = [i for i in live if float(pmins[i]) <= alpha / k]  # type: ignore[arg-type]
+    keep = [i for i in live if float(pmins[i]) <= alpha / k]
     if not keep:
         return out, k
-    vec = [float(ps[i]) for i in keep] + [1.0] * (k - len(keep))  # type: ignore[arg-type]
+    vec = [float(ps[i]) for i in keep] + [1.0] * (k - len(keep))
     adj = false_discovery_control(np.asarray(vec), method="bh")
     for j, i in enumerate(keep):
         out[i] = float(adj[j])

@@ -87,7 +87,7 @@ def write(path: str, meta: bytes, raw_files: list[str], page_size: int) -> None:
         f.write(meta)
         for o, s in zip(offsets, sizes):
             f.write(struct.pack("<QQ", o, s))
-        for o, s, p in zip(offsets, sizes, raw_files):
+        for o, _s, p in zip(offsets, sizes, raw_files):
             f.write(b"\0" * (o - f.tell()))
             with open(p, "rb") as src:
                 shutil.copyfileobj(src, f, 1 << 20)

@@ -7,10 +7,8 @@ trace lossy (a gap of unknown size), never "no events lost".
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
-import pytest
 
 import analyzer
 from analyzer.readers.perfdata import PerfData
