@@ -98,7 +98,8 @@ def read_free_by_type(path: str) -> tuple[dict[tuple[str, str], int], bool]:
 
 def _agreed(meta, tag: str) -> bool:
     """The recorder took this snapshot's zoneinfo and pagetypeinfo so that they agree."""
-    rec = ((getattr(meta, "manifest", None) or {}).get("recorder") or {}).get(tag) or {}
+    man = getattr(meta, "manifest", None)
+    rec = ((man.extra.get("recorder") if man is not None else None) or {}).get(tag) or {}
     return bool(rec.get("zoneinfo_pagetypeinfo_agree"))
 
 

@@ -155,7 +155,8 @@ def live_start(model, meta) -> bool:
     start = normalize_pti(getattr(meta, "pagetypeinfo_start", None) if meta is not None else None)
     if not start or not any(n for z in start.values() for t, n in z.items() if t != TYPE_NAMES[MT_MOVABLE]):
         return False
-    if ((getattr(meta, "manifest", None) or {}).get("collector")) == "mtaudit record":
+    man = getattr(meta, "manifest", None)
+    if man is not None and man.extra.get("collector") == "mtaudit record":
         return True
     return int(getattr(model, "trace_start_ts", 0) or 0) > LIVE_START_NS
 

@@ -180,7 +180,7 @@ def test_ctrl_c_writes_a_complete_bundle(tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "ok" and man["scenario"]["interrupted"]
     assert (out / "trace.dat").exists() and (out / "zoneinfo-end.txt").exists()
-    from collectors.bundle import validate
+    from analyzer.bundle import validate
     assert validate(out) == []
     assert global_state(root) == before
     pids = [ln.split()[0] for ln in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
