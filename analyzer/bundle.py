@@ -148,6 +148,11 @@ class Manifest:
     _TYPED = ("status", "failure", "kernel", "cmdline", "scenario", "qemu", "started", "finished",
               "lost_events", "guest_exit", "console_problems")
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key of the JSON object, typed fields and informational ones alike (`collector`,
+        `timings`, ...), for code that only reads one optional key."""
+        return self.to_dict().get(key, default)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, keys in the contract's order (files last)."""
         out: dict[str, Any] = {"schema_version": self.schema_version}

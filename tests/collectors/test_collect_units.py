@@ -183,6 +183,7 @@ def test_manifest_schema_version_is_checked(tmp_path):
     # a hand-written manifest's bare CPU numbers read as "cpuN"; unknown keys travel in `extra`
     m = bundle.Manifest.from_dict({**_manifest(), "lost_events": {"1": 2, "0": 1}, "note": "x"}, "m.json")
     assert m.lost_events == {"cpu0": 1, "cpu1": 2} and m.extra == {"note": "x"}
+    assert m.get("note") == "x" and m.get("status") == "ok" and m.get("collector", "-") == "-"
     (tmp_path / "manifest.json").write_text(json.dumps({**_manifest(), "schema_version": 3}))
     assert any("schema_version 3" in p for p in bundle.validate(tmp_path))
 
