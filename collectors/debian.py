@@ -147,13 +147,21 @@ class PrivateApt:
 
     def versions(self, package: str) -> list[tuple[str, str]]:
         """[(version, suite)] of `package` across the configured suites (apt-cache madison)."""
-        out = self._run(["apt-cache", "madison", package])
+        return [(v, s) for _, v, s in self.versions_of([package])]
+
+    def versions_of(self, packages: list[str]) -> list[tuple[str, str, str]]:
+        """[(package, version, suite)] of several packages in ONE apt-cache call (each call reads
+        every list: seconds on a busy machine)."""
+        if not packages:
+            return []
+        out = self._run(["apt-cache", "madison", *packages])
+        want = set(packages)
         res = []
         for line in out.splitlines():
             parts = [x.strip() for x in line.split("|")]
-            if len(parts) >= 3 and parts[0] == package and "Packages" in parts[2]:
+            if len(parts) >= 3 and parts[0] in want and "Packages" in parts[2]:
                 suite = parts[2].split()[1].split("/")[0]
-                res.append((parts[1], suite))
+                res.append((parts[0], parts[1], suite))
         return res
 
     def pkgnames(self, prefix: str) -> list[str]:

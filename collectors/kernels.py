@@ -249,8 +249,8 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
             # 6.16 ... 7.3 as versioned image packages): look for those by name
             named = series_images(apt, spec.series, spec.arch)
             if not named:
-                have = available_series(found + [(v, s) for n in apt.pkgnames("linux-image-")
-                                                 if _IMAGE_RE(spec.arch).fullmatch(n) for v, s in apt.versions(n)])
+                imgs = [n for n in apt.pkgnames("linux-image-") if _IMAGE_RE(spec.arch).fullmatch(n)]
+                have = available_series(found + [(v, s) for _, v, s in apt.versions_of(imgs)])
                 raise KernelSpecError(f"{spec_text}: no linux-image {spec.series}.x for {spec.arch} in the Debian "
                                       f"archive ({', '.join(SUITES_SEARCHED)}); series available: "
                                       f"{', '.join(have) or 'none'}")
@@ -283,12 +283,9 @@ def _IMAGE_RE(arch: str) -> "re.Pattern[str]":
 
 def series_images(apt: PrivateApt, series: str, arch: str) -> list[tuple[str, str]]:
     """(package, version) of every plain-flavour image package of one series."""
-    out = []
-    for n in apt.pkgnames(f"linux-image-{series}."):
-        m = _IMAGE_RE(arch).fullmatch(n)
-        if m and m.group(1) == series:
-            out += [(n, v) for v, _ in apt.versions(n)]
-    return out
+    names = [n for n in apt.pkgnames(f"linux-image-{series}.")
+             if (m := _IMAGE_RE(arch).fullmatch(n)) and m.group(1) == series]
+    return [(n, v) for n, v, _ in apt.versions_of(names)]
 
 
 def available_series(found: list[tuple[str, str]]) -> list[str]:
@@ -317,7 +314,10 @@ def split_packages(apt: PrivateApt, pkg: str, ver: str) -> list[tuple[str, str]]
     dep = apt.show_field(pkg, ver, "Depends")
     out = []
     for m in re.finditer(r"(linux-(?:binary|modules|base)-[^\s,(|]+)\s*\(=\s*([^)]+)\)", dep):
-        out.append((m.group(1), m.group(2).strip()))
+        name, ver = m.group(1), m.group(2).strip()
+        # 6.18's image Depends on a linux-base-<abi> it Provides itself (virtual): nothing to fetch
+        if any(v == ver for v, _ in apt.versions(name)):
+            out.append((name, ver))
     return out
 
 

@@ -82,12 +82,20 @@ def test_config_ok_and_modules_count():
         kernels.check_config(unset)
 
 
-def test_amd64_without_cma_is_refused_with_hint():
+def test_amd64_without_cma_is_refused_with_hint_only_where_cma_is_needed():
     k = _kernel(GOOD.replace("CONFIG_CMA=y", "# CONFIG_CMA is not set"), spec="debian:6.1/amd64", arch="amd64")
+    kernels.check_config(k)                       # memory offline, gigantic pages ... need no CMA
     with pytest.raises(KernelConfigError) as e:
-        kernels.check_config(k)
+        kernels.check_config(k, ("CMA",))
     msg = str(e.value)
-    assert "CONFIG_CMA" in msg and "arm64" in msg and "source" in msg
+    assert "CONFIG_CMA" in msg and "arm64" in msg and "source" in msg and "memory-offline" in msg
+
+
+@pytest.mark.parametrize("name, needs", [("cma-churn", True), ("cma-race", True), ("memory-offline", False),
+                                         ("idle", False)])
+def test_scenario_needs_cma_from_its_command_line(name, needs):
+    sc = scenarios.load(name)
+    assert kernels.scenario_needs_cma(sc.cmdline, sc.requires) is needs
 
 
 @pytest.mark.parametrize("opt", ["TRACEPOINTS", "FTRACE", "KPROBE_EVENTS"])
