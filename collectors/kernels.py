@@ -341,11 +341,20 @@ def _from_deb(deb: Path, spec_text: str, say, extra: list[Path] | None = None) -
     info = json.loads((dest / "kernel.json").read_text())
     root = dest / "root"
     images = sorted(root.glob("boot/vmlinu[xz]-*"))
-    if not images:
-        raise KernelSpecError(f"{spec_text}: {deb.name} holds no boot/vmlinuz-* (not a linux-image package?)")
-    image = images[0]
-    release = image.name.split("-", 1)[1]
-    cfg = root / "boot" / f"config-{release}"
+    if images:
+        image = images[0]
+        release = image.name.split("-", 1)[1]
+        cfg = root / "boot" / f"config-{release}"
+    else:
+        # 6.19+ / sid split packages: linux-binary-* ships usr/lib/modules/<release>/vmlinuz and
+        # linux-base-* the config next to it
+        images = sorted(root.glob("usr/lib/modules/*/vmlinu[xz]"))
+        if not images:
+            raise KernelSpecError(f"{spec_text}: {deb.name} holds no boot/vmlinuz-* nor "
+                                  "usr/lib/modules/*/vmlinuz (not a linux-image package?)")
+        image = images[0]
+        release = image.parent.name
+        cfg = image.parent / "config"
     mods = root / "lib" / "modules" / release
     if not mods.exists():
         alt = root / "usr" / "lib" / "modules" / release

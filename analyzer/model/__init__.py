@@ -450,12 +450,18 @@ def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
     open_type = (kr.mt < 0) & (kr.conf == UNKNOWN)
     if open_type.any():    # 6.17+ unisolation of a block whose stored type only the history before knows
         idx = np.flatnonzero(open_type)
-        pfn = kr.block[idx] << ctx.pbo
-        prev = _mt_at(inf.timeline, pfn, kr.seq[idx])
-        live = _mt_at(inf.timeline, pfn, np.full(len(idx), live_seq))
-        got = np.where((prev >= 0) & (prev != ISOLATE), prev, np.where((live >= 0) & (live != ISOLATE), live, -1))
+        itl = inf.timeline
+        got = np.full(len(idx), -1, np.int64)
+        conf = np.full(len(idx), UNKNOWN, np.int64)
+        if len(itl.mt):
+            for q in (kr.seq[idx], np.full(len(idx), live_seq)):      # at the clear, else when the probe went live
+                i = itl.at(kr.block[idx], np.asarray(q, np.int64))
+                ii = np.maximum(i, 0)
+                ok = (got < 0) & (i >= 0) & (itl.mt[ii] >= 0) & (itl.mt[ii] != ISOLATE)
+                got[ok] = itl.mt[ii][ok]
+                conf[ok] = itl.conf[ii][ok]
         kr.mt[idx] = got.astype(np.int8)
-        kr.conf[idx] = np.where(got >= 0, INFERRED, UNKNOWN).astype(np.int8)
+        kr.conf[idx] = conf.astype(np.int8)
         stats["isolate_clears_type_from_history"] = int((got >= 0).sum())
     tl, accepted = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_live, ctx,
                                                    warnings=warnings)
