@@ -579,7 +579,9 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
             lo, hi = spans.get(n, (int(p), int(p + c)))
             spans[n] = (min(lo, int(p)), max(hi, int(p + c)))
     if not spans:
-        if not meta.cma_areas:
+        if not meta.cma_areas and meta.numbering.known and not meta.numbering.has_cma:
+            meta.provenance.setdefault("cma_areas", f"none: the kernel has no CMA ({meta.numbering.source})")
+        elif not meta.cma_areas:
             meta.unknowns.append("CMA areas unknown (no 'cma: Reserved' boot lines, no cma_* events with "
                                  "pfns): blocks are assumed non-CMA; pass --cma NAME:BASEPFN:COUNT")
         return

@@ -19,9 +19,15 @@ from analyzer.kernels import CMA, ISOLATE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = os.path.join(ROOT, "fixtures", "bundles")
-# bundle -> (detector counts measured with this model + detector version, CONFIG_CMA)
+# bundle -> (detector counts measured with this model + detector version, CONFIG_CMA, the least
+# agreement of the tracepoint-only inference with the probes).  memory-offline: no tracepoint
+# dates an offline's isolation (it starts seconds before test_pages_isolated and lasts until the
+# memory is onlined again), so the inference is right on ~95 % of block-time there; the probes
+# see it exactly, and they are what the detectors judge with.
+CLEAN = {"S1a": 0, "S1b": 0, "S2": 0, "S3": 0, "S5": 0, "S6": 0, "MW": 0}
 GOLDEN = {
-    "debian-6.18-arm64-cma-churn": ({"S1a": 0, "S1b": 0, "S2": 0, "S3": 0, "S5": 0, "S6": 0, "MW": 0}, True),
+    "debian-6.18-arm64-cma-churn": (CLEAN, True, 0.99),
+    "debian-6.18-amd64-memory-offline": (CLEAN, False, 0.94),
 }
 NAMES = sorted(n for n in GOLDEN if os.path.isdir(os.path.join(B, n)))
 
@@ -37,7 +43,7 @@ def run(request):
 
 def _counts(a) -> dict[str, int]:
     c = a.findings["detector"].astype(str).value_counts().to_dict() if len(a.findings) else {}
-    return {k: int(c.get(k, 0)) for k in GOLDEN[NAMES[0]][0]}
+    return {k: int(c.get(k, 0)) for k in CLEAN}
 
 
 def test_golden_counts_and_exit(run):
@@ -58,9 +64,10 @@ def test_probes_installed_and_recorded(run):
     assert (kinds == 1).sum() > 0 and (kinds == 2).sum() > 0         # isolate bit set and cleared
 
 
-def test_agreement_at_least_99_percent(run):
-    _, a = run
-    assert a.model.agreement["rate"] >= 0.99
+def test_agreement_with_the_probes(run):
+    name, a = run
+    assert a.model.agreement["rate"] >= GOLDEN[name][2]
+    assert a.model.stats["observations_contradicting_truth"] == 0   # no live print contradicts the probes
 
 
 def test_numbering_from_the_capture(run):
@@ -71,12 +78,15 @@ def test_numbering_from_the_capture(run):
     assert meta.numbering.isolate == (5 if GOLDEN[name][1] else 4)
 
 
-def test_cma_off_names_no_block_cma_and_isolated_blocks_are_isolate(run):
-    name, a = run
-    if GOLDEN[name][1]:
-        pytest.skip("CMA=y capture (the check is for CMA=n kernels)")   # not a missing tool: a parameter
-    mts = set(np.asarray(a.model.timeline.mt).tolist())
-    assert CMA not in mts and ISOLATE in mts
+@pytest.mark.parametrize("name", [n for n in NAMES if not GOLDEN[n][1]])
+def test_cma_off_names_no_block_cma_and_isolated_blocks_are_isolate(name):
+    a = analyze(os.path.join(B, name))
+    for tl in (a.model.timeline, a.model.inference):
+        mts = set(np.asarray(tl.mt).tolist())
+        assert CMA not in mts and ISOLATE in mts
+    assert not any("CMA areas unknown" in u for u in a.meta.unknowns)   # the config says there are none
+    # the kernel printed 4 for Isolate: the capture's numbering, not the constant, says so
+    assert a.meta.numbering.isolate == 4
 
 
 def test_isolation_seen_by_probe_matches_raw_records(run):
