@@ -27,6 +27,7 @@ B = os.path.join(ROOT, "fixtures", "bundles")
 CLEAN = {"S1a": 0, "S1b": 0, "S2": 0, "S3": 0, "S5": 0, "S6": 0, "MW": 0}
 GOLDEN = {
     "debian-6.18-arm64-cma-churn": (CLEAN, True, 0.99),
+    "debian-7.2-arm64-cma-churn": (CLEAN, True, 0.99),
     "debian-6.18-amd64-memory-offline": (CLEAN, False, 0.94),
 }
 NAMES = sorted(n for n in GOLDEN if os.path.isdir(os.path.join(B, n)))
