@@ -100,3 +100,12 @@ def test_isolation_seen_by_probe_matches_raw_records(run):
     bits = raw_set.column("bit").to_numpy()
     kp = a.model.events["kprobe:pb/setmt"]
     assert int((np.asarray(kp["probe_kind"]) == 1).sum()) == int((bits == 4).sum())
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if GOLDEN[n][1]])
+def test_cma_area_never_from_a_failed_allocation(name):
+    """6.18+ logs "cma: Reserved 1024 MiB in 1 range" (no base) and reports failed allocations
+    with pfn 0: the area comes from the successful records only."""
+    _, meta = load_capture(os.path.join(B, name))
+    hug = [a for a in meta.cma_areas if a[0] == "hugetlb0"]
+    assert hug == [("hugetlb0", 0x80000, 0x40000)]
