@@ -355,8 +355,8 @@ def _from_deb(deb: Path, spec_text: str, say, extra: list[Path] | None = None) -
         image = images[0]
         release = image.parent.name
         cfg = image.parent / "config"
-    mods = root / "lib" / "modules" / release
-    if not mods.exists():
+    mods: Path | None = root / "lib" / "modules" / release
+    if mods is not None and not mods.exists():
         alt = root / "usr" / "lib" / "modules" / release
         mods = alt if alt.exists() else None
     k = Kernel(spec=spec_text, arch=arch, release=release, version=info["version"], image=image,
