@@ -109,3 +109,14 @@ def test_cma_area_never_from_a_failed_allocation(name):
     _, meta = load_capture(os.path.join(B, name))
     hug = [a for a in meta.cma_areas if a[0] == "hugetlb0"]
     assert hug == [("hugetlb0", 0x80000, 0x40000)]
+
+
+def test_trace_formats_contradicting_the_release_are_flagged():
+    """The 6.18 capture read as if it were 6.12: its cma_alloc_start has request_count, which 6.12
+    does not print, so the release string is flagged as not describing the traced kernel."""
+    name = "debian-6.18-arm64-cma-churn"
+    trace, meta = load_capture(os.path.join(B, name), {"kernel": "6.12.118+deb13-arm64 #1 SMP Debian 6.12.118-1"})
+    a = analyze(trace, meta)
+    assert any("cma_alloc_start has request_count, unlike upstream 6.12.118" in w for w in a.model.warnings)
+    own = analyze(os.path.join(B, name))
+    assert not any("is not what its release says" in w for w in own.model.warnings)
