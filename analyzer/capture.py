@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import MtauditError
-from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN, Numbering, canonical_mt, numbering_from
+from .kernels import CMA, PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN, Numbering, canonical_mt, numbering_from
 from .readers import load
 from .readers.base import Trace
 
@@ -579,8 +579,13 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
             lo, hi = spans.get(n, (int(p), int(p + c)))
             spans[n] = (min(lo, int(p)), max(hi, int(p + c)))
     if not spans:
+        pti = meta.pagetypeinfo_start
+        no_cma_blocks = pti is not None and bool(pti.blocks) and meta.numbering.has_cma and \
+            sum(c.get(CMA, 0) for c in pti.blocks.values()) == 0
         if not meta.cma_areas and meta.numbering.known and not meta.numbering.has_cma:
             meta.provenance.setdefault("cma_areas", f"none: the kernel has no CMA ({meta.numbering.source})")
+        elif not meta.cma_areas and no_cma_blocks:
+            meta.provenance.setdefault("cma_areas", "none: pagetypeinfo-start counts 0 CMA pageblocks")
         elif not meta.cma_areas:
             meta.unknowns.append("CMA areas unknown (no 'cma: Reserved' boot lines, no cma_* events with "
                                  "pfns): blocks are assumed non-CMA; pass --cma NAME:BASEPFN:COUNT")
