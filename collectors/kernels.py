@@ -164,7 +164,7 @@ def _parse_build(spec: str, arch: str | None) -> Spec:
         raise KernelSpecError(f"kernel spec {spec!r} is {a} but --arch says {arch}")
     a = a or arch or host_arch()
     if src.startswith("debian-source:") and not re.fullmatch(r"debian-source:\d+\.\d+", src):
-        raise KernelSpecError(f"kernel spec {spec!r}: use debian-source:SERIES, e.g. 6.1, 6.12 or 7.2")
+        raise KernelSpecError(f"kernel spec {spec!r}: use debian-source:SERIES (debian-source:6.1, debian-source:6.12, debian-source:7.2 ...)")
     return Spec("build", arch=a, file=src, config=opts.get("config", ""), patches=tuple(patches),
                 base=opts.get("base", "tinyconfig"))
 
