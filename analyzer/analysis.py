@@ -120,10 +120,13 @@ class Analysis:
                            else "no events lost")}
 
     def exit_status(self) -> int:
-        """1 kernel findings; else 3 when a detector could not check (evidence missing); else 0."""
+        """1 kernel findings; else 3 when a detector could not check (evidence missing) or the
+        kernel is unknown (a clean verdict would rest on the assumed 6.1 semantics); else 0."""
         if len(self.kernel_findings):
             return EXIT_FINDINGS
-        return EXIT_INCONCLUSIVE if self.not_checked() else EXIT_CLEAN
+        if self.not_checked() or getattr(self.kernel, "version", 0) is None:
+            return EXIT_INCONCLUSIVE
+        return EXIT_CLEAN
 
     def summary(self, with_rows: bool = True) -> dict:
         """JSON-able dict: what `--json` writes."""

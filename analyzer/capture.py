@@ -20,7 +20,7 @@ from typing import Any
 
 from .bundle import (ALIASES, PERF_TRACE, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
                      parse_stats)
-from .kernels import PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN
+from .kernels import CMA, PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN, Numbering, canonical_mt, numbering_from
 from .readers import load
 from .readers.base import Trace
 
@@ -83,6 +83,7 @@ class CaptureMeta:
     files: dict[str, str] = field(default_factory=dict)           # metadata file name -> path used
     unknowns: list[str] = field(default_factory=list)
     provenance: dict[str, str] = field(default_factory=dict)      # field -> where it came from
+    numbering: Numbering = field(default_factory=lambda: numbering_from(None, None))  # printed migratetypes
 
     @property
     def kernel_id(self) -> str | None:
@@ -104,6 +105,7 @@ class CaptureMeta:
             "pagetypeinfo_start": bool(self.pagetypeinfo_start),
             "pagetypeinfo_end": bool(self.pagetypeinfo_end),
             "unknowns": list(self.unknowns), "provenance": dict(self.provenance),
+            "migratetypes": list(self.numbering.names) if self.numbering.known else None,
         }
 
 
@@ -147,26 +149,33 @@ def parse_pagetypeinfo(text: str, path: str) -> PageTypeInfo:
             vals = [int(v) for v in m[3].split()]
             if len(vals) != len(type_names):
                 raise CaptureError(f"{path}: line {ln}: {len(vals)} block counts for {len(type_names)} types")
-            blocks[(int(m[1]), m[2])] = {i: v for i, v in enumerate(vals)}
+            # canonical numbers (CMA=n kernels have no CMA column: Isolate is their 4th index)
+            blocks[(int(m[1]), m[2])] = {_canon(n, i): v for i, (n, v) in enumerate(zip(type_names, vals))}
             continue
         if section == "mixed":
             continue
         raise CaptureError(f"{path}: line {ln}: not a /proc/pagetypeinfo line: {s[:80]!r}")
     if order is None and not blocks:
         raise CaptureError(f"{path}: no 'Page block order' line and no block table: not /proc/pagetypeinfo")
-    name_to_mt = {n.lower(): i for i, n in enumerate(type_names)}
+    name_to_mt = {n.lower(): _canon(n, i) for i, n in enumerate(type_names)}
     free_mt: dict[tuple[int, str, int], list[int]] = {}
-    from .kernels import MIGRATETYPE_NAMES
     for (node, zone, tname), vals in free_by_name.items():
         mt = name_to_mt.get(tname.lower())
         if mt is None:
-            mt = next((k for k, v in MIGRATETYPE_NAMES.items() if v.lower() == tname.lower()), -1)
+            c = canonical_mt(tname)
+            mt = -1 if c is None else c
         free_mt[(node, zone, mt)] = vals
     if order is not None and ppb is not None and ppb != 1 << order:
         raise CaptureError(f"{path}: 'Pages per block' {ppb} != 2^'Page block order' {order}")
     if order is None and ppb:
         order = ppb.bit_length() - 1
     return PageTypeInfo(path, order, ppb, type_names, blocks, free_mt)
+
+
+def _canon(name: str, index: int) -> int:
+    """Canonical migratetype number of a pagetypeinfo column (unknown names: index + 16)."""
+    c = canonical_mt(name)
+    return index + 16 if c is None else c
 
 
 _ZI_HEAD = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+)\s*$")
@@ -407,6 +416,16 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         if name in texts:
             setattr(meta, f"pagetypeinfo_{when}", parse_pagetypeinfo(texts[name], meta.files[name]))
     pti = meta.pagetypeinfo_end or meta.pagetypeinfo_start
+    cfg_cma = ((kern.get("config") or {}) if isinstance(kern.get("config"), dict) else {}).get("CMA")
+    meta.numbering = numbering_from(pti.type_names if pti and pti.type_names else None,
+                                    str(cfg_cma) if cfg_cma is not None else None)
+    meta.provenance["migratetypes"] = meta.numbering.source
+    if pti and pti.type_names and cfg_cma is not None and meta.numbering.has_cma != (str(cfg_cma) in ("y", "m")):
+        meta.unknowns.append(f"pagetypeinfo columns ({' '.join(pti.type_names)}) disagree with the manifest's "
+                             f"CONFIG_CMA={cfg_cma}: the columns are used")
+    if not meta.numbering.known:
+        meta.unknowns.append("migratetype numbering unknown (no pagetypeinfo, no kernel config): the CMA=y "
+                             "numbering is used (4 = CMA, 5 = Isolate); on a CMA=n kernel 4 means Isolate")
     if ov.get("pageblock_order") is not None:
         meta.pageblock_order = int(ov["pageblock_order"])
         meta.provenance["pageblock_order"] = "--pageblock-order"
@@ -512,19 +531,37 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
     for ev in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release"):
         if not trace.has(ev):
             continue
-        t = trace.table(ev, ["name", "pfn", "count"])
+        cols = ["name", "pfn", "count"]
+        fmt = trace.formats().get(ev) or next((f for k, f in trace.formats().items() if k.endswith(":" + ev)), None)
+        has_err = ev == "cma_alloc_finish" and fmt is not None and any(f.name == "errorno" for f in fmt.fields)
+        t = trace.table(ev, cols + (["errorno"] if has_err else []))
         if not len(t):
             continue
         names = t.column("name").to_pylist()
         pfn = t.column("pfn").to_numpy(zero_copy_only=False).astype(np.uint64)
         cnt = t.column("count").to_numpy(zero_copy_only=False).astype(np.uint64)
-        for n, p, c in zip(names, pfn, cnt):
-            if n is None or int(p) >= PFN_LIMIT or int(c) >= PFN_LIMIT - int(p):   # -1UL "no page", or corrupt
+        # a failed allocation names no page: pfn -1UL (<= 6.17) or 0 (6.18+, "page ? pfn : 0");
+        # an area must never be guessed from it
+        failed = np.zeros(len(pfn), bool)
+        if has_err:
+            err = t.column("errorno").to_numpy(zero_copy_only=False)
+            failed = np.asarray(err, dtype=np.int64) != 0
+        if ev == "cma_alloc_finish":
+            failed |= pfn == 0
+        for n, p, c, bad in zip(names, pfn, cnt, failed):
+            if n is None or bad or int(p) >= PFN_LIMIT or int(c) >= PFN_LIMIT - int(p):   # -1UL "no page", or corrupt
                 continue
             lo, hi = spans.get(n, (int(p), int(p + c)))
             spans[n] = (min(lo, int(p)), max(hi, int(p + c)))
     if not spans:
-        if not meta.cma_areas and _no_cma(meta):
+        pti = meta.pagetypeinfo_start
+        no_cma_blocks = pti is not None and bool(pti.blocks) and meta.numbering.has_cma and \
+            sum(c.get(CMA, 0) for c in pti.blocks.values()) == 0
+        if not meta.cma_areas and meta.numbering.known and not meta.numbering.has_cma:
+            meta.provenance.setdefault("cma_areas", f"none: the kernel has no CMA ({meta.numbering.source})")
+        elif not meta.cma_areas and no_cma_blocks:
+            meta.provenance.setdefault("cma_areas", "none: pagetypeinfo-start counts 0 CMA pageblocks")
+        elif not meta.cma_areas and _no_cma(meta):
             meta.provenance["cma_areas"] = _no_cma(meta)
         elif not meta.cma_areas:
             meta.unknowns.append("CMA areas unknown (no 'cma: Reserved' boot lines, no cma_* events with "

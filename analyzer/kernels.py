@@ -28,6 +28,11 @@ MIGRATETYPE_NAMES: dict[int, str] = {
     HIGHATOMIC: "HighAtomic", CMA: "CMA", ISOLATE: "Isolate", UNKNOWN_MT: "unknown",
 }
 MIGRATE_PCPTYPES = 3
+# The names /proc/pagetypeinfo prints, in the kernel's enum order.  With CONFIG_CMA=n there is no
+# MIGRATE_CMA and MIGRATE_ISOLATE is 4 (every Debian amd64 kernel from 6.12 through 7.1); mtaudit
+# works in the numbering above ("canonical") and translates what a capture prints (`Numbering`).
+NAMES_WITH_CMA = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate")
+NAMES_WITHOUT_CMA = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "Isolate")
 PAGE_ALLOC_COSTLY_ORDER = 3
 MIGRATETYPE_MASK = 7
 GFP_HIGH = 0x20          # ___GFP_HIGH, bit 5 in both 6.1 (#define) and 6.12 (enum bit)
@@ -47,6 +52,57 @@ ZL_BLOCK = "block"                      # the block type (freelists are kept hyg
 
 def mt_name(mt: int) -> str:
     return MIGRATETYPE_NAMES.get(int(mt), f"mt{int(mt)}")
+
+
+def canonical_mt(name: str) -> int | None:
+    """The canonical number of a migratetype name as /proc/pagetypeinfo prints it (None: unknown)."""
+    low = name.strip().lower()
+    return next((k for k, v in MIGRATETYPE_NAMES.items() if k >= 0 and v.lower() == low), None)
+
+
+@dataclass(frozen=True)
+class Numbering:
+    """How the traced kernel numbers its migratetypes, and where that was learned.
+
+    Read from the capture (the "Number of blocks type" header of /proc/pagetypeinfo, else the
+    kernel config's CONFIG_CMA), never from a constant alone: MIGRATE_ISOLATE is 5 with CMA and 4
+    without.  `known` is False when neither source exists; the CMA=y numbering is then used and
+    the analysis says so."""
+
+    names: tuple[str, ...]
+    source: str
+    known: bool = True
+
+    @property
+    def has_cma(self) -> bool:
+        return any(n.lower() == "cma" for n in self.names)
+
+    @property
+    def isolate(self) -> int:
+        """The number the kernel prints for MIGRATE_ISOLATE."""
+        return next((i for i, n in enumerate(self.names) if n.lower() == "isolate"), len(self.names))
+
+    @property
+    def identity(self) -> bool:
+        return all(canonical_mt(n) == i for i, n in enumerate(self.names))
+
+    def lut(self) -> list[int]:
+        """kernel number -> canonical number (unknown names keep their number + 16)."""
+        out = []
+        for i, n in enumerate(self.names):
+            c = canonical_mt(n)
+            out.append(i + 16 if c is None else c)
+        return out
+
+
+def numbering_from(pagetypeinfo_names: list[str] | tuple[str, ...] | None, config_cma: str | None) -> Numbering:
+    """The numbering of a capture: pagetypeinfo's column header wins, then CONFIG_CMA."""
+    if pagetypeinfo_names:
+        return Numbering(tuple(pagetypeinfo_names), "pagetypeinfo column header")
+    if config_cma is not None and str(config_cma) in ("y", "m", "n"):
+        cma = str(config_cma) in ("y", "m")
+        return Numbering(NAMES_WITH_CMA if cma else NAMES_WITHOUT_CMA, f"kernel config CONFIG_CMA={config_cma}")
+    return Numbering(NAMES_WITH_CMA, "unknown", known=False)
 
 
 Version = tuple[int, int, int]
@@ -78,6 +134,12 @@ class KernelBehavior:
     # -- known bugs ----------------------------------------------------------------
     cma_wrong_buddy_list: bool = False     # pcp-trylock failure frees CMA pages as MOVABLE
     thp_single_pcp_list: bool = False      # one THP pcp list shared by all migratetypes
+    # -- 6.15 .. 7.3 ---------------------------------------------------------------
+    probe_scheme: str = "mask"             # analyzer/probes.py: "mask" (<= 6.16) | "isolate-bit"
+    isolate_bit: bool = False              # isolation is a bit beside the preserved type
+    contig_range_info: bool = True         # kmem:mm_alloc_contig_migrate_range_info exists
+    cma_start_counts: bool = False         # cma_alloc_start: request/available/total_count
+    cma_fail_pfn0: bool = False            # a failed cma_alloc_finish reports pfn 0
     # -- where the flags above came from -------------------------------------------
     observed: tuple[str, ...] = ()         # flags replaced by what the trace showed
 
@@ -182,6 +244,44 @@ CMA_WRONG_LIST_FIX = ((6, 6), {(6, 1): 57})
 # versions: create the probe in /init.
 BOOT_KPROBE_DIR = (((6, 12), True), ((6, 1), False))
 
+# -- 6.16 .. 7.3 (facts checked in Debian's compiled 6.12.117, 6.16.12, 6.17.13, 6.18.15,
+#    6.19.14, 7.0.13, 7.1.13, 7.2.12/7.2.13 and 7.3.4 kernels, amd64 and arm64) -----------------
+# "mm/page_isolation: make page isolation a standalone bit" (Zi Yan, series "Make MIGRATE_ISOLATE
+# a standalone bit", v6.17; lore 20250530162227.715551-3-ziy@nvidia.com): isolation is pageblock
+# bit 4 (PB_migrate_isolate) beside the preserved 3-bit type; set_pfnblock_flags_mask() is gone,
+# migratetype writes go through the static __set_pfnblock_flags_mask() (GCC: a .constprop clone
+# taking (pfn, flags)), isolation through set_pfnblock_bit()/clear_pfnblock_bit().  The same
+# series ("mm/page_isolation: remove migratetype parameter from more functions") drops the
+# migratetype from alloc_contig_range() and with it kmem:mm_alloc_contig_migrate_range_info.
+# Debian 6.16.12 still has the old writer; 6.17.13 the new one.  analyzer/probes.py holds the probes.
+ISOLATE_BIT_SINCE = (6, 17, 0)
+CONTIG_RANGE_INFO_GONE = (6, 17, 0)
+# Multi-range CMA ("mm/cma: support multiple contiguous ranges, if requested", Frank van der
+# Linden) and the cma_alloc_start rework: cma_alloc_start prints `request_count available_count
+# total_count` (Debian 6.17.13 still `count`, 6.18.15 the new fields); the boot line loses its
+# base ("cma: Reserved 1024 MiB in 1 range"), and a failed cma_alloc_finish reports pfn 0
+# (both seen on booted Debian 6.18.15 arm64; 7.2 source: `page ? page_to_pfn(page) : 0`).
+CMA_START_COUNTS_SINCE = (6, 18, 0)
+CMA_FAIL_PFN0_SINCE = (6, 18, 0)
+# "mm: page_alloc: trace type pollution from compaction capturing" (Johannes Weiner, with
+# "mm: page_alloc: defrag_mode", v6.15): compaction_capture() emits mm_page_alloc_extfrag from
+# __free_one_page() without any ownership change (absent in Debian 6.12.117, present in 6.16.12).
+# No flag: the model retypes a block from an extfrag only on change_ownership=1, which a capture
+# record never has (it fires because the block's type differs), and S2 only *excuses* with them.
+EXTFRAG_FROM_CAPTURE_SINCE = (6, 15, 0)
+# "mm/page_alloc: change all pageblocks migrate type on coalescing" (Alexander Gordeev, v6.19;
+# stable 6.12.65 = Debian 6.12.69-1): __free_one_page() retypes every pageblock of a merged
+# >= pageblock_order buddy (change_pageblock_range) while *freeing*.  6.13-6.18 stable branches
+# are not checked.  No flag: since HYGIENE_SINCE every free already puts a TOUCH hazard on every
+# other block of its MAX_ORDER buddy group (model/infer.py hazard_rows), which covers these writes.
+MERGE_RETYPES_ALL_FIX = ((6, 19), {(6, 12): 65})
+# Batched frees of contiguous ranges (free_prepared_contig_range(), Debian 7.2/7.3, not 7.1):
+# cma_release()/free_contig_range() prepare each page (one mm_page_free order=0) and hand
+# naturally aligned chunks to the buddy/pcp with FPI_PREPARED, so a later mm_page_pcpu_drain can
+# carry an order that no mm_page_free ever showed.  No flag: pcp stays pair an entry and an exit
+# of the same pfn *and* order (model/pcp.py), so such a drain starts no stay and judges nothing.
+BATCHED_CONTIG_FREE_SINCE = (7, 2, 0)
+
 # What behavior_for(None) assumes: the era with the most mechanisms to check.
 ASSUMED_VERSION: Version = (6, 1, 0)
 
@@ -206,6 +306,11 @@ def _for_version(v: Version) -> dict:
         pcp_thp_order=v >= PCP_THP_SINCE,
         cma_wrong_buddy_list=v >= CMA_WRONG_LIST_SINCE and not _stable_fixed(v, *CMA_WRONG_LIST_FIX),
         thp_single_pcp_list=v >= THP_SINGLE_LIST_SINCE and not _stable_fixed(v, *THP_SPLIT_FIX),
+        probe_scheme="isolate-bit" if v >= ISOLATE_BIT_SINCE else "mask",
+        isolate_bit=v >= ISOLATE_BIT_SINCE,
+        contig_range_info=v < CONTIG_RANGE_INFO_GONE,
+        cma_start_counts=v >= CMA_START_COUNTS_SINCE,
+        cma_fail_pfn0=v >= CMA_FAIL_PFN0_SINCE,
     )
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from pathlib import Path
 
 from analyzer.atomic import atomic_dir
+from analyzer.kernels import behavior_for
+from analyzer.probes import SCHEME_MASK
 
 from analyzer import bundle
 
@@ -143,12 +145,29 @@ def kernel_cmdline(k: kernels.Kernel, profile: dict, sc: scenarios.Scenario, kpr
     parts = [f"console={profile['console']}", "panic=-1", "loglevel=5", "trace_buf_size=8M",
              "trace_event=" + ",".join(EVENTS)]
     boot = kernels.boot_kprobe_ok(k.release) if kprobe_at == "auto" else kprobe_at == "boot"
-    if boot:
+    # only the <= 6.16 writer has a stable name to put on the command line; from 6.17 the
+    # probes depend on compiler clones and /init chooses them from /proc/kallsyms
+    if boot and behavior_for(k.release).probe_scheme == SCHEME_MASK:
         parts.append("kprobe_event=p:pb/setmt,set_pfnblock_flags_mask,"
                      + profile["kprobe_args"].replace(" ", ","))
     parts += sc.cmdline
     parts += [f"mtaudit.scenario={sc.name}", f"mtaudit.buffer_kb={sc.buffer_mb * 1024}"]
     return " ".join(parts)
+
+
+def installed_probes(path: Path) -> list[dict]:
+    """The probes /init actually installed (`DEFINITION|FILTER|ROLE|SOURCE` lines)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split("|")
+        if len(parts) != 4 or not parts[0].startswith("p:"):
+            continue
+        toks = parts[0][2:].split()
+        out.append({"event": toks[0], "symbol": toks[1] if len(toks) > 1 else None, "definition": parts[0],
+                    "filter": parts[1] or None, "role": parts[2], "source": parts[3]})
+    return out
 
 
 def default_name(k_spec: str, sc: str) -> str:
@@ -163,11 +182,12 @@ def collect(o: Options, say) -> Path:
         qemu_binary(machine_profile(spec.arch))
     say(f"resolving kernel {o.kernel}")
     k = resolve_kernel(o.kernel, o.arch, say)
+    needs = tuple(sc.requires) + (("CMA",) if kernels.scenario_needs_cma(sc.cmdline, sc.requires) else ())
     if o.check_config:
-        kernels.check_config(k, tuple(sc.requires))
+        kernels.check_config(k, needs)
     else:
         try:
-            kernels.check_config(k, tuple(sc.requires))
+            kernels.check_config(k, needs)
         except CollectError as e:
             say(f"warning (--skip-config-check): {e}")
     profile = machine_profile(k.arch)
@@ -245,6 +265,10 @@ def collect(o: Options, say) -> Path:
                 except bundle.CaptureError as e:   # the guest wrote a broken stats file
                     failure = failure or str(e)
             ksrc = (tmp / "kprobe-source.txt").read_text().strip() if (tmp / "kprobe-source.txt").exists() else None
+            installed = installed_probes(tmp / "probes-installed.txt")
+            if failure is None and (ksrc in (None, "none", "partial") or not installed):
+                failure = ("no ground truth: the guest could not install the kprobes "
+                           f"(kprobe source {ksrc or 'unknown'}; see console.log MTAUDIT-WARN lines)")
             manifest = bundle.Manifest(
                 status="failed" if failure else "ok",
                 failure=failure,
@@ -264,10 +288,13 @@ def collect(o: Options, say) -> Path:
                 guest_exit=res.guest_rc,
                 console_problems=problems,
                 extra={
-                    "kprobe": {"event": "pb/setmt", "symbol": "set_pfnblock_flags_mask",
-                               "filter": "mask == 7", "source": ksrc,
+                    "kprobe": {"event": "pb/setmt",
+                               "symbol": next((p["symbol"] for p in installed if p["event"] == "pb/setmt"), None),
+                               "filter": next((p["filter"] for p in installed if p["event"] == "pb/setmt"), None),
+                               "source": ksrc,
                                "note": "source 'boot': created by kprobe_event= at fs_initcall, unfiltered "
                                        "until /init set the filter; 'init': created by /init"},
+                    "probes": installed,
                     "events": list(EVENTS),
                     "guest_packages": initramfs.package_versions(base),
                     "timings": res.timings,

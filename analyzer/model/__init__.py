@@ -37,6 +37,7 @@ from ..kernels import ISOLATE, MOVABLE, KernelBehavior
 from ..readers.base import Trace
 from . import infer
 from .events import Table, kprobe_marker_seq, read_events
+from .groundtruth import translate_tracepoints, unify
 from .isolation import Windows, find_windows, offlined_spans
 from .pcp import pair as _pair, residency as _residency
 from .timeline import CONF_NAMES, INFERRED, KNOWN, SOURCES, UNKNOWN, Rows, Timeline, agreement
@@ -343,8 +344,12 @@ def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Sou
     pbo = meta.pageblock_order
     step("reading events")
     ev = read_events(trace, meta.ground_truth_events, pbo)
-    kp = [t for k, t in ev.items() if k.startswith("kprobe:")]
+    numbering = meta.numbering
     base_ev = {k: t for k, t in ev.items() if not k.startswith("kprobe:")}
+    translate_tracepoints(base_ev, numbering)
+    kp_ev = unify({k: t for k, t in ev.items() if k.startswith("kprobe:")}, numbering, pbo)
+    ev = {**base_ev, **kp_ev}
+    kp = list(kp_ev.values())
     t0, t1, s1 = _span(ev)
     blocks, bzone, znames, cma = _universe(base_ev, meta, pbo)
     cma_known = bool(meta.cma_areas) or not any("CMA areas unknown" in u for u in meta.unknowns)
@@ -355,7 +360,8 @@ def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Sou
         warnings.append("records with impossible page numbers or counts ignored (corrupt input): "
                         + ", ".join(f"{k} {n}" for k, n in sorted(dropped.items())))
     step("isolation windows")
-    w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno)
+    w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno, kernel.cma_fail_pfn0)
+    warnings += format_checks(trace, kernel, kp_ev)
     lost_ts, lost_seq = _lost(trace, base_ev)
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
@@ -364,6 +370,31 @@ def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Sou
         warnings.append(f"the capture reports lost events ({lost_txt}) but the trace does not say where: "
                         "retypes may be missing anywhere")
     return _Source(ev, base_ev, kp, ctx, w, lost_ts, lost_seq, warnings)
+
+
+def format_checks(trace: Trace, kernel: KernelBehavior, kp: dict[str, Table]) -> list[str]:
+    """What the trace itself shows against what analyzer/kernels.py says of this release: a
+    disagreement means the release string does not describe the traced kernel."""
+    out: list[str] = []
+    if kernel.version is None:
+        return out
+    fmts = trace.formats()
+    names = {k.rsplit(":", 1)[-1]: f for k, f in fmts.items()}
+    start = names.get("cma_alloc_start")
+    if start is not None:
+        has_counts = any(f.name == "request_count" for f in start.fields)
+        if has_counts != kernel.cma_start_counts:
+            out.append(f"cma_alloc_start {'has' if has_counts else 'lacks'} request_count, unlike upstream "
+                       f"{'.'.join(map(str, kernel.version))}: the kernel is not what its release says")
+    if "mm_alloc_contig_migrate_range_info" in names and not kernel.contig_range_info:
+        out.append("the trace has mm_alloc_contig_migrate_range_info, which upstream removed in 6.17: "
+                   "the kernel is not what its release says")
+    bits = any(t.has("probe_kind") and np.any(t["probe_kind"] > 0) for t in kp.values())
+    if kp and kernel.isolate_bit and not bits and not any(f.system == "pb" and any(x.name == "bit" for x in f.fields)
+                                                         for f in fmts.values()):
+        out.append(f"ground truth: this kernel keeps isolation in a separate pageblock bit ({kernel.probe_scheme} "
+                   "probes) but the trace has no isolate-bit probe: isolation is invisible to the probe")
+    return out
 
 
 def _infer(src: _Source, kernel: KernelBehavior) -> _Inference:
@@ -396,6 +427,9 @@ def _infer(src: _Source, kernel: KernelBehavior) -> _Inference:
 def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
     """Inference up to the moment the kprobe went live, every kprobe write after it."""
     if not (src.kprobe and any(len(t) for t in src.kprobe)):
+        if src.ctx.kernel.version is not None:
+            src.warnings.append(f"no ground-truth probe records: tracepoint inference only (this kernel needs the "
+                                f"'{src.ctx.kernel.probe_scheme}' probes of analyzer/probes.py)")
         return _Truth(inf.timeline)
     step("ground truth")
     ctx, obs, warnings, stats = src.ctx, inf.obs, src.warnings, inf.stats
@@ -413,6 +447,22 @@ def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
     post_live = obs.seq > live_seq
     gconf = np.where(post_live, KNOWN, inf.obs_conf).astype(np.int8)
     kr = kr.take(np.flatnonzero(np.isin(kr.block, ctx.blocks)))
+    open_type = (kr.mt < 0) & (kr.conf == UNKNOWN)
+    if open_type.any():    # 6.17+ unisolation of a block whose stored type only the history before knows
+        idx = np.flatnonzero(open_type)
+        itl = inf.timeline
+        got = np.full(len(idx), -1, np.int64)
+        conf = np.full(len(idx), UNKNOWN, np.int64)
+        if len(itl.mt):
+            for q in (kr.seq[idx], np.full(len(idx), live_seq)):      # at the clear, else when the probe went live
+                at = itl.at(kr.block[idx], np.asarray(q, np.int64))
+                ii = np.maximum(at, 0)
+                ok = (got < 0) & (at >= 0) & (itl.mt[ii] >= 0) & (itl.mt[ii] != ISOLATE)
+                got[ok] = itl.mt[ii][ok]
+                conf[ok] = itl.conf[ii][ok]
+        kr.mt[idx] = got.astype(np.int8)
+        kr.conf[idx] = conf.astype(np.int8)
+        stats["isolate_clears_type_from_history"] = int((got >= 0).sum())
     tl, accepted = infer.resolve_with_observations(Rows.concat([pre, kr]), obs, gconf, post_live, ctx,
                                                    warnings=warnings)
     stats["observations_used_ground_truth"] = int(accepted.sum())

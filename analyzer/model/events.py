@@ -141,7 +141,9 @@ def read_events(trace: Trace, ground_truth_events: list[str] | None = None,
         explicit = bool(ground_truth_events) and (full in ground_truth_events or fmt.name in ground_truth_events
                                                   or fmt.system in ground_truth_events)
         # the corpus probe names the new type "flags"; the notes' recipe calls it "mt"
-        if explicit or ({"pfn", "mask"} <= fields and fields & set(KPROBE_TYPE_FIELDS)):
+        # ... and the 6.17+ probes (analyzer/probes.py): (pfn, flags) writes and (pfn, bit) isolate bits
+        if explicit or ({"pfn", "mask"} <= fields and fields & set(KPROBE_TYPE_FIELDS)) \
+                or (fmt.system == "pb" and ({"pfn", "flags"} <= fields or {"pfn", "bit"} <= fields)):
             if full in names:
                 out["kprobe:" + full] = _plausible(Table(full, _sorted(trace.table(full))), max_span)
     return out

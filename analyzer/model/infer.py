@@ -220,9 +220,13 @@ def kprobe_rows(kp: list[Table], ctx: Context) -> Rows:
         field = next((f for f in KPROBE_TYPE_FIELDS if t.has(f)), None)
         if field is None or not t.has("pfn"):
             continue
-        mt = (t[field][sel] & 7).astype(np.int8)
+        raw = t[field][sel]
+        # a clear of the 6.17+ isolate bit whose preserved type the probe never saw (groundtruth.py):
+        # type unknown here, resolved from the history before it by the model
+        unknown = raw < 0
+        mt = np.where(unknown, -1, raw & 7).astype(np.int8)
         parts.append(Rows.make(t["pfn"][sel] >> ctx.pbo, t["seq"][sel], t["ts"][sel], SET, mt,
-                               SRC["kprobe"], KNOWN))
+                               SRC["kprobe"], np.where(unknown, UNKNOWN, KNOWN)))
     return Rows.concat(parts) if parts else Rows.make([], 0, 0, SET)
 
 

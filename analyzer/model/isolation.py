@@ -97,7 +97,7 @@ class _Window(NamedTuple):
     pid: int
 
 
-def _cma_events(ev: dict[str, Table], has_errorno: bool) -> list[_CmaEvent]:
+def _cma_events(ev: dict[str, Table], has_errorno: bool, fail_pfn0: bool = False) -> list[_CmaEvent]:
     start, fin, busy = ev["cma_alloc_start"], ev["cma_alloc_finish"], ev["cma_alloc_busy_retry"]
     out: list[_CmaEvent] = []
     if len(start):
@@ -117,6 +117,9 @@ def _cma_events(ev: dict[str, Table], has_errorno: bool) -> list[_CmaEvent]:
                 ok = int(page[i]) != 0
             else:
                 ok = None
+            # a failure names no page: -1UL up to 6.17, pfn 0 from 6.18 (the page pointer is NULL)
+            if ok is False and int(pf) == 0 and (fail_pfn0 or (page is not None and int(page[i]) == 0)):
+                pf = NO_PFN
             out.append(_CmaEvent(int(s), int(t), int(p), "finish", n, int(pf), int(c), ok))
     out.sort(key=lambda e: e.seq)
     return out
@@ -158,9 +161,9 @@ def _contig_evidence(ev: dict[str, Table]) -> list[_ContigEvidence]:
     return out
 
 
-def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool) -> Windows:
+def find_windows(ev: dict[str, Table], pbo: int, has_errorno: bool, fail_pfn0: bool = False) -> Windows:
     """Isolation windows from the cma_* and contig evidence records (see the module doc)."""
-    evs = _cma_events(ev, has_errorno)
+    evs = _cma_events(ev, has_errorno, fail_pfn0)
     cma_rows = _cma_windows(evs, pbo)
     rows = list(cma_rows)
 
@@ -267,7 +270,7 @@ def offlined_spans(tpi: Table, kp: list[Table], pbo: int) -> tuple[np.ndarray, n
         sel = np.flatnonzero(t["mask"] == 7) if t.has("mask") else np.arange(len(t))
         kb_l.append(t["pfn"][sel] >> pbo)
         ks_l.append(t["seq"][sel])
-        km_l.append(t[field][sel] & 7)
+        km_l.append(np.where(t[field][sel] < 0, -1, t[field][sel] & 7))
         kpid_l.append(t["pid"][sel] if t.has("pid") else np.full(len(sel), -1, np.int64))
     if not kb_l:
         return z, z, z

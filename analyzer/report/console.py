@@ -51,9 +51,11 @@ def verdict_line(a, s: dict | None = None) -> str:
     s = s or a.summary(with_rows=False)
     code = int(s["exit_status"])
     if getattr(a.kernel, "version", 0) is None:
-        kernel = "unknown kernel (6.1 assumed)"
-    else:
-        kernel = s["kernel"].get("release") or "?"
+        # the trace does not say which kernel made it (no uname in trace.dat, a text trace):
+        # a clean verdict would rest on an assumption, so it is never given
+        return (f"{EXIT_WORD.get(code, '?').upper()} on unknown kernel: {_found_text(s)}; the trace does not "
+                f"record its kernel: pass --kernel RELEASE (or the full `uname -a` line) -> exit {code}")
+    kernel = s["kernel"].get("release") or "?"
     return f"{EXIT_WORD.get(code, '?').upper()} on {kernel}: {_found_text(s)} -> exit {code}"
 
 
@@ -93,7 +95,7 @@ def render(a, console: Console | None = None, examples: int | None = None, expla
         c.print(f"ground truth (kprobe): tracepoint-only inference agrees {_fmt_agreement(m['agreement'])}",
                 highlight=False)
     else:
-        c.print("ground truth: none (no set_pfnblock_flags_mask kprobe events)")
+        c.print("ground truth: none (no pb/setmt kprobe events; the probes per kernel: analyzer/probes.py)")
     for w in m["warnings"]:
         if w in said:
             continue

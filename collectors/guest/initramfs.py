@@ -154,7 +154,10 @@ def _read_module(path: Path) -> bytes:
 # -- guest files ---------------------------------------------------------------------------
 def guest_files() -> dict[str, bytes]:
     """qemu/init, qemu/lib.sh, qemu/scenarios/*.sh (what a developer edits)."""
-    out = {"init": (QEMU_DIR / "init").read_bytes(), "mtaudit/lib.sh": (QEMU_DIR / "lib.sh").read_bytes()}
+    from analyzer.probes import shell_chooser
+    out = {"init": (QEMU_DIR / "init").read_bytes(), "mtaudit/lib.sh": (QEMU_DIR / "lib.sh").read_bytes(),
+           # the ground-truth probe choice, generated from the one definition (analyzer/probes.py)
+           "mtaudit/probes.sh": shell_chooser().encode()}
     for p in sorted((QEMU_DIR / "scenarios").glob("*.sh")):
         out[f"mtaudit/scenarios/{p.name}"] = p.read_bytes()
     return out

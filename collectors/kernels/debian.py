@@ -9,6 +9,7 @@ otherwise.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from ..build.cache import cache_root, locked, sha256_file
 from ..errors import FetchError, ToolMissingError
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security", "trixie", "trixie-updates",
-          "trixie-security")
+          "trixie-security", "trixie-backports", "sid")
 LISTS_MAX_AGE_S = 24 * 3600
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -66,7 +67,10 @@ class PrivateApt:
         for tool in ("apt-get", "apt-cache", "dpkg-deb", "dpkg"):
             if not shutil.which(tool):
                 raise ToolMissingError(f"{tool} not found: mtaudit fetches Debian kernels with apt")
-        self = cls(arch, cache_root() / "apt" / arch)
+        # one root per suite set: roots of other suite sets (other mtaudit versions sharing the
+        # cache) keep their own sources.list and lists instead of rewriting each other's
+        tag = hashlib.sha256(" ".join(SUITES).encode()).hexdigest()[:8]
+        self = cls(arch, cache_root() / "apt" / f"{arch}-{tag}")
         self._layout()
         return self
 
@@ -87,6 +91,7 @@ class PrivateApt:
         p = r / "etc" / "sources.list"
         if not p.exists() or p.read_text() != src:
             p.write_text(src)
+            (r / "state" / "updated").unlink(missing_ok=True)   # new suites: lists are stale
         conf = "\n".join([
             f'Dir::State "{r}/state";',
             f'Dir::State::Lists "{r}/lists";',
@@ -102,6 +107,8 @@ class PrivateApt:
             f'APT::Architectures {{ "{self.arch}"; }};',
             'APT::Get::List-Cleanup "false";',
             'Acquire::Languages "none";',
+            # sid's Release is short-lived and a mirror may lag: the packages are still signed
+            'Acquire::Check-Valid-Until "false";',
             'Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";',
             'Debug::NoLocking "true";',
         ]) + "\n"
@@ -140,14 +147,26 @@ class PrivateApt:
 
     def versions(self, package: str) -> list[tuple[str, str]]:
         """[(version, suite)] of `package` across the configured suites (apt-cache madison)."""
-        out = self._run(["apt-cache", "madison", package])
+        return [(v, s) for _, v, s in self.versions_of([package])]
+
+    def versions_of(self, packages: list[str]) -> list[tuple[str, str, str]]:
+        """[(package, version, suite)] of several packages in ONE apt-cache call (each call reads
+        every list: seconds on a busy machine)."""
+        if not packages:
+            return []
+        out = self._run(["apt-cache", "madison", *packages])
+        want = set(packages)
         res = []
         for line in out.splitlines():
             parts = [x.strip() for x in line.split("|")]
-            if len(parts) >= 3 and parts[0] == package and "Packages" in parts[2]:
+            if len(parts) >= 3 and parts[0] in want and "Packages" in parts[2]:
                 suite = parts[2].split()[1].split("/")[0]
-                res.append((parts[1], suite))
+                res.append((parts[0], parts[1], suite))
         return res
+
+    def pkgnames(self, prefix: str) -> list[str]:
+        """Package names starting with `prefix` in the private lists (apt-cache pkgnames)."""
+        return sorted(set(self._run(["apt-cache", "pkgnames", prefix]).split()))
 
     def show_field(self, package: str, version: str, field: str) -> str:
         out = self._run(["apt-cache", "show", f"{package}={version}"])

@@ -1,13 +1,16 @@
 """Kernel SPECs -> a bootable kernel on disk (image, modules, config), cached by content.
 
 SPEC forms:
-  debian:6.1/arm64, debian:6.12/arm64, debian:6.1/amd64 ...   newest Debian package of the series
+  debian:6.1/arm64, debian:6.18/arm64, debian:7.2/amd64 ...   newest Debian package of the series
+                                                               (bookworm, trixie, trixie-backports, sid)
   deb:FILE.deb                                                 a linux-image .deb you have
   path:IMAGE[,modules=DIR][,config=FILE]                       a kernel you built
   build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=A][,base=B]  built here from source
                                                                (collectors/build/)
-The config is checked before anything boots: a capture without CMA, tracepoints or kprobe
-events cannot show what mtaudit looks for, so we refuse early and say why.
+The config is checked before anything boots: a capture without tracepoints or kprobe events
+cannot show what mtaudit looks for, so we refuse early and say why.  CONFIG_CMA is needed only by
+scenarios that reserve CMA (`cma=` / `hugetlb_cma=` on their command line, or requires=CONFIG_CMA):
+memory offline, gigantic pages and highatomic reserves are checked on CMA=n kernels too.
 """
 from __future__ import annotations
 
@@ -27,15 +30,15 @@ from ..errors import KernelConfigError, KernelSpecError
 # Debian arch name -> QEMU/uname arch.  One table; machine profiles live in qemu/machines/.
 ARCHES = {"arm64": "aarch64", "amd64": "x86_64"}
 UNAME_TO_DEB = {v: k for k, v in ARCHES.items()}
-# Which suites carry which series (bookworm has 6.1; trixie 6.12).
+# Which suites carry which series (bookworm has 6.1; trixie 6.12; trixie-backports 6.16 ... 7.3;
+# sid 7.2).  Other series are looked for in every suite of collectors/debian.py.
 SERIES_SUITES = {"6.1": ("bookworm",), "6.12": ("trixie", "bookworm")}
 
 REQUIRED = {
-    "CMA": "pageblock CMA areas (MIGRATE_CMA) do not exist without it",
     "TRACEPOINTS": "no kmem/cma tracepoints",
     "FTRACE": "no tracefs ring buffer",
     "EVENT_TRACING": "no trace events",
-    "KPROBE_EVENTS": "no ground-truth kprobe on set_pfnblock_flags_mask",
+    "KPROBE_EVENTS": "no ground-truth kprobes (analyzer/probes.py)",
     "NET_9P": "the guest->host 9p transport needs it (y or m)",
     "9P_FS": "the guest->host 9p transport needs it (y or m)",
 }
@@ -91,6 +94,15 @@ def parse_config(text: str) -> dict[str, str]:
     return out
 
 
+CMA_WHY = "pageblock CMA areas (MIGRATE_CMA) do not exist without it"
+
+
+def scenario_needs_cma(cmdline: list[str] | tuple[str, ...], requires: list[str] | tuple[str, ...]) -> bool:
+    """A scenario needs CONFIG_CMA when it reserves CMA on the kernel command line or says so."""
+    return any(w.split("=", 1)[0] in ("cma", "hugetlb_cma") for w in cmdline) or \
+        any(r.removeprefix("CONFIG_") == "CMA" for r in requires)
+
+
 def check_config(k: Kernel, extra: tuple[str, ...] = ()) -> None:
     """Refuse kernels that cannot produce a useful capture; name what is missing and why."""
     if not k.config:
@@ -101,11 +113,13 @@ def check_config(k: Kernel, extra: tuple[str, ...] = ()) -> None:
     missing += [o.removeprefix("CONFIG_") for o in extra if not k.has(o)]
     if not missing:
         return
-    why = "; ".join(f"CONFIG_{o} ({REQUIRED.get(o, 'needed by this scenario')})" for o in missing)
+    why = "; ".join(f"CONFIG_{o} ({REQUIRED.get(o, CMA_WHY if o == 'CMA' else 'needed by this scenario')})"
+                    for o in missing)
     hint = ""
     if "CMA" in missing and k.spec.startswith("debian:") and k.arch == "amd64":
-        hint = (" - Debian's amd64 kernels are built with CMA off; use debian:6.1/arm64 or "
-                "debian:6.12/arm64, or a kernel built from source (build:debian-source:6.1,arch=x86_64)")
+        hint = (" - Debian's amd64 kernels are built with CMA off up to 7.1; use an arm64 series, "
+                "debian:7.2/amd64 or later, a scenario without CMA (memory-offline), or a kernel built "
+                "from source (build:debian-source:6.1,arch=x86_64)")
     raise KernelConfigError(f"{k.spec} ({k.release}) lacks {why}{hint}")
 
 
@@ -124,7 +138,7 @@ class Spec:
 
 BUILD_USAGE = ("build:SRC[,patch=FILE]...[,config=FRAGMENT][,arch=x86_64|arm64]"
                "[,base=tinyconfig|defconfig|FILE] (SRC: a directory, a .tar.xz/.tar.gz, "
-               "or debian-source:6.1|6.12)")
+               "or debian-source:6.1|6.12|7.2)")
 
 
 def _parse_build(spec: str, arch: str | None) -> Spec:
@@ -150,7 +164,7 @@ def _parse_build(spec: str, arch: str | None) -> Spec:
         raise KernelSpecError(f"kernel spec {spec!r} is {a} but --arch says {arch}")
     a = a or arch or host_arch()
     if src.startswith("debian-source:") and not re.fullmatch(r"debian-source:\d+\.\d+", src):
-        raise KernelSpecError(f"kernel spec {spec!r}: use debian-source:6.1 or debian-source:6.12")
+        raise KernelSpecError(f"kernel spec {spec!r}: use debian-source:SERIES (debian-source:6.1, debian-source:6.12, debian-source:7.2 ...)")
     return Spec("build", arch=a, file=src, config=opts.get("config", ""), patches=tuple(patches),
                 base=opts.get("base", "tinyconfig"))
 
@@ -171,7 +185,7 @@ def parse_spec(spec: str, arch: str | None = None) -> Spec:
         body = spec[len("debian:"):]
         series, _, a = body.partition("/")
         if not re.fullmatch(r"\d+\.\d+", series):
-            raise KernelSpecError(f"kernel spec {spec!r}: series must look like 6.1 or 6.12")
+            raise KernelSpecError(f"kernel spec {spec!r}: series must look like 6.1, 6.18 or 7.2")
         a = normalize_arch(a) if a else (arch or "arm64")
         if arch and arch != a:
             raise KernelSpecError(f"kernel spec {spec!r} is {a} but --arch says {arch}")
@@ -221,21 +235,32 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
         apt = PrivateApt.for_arch(spec.arch)
         say(f"apt-get update (private lists, {spec.arch})")
         apt.update()
-        suites = SERIES_SUITES.get(spec.series, ("bookworm", "trixie"))
+        suites = SERIES_SUITES.get(spec.series)
         meta = f"linux-image-{spec.arch}"
-        cands = [v for v, s in apt.versions(meta)
-                 if v.startswith(spec.series + ".") and any(s.startswith(x) for x in suites)]
-        if not cands:
-            raise KernelSpecError(f"{spec_text}: no {meta} {spec.series}.x in {', '.join(suites)}")
-        mv = max_version(cands)
-        dep = apt.show_field(meta, mv, "Depends")
-        m = re.match(r"(linux-image-[^\s,(]+)\s*\(=\s*([^)]+)\)", dep)
-        if not m:
-            raise KernelSpecError(f"{spec_text}: cannot read the image package from {meta} {mv}: {dep!r}")
-        pkg, ver = m.group(1), m.group(2).strip()
+        found = apt.versions(meta)
+        cands = [v for v, s in found
+                 if v.startswith(spec.series + ".") and (suites is None or any(s.startswith(x) for x in suites))]
+        if cands:
+            mv = max_version(cands)
+            pkg, ver = image_package(apt, spec_text, meta, mv)
+        else:
+            # the meta package follows only each suite's newest series (trixie-backports holds
+            # 6.16 ... 7.3 as versioned image packages): look for those by name
+            named = series_images(apt, spec.series, spec.arch)
+            if not named:
+                imgs = [n for n in apt.pkgnames("linux-image-") if _IMAGE_RE(spec.arch).fullmatch(n)]
+                have = available_series(found + [(v, s) for _, v, s in apt.versions_of(imgs)])
+                raise KernelSpecError(f"{spec_text}: no linux-image {spec.series}.x for {spec.arch} in the Debian "
+                                      f"archive ({', '.join(SUITES_SEARCHED)}); series available: "
+                                      f"{', '.join(have) or 'none'}")
+            ver = max_version([v for _, v in named])
+            pkg = next(n for n, v in named if v == ver)
         say(f"fetching {pkg} {ver}")
         deb = apt.download(pkg, ver)
-        return _from_deb(deb, spec_text, say)
+        extra = [apt.download(p, v) for p, v in split_packages(apt, pkg, ver)]
+        for p in extra:
+            say(f"fetched {p.name} (part of {pkg})")
+        return _from_deb(deb, spec_text, say, extra)
     if spec.kind == "deb":
         deb = Path(spec.file)
         if not deb.is_file():
@@ -246,28 +271,90 @@ def resolve(spec_text: str, arch: str | None = None, progress=None) -> Kernel:
     return _from_path(spec, spec_text)
 
 
-def _from_deb(deb: Path, spec_text: str, say) -> Kernel:
+SUITES_SEARCHED = ("bookworm", "trixie", "trixie-backports", "sid")
+
+
+def _IMAGE_RE(arch: str) -> "re.Pattern[str]":
+    """linux-image-<upstream>[-abi|+debNN]-<flavour> of the plain flavour (no -dbg/-unsigned/-16k)."""
+    return re.compile(rf"linux-image-(\d+\.\d+)[.\d]*(?:-\d+|\+deb\d+)?-{re.escape(arch)}")
+
+
+def series_images(apt: PrivateApt, series: str, arch: str) -> list[tuple[str, str]]:
+    """(package, version) of every plain-flavour image package of one series."""
+    names = [n for n in apt.pkgnames(f"linux-image-{series}.")
+             if (m := _IMAGE_RE(arch).fullmatch(n)) and m.group(1) == series]
+    return [(n, v) for n, v, _ in apt.versions_of(names)]
+
+
+def available_series(found: list[tuple[str, str]]) -> list[str]:
+    """"6.12 (trixie)"-style list of the series a meta package has, for an error message."""
+    by: dict[tuple[int, int], set[str]] = {}
+    for v, suite in found:
+        m = re.match(r"(\d+)\.(\d+)", v)
+        if m:
+            by.setdefault((int(m[1]), int(m[2])), set()).add(suite)
+    return [f"{a}.{b} ({', '.join(sorted(s))})" for (a, b), s in sorted(by.items())]
+
+
+def image_package(apt: PrivateApt, spec_text: str, meta: str, version: str) -> tuple[str, str]:
+    """The linux-image-<abi>-<flavour> package a meta package version depends on."""
+    dep = apt.show_field(meta, version, "Depends")
+    m = re.search(r"(linux-image-[^\s,(]+)\s*\(=\s*([^)]+)\)", dep)
+    if not m:
+        raise KernelSpecError(f"{spec_text}: cannot read the image package from {meta} {version}: {dep!r}")
+    return m.group(1), m.group(2).strip()
+
+
+def split_packages(apt: PrivateApt, pkg: str, ver: str) -> list[tuple[str, str]]:
+    """From 6.19 on `linux-image-<abi>-<flavour>` is itself a small package depending on
+    `linux-binary-*` (vmlinuz), `linux-modules-*` and `linux-base-*` (config): those, exactly
+    versioned.  Older image packages hold everything and depend on none of them."""
+    dep = apt.show_field(pkg, ver, "Depends")
+    out = []
+    for m in re.finditer(r"(linux-(?:binary|modules|base)-[^\s,(|]+)\s*\(=\s*([^)]+)\)", dep):
+        name, ver = m.group(1), m.group(2).strip()
+        # 6.18's image Depends on a linux-base-<abi> it Provides itself (virtual): nothing to fetch
+        if any(v == ver for v, _ in apt.versions(name)):
+            out.append((name, ver))
+    return out
+
+
+def _from_deb(deb: Path, spec_text: str, say, extra: list[Path] | None = None) -> Kernel:
     fields = deb_fields(deb)
     arch = normalize_arch(fields.get("Architecture", ""))
     digest = sha256_file(deb)
+    if extra:
+        import hashlib
+        digest = hashlib.sha256((digest + "".join(sha256_file(p) for p in extra)).encode()).hexdigest()
     dest = cache_root() / "kernels" / digest
     if not (dest / "kernel.json").exists():
         say(f"extracting {deb.name}")
         with atomic_dir(str(dest)) as tmp:
             extract_deb(deb, Path(tmp) / "root")
+            for p in extra or []:
+                extract_deb(p, Path(tmp) / "root")
             info = {"package": fields.get("Package"), "version": fields.get("Version"),
                     "arch": arch, "deb_sha256": digest}
             Path(tmp, "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     info = json.loads((dest / "kernel.json").read_text())
     root = dest / "root"
     images = sorted(root.glob("boot/vmlinu[xz]-*"))
-    if not images:
-        raise KernelSpecError(f"{spec_text}: {deb.name} holds no boot/vmlinuz-* (not a linux-image package?)")
-    image = images[0]
-    release = image.name.split("-", 1)[1]
-    cfg = root / "boot" / f"config-{release}"
-    mods = root / "lib" / "modules" / release
-    if not mods.exists():
+    if images:
+        image = images[0]
+        release = image.name.split("-", 1)[1]
+        cfg = root / "boot" / f"config-{release}"
+    else:
+        # 6.19+ / sid split packages: linux-binary-* ships usr/lib/modules/<release>/vmlinuz and
+        # linux-base-* the config next to it
+        images = sorted(root.glob("usr/lib/modules/*/vmlinu[xz]"))
+        if not images:
+            raise KernelSpecError(f"{spec_text}: {deb.name} holds no boot/vmlinuz-* nor "
+                                  "usr/lib/modules/*/vmlinuz (not a linux-image package?)")
+        image = images[0]
+        release = image.parent.name
+        cfg = image.parent / "config"
+    mods: Path | None = root / "lib" / "modules" / release
+    if mods is not None and not mods.exists():
         alt = root / "usr" / "lib" / "modules" / release
         mods = alt if alt.exists() else None
     k = Kernel(spec=spec_text, arch=arch, release=release, version=info["version"], image=image,

@@ -84,12 +84,20 @@ def test_config_ok_and_modules_count():
         kernels.check_config(unset)
 
 
-def test_amd64_without_cma_is_refused_with_hint():
+def test_amd64_without_cma_is_refused_with_hint_only_where_cma_is_needed():
     k = _kernel(GOOD.replace("CONFIG_CMA=y", "# CONFIG_CMA is not set"), spec="debian:6.1/amd64", arch="amd64")
+    kernels.check_config(k)                       # memory offline, gigantic pages ... need no CMA
     with pytest.raises(KernelConfigError) as e:
-        kernels.check_config(k)
+        kernels.check_config(k, ("CMA",))
     msg = str(e.value)
-    assert "CONFIG_CMA" in msg and "arm64" in msg and "source" in msg
+    assert "CONFIG_CMA" in msg and "arm64" in msg and "source" in msg and "memory-offline" in msg
+
+
+@pytest.mark.parametrize("name, needs", [("cma-churn", True), ("cma-race", True), ("memory-offline", False),
+                                         ("idle", False)])
+def test_scenario_needs_cma_from_its_command_line(name, needs):
+    sc = scenarios.load(name)
+    assert kernels.scenario_needs_cma(sc.cmdline, sc.requires) is needs
 
 
 @pytest.mark.parametrize("opt", ["TRACEPOINTS", "FTRACE", "KPROBE_EVENTS"])
@@ -319,3 +327,34 @@ def test_interruptible_stops_on_sigint_even_when_it_was_inherited_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN      # restored on the way out
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+# -- today's Debian archive: series by name, split packages, installed probes ------------------
+@pytest.mark.parametrize("name, series", [
+    ("linux-image-6.18.15+deb13-arm64", "6.18"), ("linux-image-6.1.0-50-arm64", "6.1"),
+    ("linux-image-7.2.13+deb14-arm64", "7.2"), ("linux-image-6.18.15+deb13-arm64-unsigned", None),
+    ("linux-image-6.18.15+deb13-arm64-16k", None), ("linux-image-6.12.117+deb13-cloud-arm64", None),
+    ("linux-image-6.18.15+deb13-arm64-dbg", None)])
+def test_plain_flavour_image_names(name, series):
+    m = kernels._IMAGE_RE("arm64").fullmatch(name)
+    assert (m.group(1) if m else None) == series
+
+
+def test_absent_series_lists_what_the_archive_has():
+    found = [("7.3.4-1~bpo13+1", "trixie-backports"), ("6.18.15-1~bpo13+1", "trixie-backports"),
+             ("6.12.117-1", "trixie"), ("6.12.118-1", "trixie-security"), ("7.2.13-1", "sid")]
+    assert kernels.available_series(found) == ["6.12 (trixie, trixie-security)", "6.18 (trixie-backports)",
+                                               "7.2 (sid)", "7.3 (trixie-backports)"]
+
+
+def test_installed_probes_read_back(tmp_path):
+    p = tmp_path / "probes-installed.txt"
+    p.write_text("p:pb/setmt __set_pfnblock_flags_mask.constprop.0 pfn=%x0:x64 flags=%x1:x64||migratetype|init\n"
+                 "p:pb/setiso set_pfnblock_bit pfn=%x1:x64 bit=%x2:u32|bit == 4|isolate-set|init\n"
+                 "garbage line\n")
+    from collectors.collect import installed_probes
+    got = installed_probes(p)
+    assert [(g["event"], g["symbol"], g["filter"], g["source"]) for g in got] == [
+        ("pb/setmt", "__set_pfnblock_flags_mask.constprop.0", None, "init"),
+        ("pb/setiso", "set_pfnblock_bit", "bit == 4", "init")]
+    assert installed_probes(tmp_path / "missing.txt") == []

@@ -117,3 +117,26 @@ def test_drain_semantics_across_the_three_eras():
     assert behavior_for("3.18.0").drain_prints == "cached"
     assert behavior_for("6.9.12").drain_prints == "cached"
     assert behavior_for("6.10.0").drain_prints == "live"
+
+
+# -- 6.16 .. 7.3 ---------------------------------------------------------------------------
+@pytest.mark.parametrize("uname, scheme, contig_info, start_counts, fail_pfn0", [
+    ("6.16.12+deb13-arm64 #1 SMP Debian 6.16.12-1~bpo13+1", "mask", True, False, False),
+    ("6.17.13+deb13-arm64 #1 SMP Debian 6.17.13-1~bpo13+1", "isolate-bit", False, False, False),
+    ("6.18.15+deb13-arm64 #1 SMP Debian 6.18.15-1~bpo13+1", "isolate-bit", False, True, True),
+    ("7.2.13+deb14-amd64 #1 SMP Debian 7.2.13-1", "isolate-bit", False, True, True),
+    ("7.3.4+deb13-arm64 #1 SMP Debian 7.3.4-1~bpo13+1", "isolate-bit", False, True, True),
+])
+def test_modern_boundaries(uname, scheme, contig_info, start_counts, fail_pfn0):
+    k = behavior_for(uname)
+    assert (k.probe_scheme, k.isolate_bit) == (scheme, scheme == "isolate-bit")
+    assert k.contig_range_info == contig_info
+    assert k.cma_start_counts == start_counts and k.cma_fail_pfn0 == fail_pfn0
+    assert k.live_drain and k.merge_retypes_buddy      # the hygiene era continues
+
+
+def test_probe_scheme_table_and_probe_module_agree():
+    """The version boundary in the table and the symbol rule in analyzer/probes.py name the same schemes."""
+    from analyzer import probes
+    assert {behavior_for("6.12.0").probe_scheme, behavior_for("6.17.0").probe_scheme} == \
+        {probes.SCHEME_MASK, probes.SCHEME_ISOLATE_BIT}
