@@ -42,14 +42,19 @@ CHURN = ("import mmap,sys,time\n"
 
 
 def measure(cmd: list[str], stdout=subprocess.DEVNULL) -> dict:
-    """Wall time, exit status and peak RSS (bytes) of one child process."""
+    """Wall time, CPU time (user+sys), exit status and peak RSS (bytes) of one child process.
+
+    CPU time is reported beside wall time because a shared machine's load stretches the
+    wall clock of both sides unevenly; the ratios are given for both.
+    """
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t0
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
     p.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": dt, "exit": p.returncode, "peak_rss": ru.ru_maxrss * 1024, "stderr": err[-400:]}
+    return {"seconds": dt, "cpu": ru.ru_utime + ru.ru_stime, "exit": p.returncode, "peak_rss": ru.ru_maxrss * 1024,
+            "stderr": err[-400:]}
 
 
 def record(workdir: str, seconds: float, out=print) -> str:
@@ -123,42 +128,50 @@ def bench(args, out=print) -> dict:
         total = count_lines(txt)
         peer = measure(["perf", "script", "-i", data])
         out(f"capture: {data} ({os.path.getsize(data) / 1e6:.0f} MB), perf.txt {total:,} records "
-            f"({os.path.getsize(txt) / 1e6:.0f} MB); peer `perf script > /dev/null` {peer['seconds']:.2f} s")
+            f"({os.path.getsize(txt) / 1e6:.0f} MB); peer `perf script > /dev/null` {peer['seconds']:.2f} s "
+            f"(cpu {peer['cpu']:.2f} s)")
         res["peer_perf_script_s"] = peer["seconds"]
+        res["peer_perf_script_cpu"] = peer["cpu"]
         sizes = sorted({n for n in (_size(s) for s in args.sizes.split(",")) if n < total}) + [total]
         for n in sizes:
             path = txt if n == total else head(txt, n, args.workdir)
             if path is None:
                 continue
             m = measure(mtaudit("analyze", path, "-q"))
-            row = {"events": n, "bytes": os.path.getsize(path), "analyze_s": m["seconds"], "exit": m["exit"],
-                   "peak_rss": m["peak_rss"], "rss_per_event": m["peak_rss"] / n}
+            row = {"events": n, "bytes": os.path.getsize(path), "analyze_s": m["seconds"], "analyze_cpu": m["cpu"],
+                   "exit": m["exit"], "peak_rss": m["peak_rss"], "rss_per_event": m["peak_rss"] / n}
             if n == total:
                 row["vs_perf_script"] = peer["seconds"] / m["seconds"]
+                row["vs_perf_script_cpu"] = peer["cpu"] / m["cpu"]
             res["text"].append(row)
-            out(f"analyze perf text {n:>12,} events: {m['seconds']:7.2f} s, peak RSS {m['peak_rss'] / 1e6:7.0f} MB "
-                f"({m['peak_rss'] / n:.0f} B/event), exit {m['exit']}"
-                + (f"; perf script / mtaudit = {row['vs_perf_script']:.2f}x" if n == total else ""))
+            out(f"analyze perf text {n:>12,} events: {m['seconds']:7.2f} s (cpu {m['cpu']:.2f} s), peak RSS "
+                f"{m['peak_rss'] / 1e6:7.0f} MB ({m['peak_rss'] / n:.0f} B/event), exit {m['exit']}"
+                + (f"; perf script / mtaudit = {row['vs_perf_script']:.2f}x wall, {row['vs_perf_script_cpu']:.2f}x cpu"
+                   if n == total else ""))
             if m["exit"] not in (0, 1, 3):
                 out(f"  failed: {m['stderr'].strip()}")
         conv = os.path.join(args.workdir, "convert-out")
         shutil.rmtree(conv, ignore_errors=True)
         m = measure(mtaudit("convert", txt, conv))
         shutil.rmtree(conv, ignore_errors=True)
-        res["convert"] = {"bytes": os.path.getsize(txt), "seconds": m["seconds"], "peak_rss": m["peak_rss"],
-                          "exit": m["exit"]}
-        out(f"convert perf text ({os.path.getsize(txt) / 1e6:.0f} MB, streamed): {m['seconds']:.2f} s, "
+        res["convert"] = {"bytes": os.path.getsize(txt), "seconds": m["seconds"], "cpu": m["cpu"],
+                          "peak_rss": m["peak_rss"], "exit": m["exit"]}
+        out(f"convert perf text ({os.path.getsize(txt) / 1e6:.0f} MB, streamed): {m['seconds']:.2f} s "
+            f"(cpu {m['cpu']:.2f} s), "
             f"peak RSS {m['peak_rss'] / 1e6:.0f} MB, exit {m['exit']}")
     for b in args.bundle:
         tdat = os.path.join(b, "trace.dat") if os.path.isdir(b) else b
         peer = measure(["trace-cmd", "report", "-R", "-i", tdat]) if shutil.which("trace-cmd") else None
         m = measure(mtaudit("analyze", b, "-q"))
-        row = {"capture": b, "analyze_s": m["seconds"], "peak_rss": m["peak_rss"], "exit": m["exit"],
-               "trace_cmd_s": peer["seconds"] if peer else None}
+        row = {"capture": b, "analyze_s": m["seconds"], "analyze_cpu": m["cpu"], "peak_rss": m["peak_rss"],
+               "exit": m["exit"], "trace_cmd_s": peer["seconds"] if peer else None,
+               "trace_cmd_cpu": peer["cpu"] if peer else None}
         res["bundles"].append(row)
-        ratio = f"{peer['seconds'] / m['seconds']:.2f}x" if peer else "n/a (trace-cmd not installed)"
-        out(f"analyze {os.path.basename(b.rstrip('/'))}: {m['seconds']:.2f} s, peak RSS {m['peak_rss'] / 1e6:.0f} MB; "
-            f"trace-cmd report -R {peer['seconds'] if peer else float('nan'):.2f} s -> mtaudit faster by {ratio}")
+        ratio = (f"{peer['seconds'] / m['seconds']:.2f}x wall, {peer['cpu'] / m['cpu']:.2f}x cpu" if peer
+                 else "n/a (trace-cmd not installed)")
+        out(f"analyze {os.path.basename(b.rstrip('/'))}: {m['seconds']:.2f} s (cpu {m['cpu']:.2f} s), peak RSS "
+            f"{m['peak_rss'] / 1e6:.0f} MB; trace-cmd report -R {peer['seconds'] if peer else float('nan'):.2f} s "
+            f"(cpu {peer['cpu'] if peer else float('nan'):.2f} s) -> mtaudit faster by {ratio}")
     return res
 
 
