@@ -100,3 +100,23 @@ def test_cli_fleet_needs_out_and_writes_dataset(not_a_trace, tmp_path):
     assert "2 captures: " in p.stdout and "1 failed" in p.stdout
     assert sorted(os.listdir(out)) == ["blocks.parquet", "findings.parquet", "summary.parquet", "summary.txt"]
     assert (out / "summary.txt").read_text() in p.stdout
+
+
+def _dies_once(path: str, overrides=None):
+    """A worker that dies (the process exits, like an OOM kill) the first time it sees a capture."""
+    import analyzer.fleet as fleet
+    flag = os.environ["MTAUDIT_TEST_DIE_ONCE"]
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        os._exit(9)
+    return fleet.CaptureResult(capture=path, status="clean", exit_status=0, summary={"ok": path})
+
+
+def test_pool_worker_lost_costs_a_retry_not_the_capture(tmp_path, monkeypatch):
+    import analyzer.fleet as fleet
+    monkeypatch.setenv("MTAUDIT_TEST_DIE_ONCE", str(tmp_path / "died"))
+    monkeypatch.setattr(fleet, "analyze_capture", _dies_once)   # forked pool workers inherit it
+    got = fleet.run_pool(["a", "b"], jobs=1)
+    assert (tmp_path / "died").exists()
+    assert [r.summary for r in got] == [{"ok": "a"}, {"ok": "b"}]
+    assert max(r.attempts for r in got) == 2
