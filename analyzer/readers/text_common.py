@@ -430,8 +430,10 @@ class TextTrace(Trace):
 
     def resolve(self, event: str) -> str:
         """Like Trace.resolve, but from the event names seen (no need to parse bodies)."""
-        ev = event.replace("/", ":")
         names = self.events()
+        if event in names:        # a printed name may itself hold a "/" (a garbled line)
+            return event
+        ev = event.replace("/", ":")
         if ev in names:
             return ev
         bare = ev.split(":", 1)[1] if ":" in ev else ev
