@@ -79,7 +79,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             raise MtauditError(f"analyze: --{flag} is for one capture; a fleet writes --out DIR")
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from .fleet import fleet_exit, run_fleet, summary_text, write_dataset
     paths = [args.trace, *args.more]

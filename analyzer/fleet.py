@@ -26,10 +26,11 @@ from __future__ import annotations
 import json
 import os
 import traceback
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .atomic import atomic_dir
 from .errors import MtauditError
@@ -72,7 +73,7 @@ def analyze_capture(path: str, overrides: dict | None = None) -> CaptureResult:
                              summary=doc)
     except MtauditError as e:
         return CaptureResult(capture=path, status="failed", exit_status=2, error=str(e))
-    except Exception as e:   # an internal error of one capture is a row, not the end of the fleet
+    except Exception as e:  # noqa: BLE001 -- an internal error of one capture is a row, not the end of the fleet
         tb = traceback.extract_tb(e.__traceback__)
         where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
         return CaptureResult(capture=path, status="failed", exit_status=4,
@@ -169,7 +170,7 @@ def run_dask(paths: list[str], overrides: dict | None = None, scheduler: str | N
                 p = where[f.key]
                 try:
                     r = f.result()
-                except Exception as e:   # KilledWorker, a task that raised on every retry
+                except Exception as e:  # noqa: BLE001 -- KilledWorker, a task that raised on every retry
                     r = CaptureResult(capture=p, status="failed", exit_status=4,
                                       error=f"worker failed: {type(e).__name__}: {e}")
                 results[p] = r

@@ -54,7 +54,8 @@ def test_streamed_equals_whole_file(path, monkeypatch):
 def test_lost_window_spanning_chunks(tmp_path, monkeypatch):
     """A lost marker whose neighbouring records on its CPU are in other chunks."""
     src = os.path.join(ROOT, "fixtures", "text", "host-6.18-x86_64", "trace_pipe-irqinfo.txt")
-    lines = open(src).read().splitlines(keepends=True)
+    with open(src) as f:
+        lines = f.read().splitlines(keepends=True)
     mid = len(lines) // 2
     cpu = int(lines[mid].split("[", 1)[1].split("]", 1)[0])
     text = "".join(lines[:mid]) + f"CPU:{cpu} [LOST 42 EVENTS]\n" + "".join(lines[mid:])
@@ -69,7 +70,8 @@ def test_lost_window_spanning_chunks(tmp_path, monkeypatch):
 
 def test_bad_line_in_a_later_chunk_names_its_file_line(tmp_path, monkeypatch):
     src = os.path.join(ROOT, "fixtures", "text", "perf-6.1-host-6.18", "perf-script.txt")
-    lines = open(src).read().splitlines(keepends=True)
+    with open(src) as f:
+        lines = f.read().splitlines(keepends=True)
     at = len(lines) - 5
     p = tmp_path / "bad.txt"
     p.write_text("".join(lines[:at]) + "this is not a perf line\n" + "".join(lines[at:]))

@@ -21,8 +21,9 @@ string, other arrays -> binary).  `common_*` fields other than pid are dropped.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 

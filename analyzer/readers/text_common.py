@@ -265,7 +265,7 @@ class TextTrace(Trace):
     HASHED_POINTERS = False       # kernel text output hashes %p values
     # Files above this many bytes are streamed chunk by chunk (text_stream.py); at or below
     # it the whole file is parsed at once.  The environment variable lets tests force it.
-    CHUNK_BYTES = int(os.environ.get("MTAUDIT_TEXT_CHUNK_BYTES", 32 << 20))
+    CHUNK_BYTES = int(os.environ.get("MTAUDIT_TEXT_CHUNK_BYTES", str(32 << 20)))
 
     def __init__(self, path: str):
         self.path = str(path)
