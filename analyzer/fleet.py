@@ -290,6 +290,8 @@ def run_fleet(paths: list[str], overrides: dict | None = None, scheduler: str | 
     """Analyze `paths`: backend "auto" (dask if installed, else pool), "dask", "pool" or "serial"."""
     if scheduler and backend in ("pool", "serial"):
         raise MtauditError(f"--scheduler needs dask, not the {backend} backend")
+    # workers elsewhere (or in another directory) resolve paths on their own side: send them absolute
+    paths = [os.path.abspath(p) for p in paths]
     if backend == "auto":
         backend = "dask" if (scheduler or dask_available()) else "pool"
     if backend == "dask":
