@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .run import capture_args, count_arg, pfn_arg, run_analysis
+from .errors import MtauditError
+from .run import capture_args, count_arg, overrides, pfn_arg, positive_arg, run_analysis
 
 __all__ = ["register", "capture_args", "run_analysis"]
 
@@ -25,6 +26,15 @@ def register(subparsers) -> None:
         epilog="exit status: 0 no kernel findings, 1 kernel findings (model warnings alone do not "
                "count), 2 bad input or usage, 3 inconclusive, 4 internal error")
     capture_args(p)
+    p.add_argument("more", nargs="*", metavar="CAPTURE",
+                   help="more captures: a fleet, analyzed in parallel into --out DIR")
+    p.add_argument("--out", metavar="DIR",
+                   help="fleet output: summary/findings/blocks .parquet + summary.txt for every capture")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="fleet: an existing dask scheduler (tcp://HOST:8786); default a local cluster "
+                        "(dask installed) or a local process pool")
+    p.add_argument("--jobs", "-j", type=positive_arg, metavar="N",
+                   help="fleet: local workers (default: CPU count)")
     p.add_argument("--json", metavar="FILE|-", help="write summary, findings and block history as JSON")
     p.add_argument("--parquet", metavar="DIR", help="write findings/blocks/... as Parquet files into DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
@@ -45,6 +55,8 @@ def register(subparsers) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.more or args.out or args.scheduler:
+        return cmd_fleet(args)
     a = run_analysis(args)
     if args.json:
         from .report.export import write_json
@@ -59,6 +71,38 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         # with --json - the JSON owns stdout: the summary goes to stderr
         render(a, Console(stderr=(args.json == "-")), explain=args.explain)
     return a.exit_status()
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Many captures into one Parquet dataset (analyzer/fleet.py)."""
+    if not args.out:
+        raise MtauditError("analyze: several captures need --out DIR (one Parquet dataset for all)")
+    for flag in ("json", "parquet"):
+        if getattr(args, flag):
+            raise MtauditError(f"analyze: --{flag} is for one capture; a fleet writes --out DIR")
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from .fleet import fleet_exit, run_fleet, summary_text, write_dataset
+    paths = [args.trace, *args.more]
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("captures", total=len(dict.fromkeys(paths)))
+        results = run_fleet(paths, overrides(args), scheduler=args.scheduler, jobs=args.jobs,
+                            on_done=lambda r: progress.update(task, advance=1,
+                                                              description=f"{r.status}: {r.capture}"))
+    write_dataset(results, args.out)
+    if not args.quiet:
+        sys.stdout.write(summary_text(results))
+        sys.stdout.write(f"dataset: {args.out}/{{summary,findings,blocks}}.parquet\n")
+    return fleet_exit(results)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

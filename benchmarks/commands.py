@@ -16,6 +16,8 @@ BENCHMARKS = [
     ("build", "build", "build: kernel specs: cold build vs cache hit vs one-file-patch rebuild", "parser"),
     ("analyze", "analyze", "analyze() events/s vs trace-cmd report", "main"),
     ("model", "model", "pageblock model speed", "main"),
+    ("scale", "scale", "analyze/convert on real captures of growing size: peak RSS, time vs perf script / "
+              "trace-cmd report", "parser"),
     ("regress", "regress", "time to a regress verdict per phase, --jobs 1 vs 2 (real QEMU)", "main"),
     ("verdicts", "verdicts", "regress verdicts: false-alarm rate and power by seeded simulation", "parser"),
 ]

@@ -21,13 +21,16 @@ string, other arrays -> binary).  `common_*` fields other than pid are dropped.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from ..errors import UnknownEventError
+
+if TYPE_CHECKING:   # pandas costs ~0.4 s to import: only the commands that build frames pay it
+    import pandas as pd
 
 COMMON_COLUMNS = ("seq", "ts", "cpu", "pid", "comm")
 
@@ -163,9 +166,11 @@ class Trace(abc.ABC):
 
     def df(self, event: str, columns: list[str] | None = None) -> pd.DataFrame:
         """pandas view with Arrow-backed dtypes (no copy into object columns)."""
+        import pandas as pd
         return self.table(event, columns).to_pandas(types_mapper=pd.ArrowDtype)
 
     def lost_df(self) -> pd.DataFrame:
+        import pandas as pd
         return self.lost.to_pandas(types_mapper=pd.ArrowDtype)
 
     def time_span(self) -> tuple[int, int] | None:

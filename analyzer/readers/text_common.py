@@ -14,10 +14,16 @@ lost-event markers), and everything else is shared here, columnar:
   vectorised numpy integer parser that accepts `0x` hex and decimal in the same
   column (trace-cmd -R switches between them per event);
 * events whose layout the kernel fixes take their types from known_events, so
-  the tables equal the trace.dat reader's; others are inferred.
+  the tables equal the trace.dat reader's; others are inferred;
+* a file larger than `CHUNK_BYTES` is streamed (text_stream.py): read in line-aligned
+  chunks, each parsed as above and its per-event tables spilled to a temporary Arrow
+  directory, so memory is one chunk's worth, not the file's.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import os
 import re
 from dataclasses import dataclass
 
@@ -47,6 +53,11 @@ def read_lines(path: str) -> pa.Array:
         raise TraceFormatError(path, "file", 0, "empty file")
     if b"\0" in data[:65536]:
         raise TraceFormatError(path, "line 1", None, "binary data (NUL bytes) in a text trace")
+    return lines_of(data)
+
+
+def lines_of(data: bytes) -> pa.Array:
+    """`data` (whole lines) as a large_string array, one entry per line, newlines kept."""
     # Zero-copy: an Arrow string array over the file bytes, one entry per line with
     # its newline kept (the line patterns end in `\r?\n?$`); the C++ UTF-8 check
     # replaces a Python decode of hundreds of MB.
@@ -179,25 +190,39 @@ def _infer(raw: pa.Array) -> pa.Array:
     return vals.cast(pa.string())
 
 
-def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool) -> tuple[list[tuple[str, pa.Array]], BodyNotes]:
-    """Columns of one event's bodies: known layout when there is one, inferred otherwise."""
-    notes = BodyNotes()
+def _clean_bodies(body: pa.Array) -> tuple[pa.Array, int]:
     body = pc.utf8_trim_whitespace(body)
     failed = pc.fill_null(pc.starts_with(body, FAILED_TO_PARSE), False)
-    notes.failed_to_parse = int(pc.sum(failed).as_py() or 0)
-    if notes.failed_to_parse:
+    n_failed = int(pc.sum(failed).as_py() or 0)
+    if n_failed:
         body = pc.replace_substring_regex(body, r"^\[FAILED TO PARSE\]\s*", "")
-    body = pc.utf8_trim_whitespace(body)
+    return pc.utf8_trim_whitespace(body), n_failed
+
+
+SAMPLE_ROWS = 64
+
+
+def parse_bodies(event: str, body: pa.Array, hashed_pointers: bool,
+                 sample: pa.Array | None = None) -> tuple[list[tuple[str, pa.Array]], BodyNotes]:
+    """Columns of one event's bodies: known layout when there is one, inferred otherwise.
+
+    `sample`: the event's first bodies in the whole file when `body` is one chunk of it
+    (a known event's extra keys are decided on its first SAMPLE_ROWS rows).
+    """
+    notes = BodyNotes()
+    body, notes.failed_to_parse = _clean_bodies(body)
     known = ke.lookup(event)
     # A known event only needs keys printed in *every* row (new kernel fields), so
     # the first rows are enough; unknown events need every key of every row.
-    keys = discover_keys(body.slice(0, 64) if known is not None else body)
+    first = _clean_bodies(sample)[0] if sample is not None else body
+    keys = discover_keys(first.slice(0, SAMPLE_ROWS) if known is not None else body)
     unparsed: dict = {}
     cols: list[tuple[str, pa.Array]] = []
     if known is not None:
-        n = len(body)
+        n = len(first)
         names = [f.name for f in known.fields]
-        extra = [k for k, c in keys.items() if c == min(n, 64) and k not in names and k not in known.print_only]
+        extra = [k for k, c in keys.items()
+                 if c == min(n, SAMPLE_ROWS) and k not in names and k not in known.print_only]
         extra = [k for k in extra if _extract(body, k, [k], "token").null_count == 0]
         alts = names + sorted(known.print_only) + extra
         pos = pc.extract_regex(body, known.positional) if known.positional else None
@@ -240,6 +265,9 @@ class TextTrace(Trace):
                                   # lines keep their newline: end patterns with LINE_END
     FAST_RE = ""                  # same groups; cheaper pattern tried first (comm <= 16 chars)
     HASHED_POINTERS = False       # kernel text output hashes %p values
+    # Files above this many bytes are streamed chunk by chunk (text_stream.py); at or below
+    # it the whole file is parsed at once.  The environment variable lets tests force it.
+    CHUNK_BYTES = int(os.environ.get("MTAUDIT_TEXT_CHUNK_BYTES", str(32 << 20)))
 
     def __init__(self, path: str):
         self.path = str(path)
@@ -248,6 +276,17 @@ class TextTrace(Trace):
         self._tables: dict[str, pa.Table] = {}
         self._formats: dict[str, EventFormat] = {}
         self._notes: dict[str, dict] = {}
+        self._line0 = 0               # lines before the chunk being scanned (streaming)
+        self._seq0 = 0                # event records before it
+        self._spill: Any = None       # text_stream.Spill when streamed
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as e:
+            raise TraceFormatError(self.path, "file", None, e.strerror or str(e)) from None
+        if size > self.CHUNK_BYTES:
+            from .text_stream import stream
+            stream(self)
+            return
         lines = read_lines(self.path)
         self._scan(lines)
 
@@ -296,17 +335,21 @@ class TextTrace(Trace):
         take = np.where(src, len(fast) + pos, idx)
         return both.take(pa.array(take))
 
-    def _scan(self, lines: pa.Array) -> None:
+    def _scan(self, lines: pa.Array, chunk: bool = False) -> bool:
+        """Parse `lines` (the file, or one chunk of it: then no lost table, and no event is fine)."""
         m = self._match(lines)
         is_ev = m.is_valid().to_numpy(zero_copy_only=False)
+        l0 = self._line0
         for i in np.nonzero(~is_ev)[0]:
-            mk = self.other_line(lines[int(i)].as_py().rstrip("\r\n"), int(i) + 1)
+            mk = self.other_line(lines[int(i)].as_py().rstrip("\r\n"), l0 + int(i) + 1)
             if mk is not None:
                 self.markers.append(mk)
         if not is_ev.any():
+            if chunk:
+                return False
             raise TraceFormatError(self.path, "file", None, f"no event lines found in this {self.FORMAT} file")
         ev = pc.filter(m, pa.array(is_ev))
-        self._line_no = np.nonzero(is_ev)[0] + 1
+        self._line_no = np.nonzero(is_ev)[0] + 1 + l0
         g = {ev.type.field(i).name: pc.struct_field(ev, [i]) for i in range(ev.type.num_fields)}
         for k in g:          # RE2 gives "" for optional groups that did not take part
             if k not in ("comm", "body"):
@@ -319,7 +362,8 @@ class TextTrace(Trace):
         sec, ok3, _, _ = parse_ints(g["ts_s"])
         if not (ok.all() and ok2.all() and ok3.all()):
             bad = int(np.nonzero(~(ok & ok2 & ok3))[0][0])
-            raise self.bad_line(int(self._line_no[bad]), lines[int(self._line_no[bad]) - 1].as_py().rstrip("\r\n"),
+            raise self.bad_line(int(self._line_no[bad]),
+                                lines[int(self._line_no[bad]) - 1 - l0].as_py().rstrip("\r\n"),
                                 "number out of range in pid, cpu or time")
         self._pid = pid.astype(np.int32)
         self._cpu = cpu.astype(np.int32)
@@ -333,7 +377,9 @@ class TextTrace(Trace):
         bounds = np.searchsorted(idx[order], np.arange(len(enc.dictionary) + 1))
         self._rows = {enc.dictionary[k].as_py(): order[bounds[k]:bounds[k + 1]]
                       for k in range(len(enc.dictionary)) if bounds[k + 1] > bounds[k]}
-        self._lost = self._lost_table()
+        if not chunk:
+            self._lost = self._lost_table()
+        return True
 
     def _timestamps(self, sec: np.ndarray, frac: pa.Array) -> np.ndarray:
         fval, fok, _, _ = parse_ints(frac)
@@ -380,15 +426,20 @@ class TextTrace(Trace):
 
     # Trace API ---------------------------------------------------------------------------
     def events(self) -> dict[str, int]:
+        if self._spill is not None:
+            return self._spill.counts()
         return {k: len(v) for k, v in sorted(self._rows.items())}
 
     def resolve(self, event: str) -> str:
         """Like Trace.resolve, but from the event names seen (no need to parse bodies)."""
+        names = self.events()
+        if event in names:        # a printed name may itself hold a "/" (a garbled line)
+            return event
         ev = event.replace("/", ":")
-        if ev in self._rows:
+        if ev in names:
             return ev
         bare = ev.split(":", 1)[1] if ":" in ev else ev
-        hits = [k for k in self._rows if k.split(":", 1)[1] == bare]
+        hits = [k for k in names if k.split(":", 1)[1] == bare]
         if ":" not in ev and len(hits) == 1:
             return hits[0]
         if ":" not in ev and len(hits) > 1:
@@ -396,6 +447,8 @@ class TextTrace(Trace):
         raise UnknownEventError(f"{self.path}: no event {event!r} in this trace")
 
     def formats(self) -> dict[str, EventFormat]:
+        if self._spill is not None:
+            return self._spill.formats()
         for name in self._rows:
             self._build(name)
         return dict(self._formats)
@@ -406,13 +459,15 @@ class TextTrace(Trace):
 
     def notes(self) -> dict[str, dict]:
         """Per event: "[FAILED TO PARSE]" line count and fields that could not be read."""
+        if self._spill is not None:
+            return self._spill.notes()
         for name in self._rows:
             self._build(name)
         return {k: v for k, v in self._notes.items() if v}
 
     def _common(self, rows: np.ndarray, columns: list[str] | None) -> list[tuple[str, pa.Array]]:
         sel = pa.array(rows)
-        out = [("seq", pa.array(rows.astype(np.int64))),
+        out = [("seq", pa.array(rows.astype(np.int64) + self._seq0)),
                ("ts", pa.array(self._ts[rows])),
                ("cpu", pa.array(self._cpu[rows])),
                ("pid", pa.array(self._pid[rows])),
@@ -422,6 +477,8 @@ class TextTrace(Trace):
         return out
 
     def _table(self, full_name: str, columns: list[str] | None) -> pa.Table:
+        if self._spill is not None:
+            return self._spill.table(full_name, columns)
         rows = self._rows.get(full_name)
         if rows is None:
             raise UnknownEventError(f"{self.path}: no event {full_name!r} in this trace")
@@ -432,25 +489,38 @@ class TextTrace(Trace):
         t = self._build(full_name)
         return t.select(columns) if columns is not None else t
 
+    def iter_batches(self, events: list[str] | None = None, max_rows: int = 1 << 20):
+        if self._spill is None:
+            yield from super().iter_batches(events, max_rows)
+            return
+        names = [self.resolve(e) for e in events] if events else sorted(self.events())
+        for name in names:
+            yield from self._spill.batches(name, max_rows)
+
     def _build(self, full_name: str) -> pa.Table:
         t = self._tables.get(full_name)
         if t is not None:
             return t
+        t, note, fmt = self._parse_event(full_name)
+        self._tables[full_name] = t
+        self._notes[full_name] = note
+        self._formats[full_name] = fmt
+        return t
+
+    def _parse_event(self, full_name: str, sample: pa.Array | None = None) -> tuple[pa.Table, dict, EventFormat]:
+        """One event's table (of the file, or of the chunk being streamed), notes and format."""
         rows = self._rows[full_name]
         body = self._bodies.take(pa.array(rows))
-        fields, notes = parse_bodies(full_name, body, self.HASHED_POINTERS)
+        fields, notes = parse_bodies(full_name, body, self.HASHED_POINTERS, sample)
         cols = self._common(rows, None) + fields
         schema = pa.schema(list(COMMON_SCHEMA) + [pa.field(n, a.type) for n, a in fields])
         t = pa.Table.from_arrays([a for _, a in cols], schema=schema)
-        self._tables[full_name] = t
         note: dict = {}
         if notes.failed_to_parse:
             note["failed_to_parse_lines"] = notes.failed_to_parse
         if notes.unparsed:
             note["unparsed_fields"] = notes.unparsed
-        self._notes[full_name] = note
-        self._formats[full_name] = _format_of(full_name, fields)
-        return t
+        return t, note, _format_of(full_name, fields)
 
 
 def _parallel_extract(lines: pa.Array, pattern: str, parts: int = 2) -> pa.Array:
@@ -466,12 +536,16 @@ def _parallel_extract(lines: pa.Array, pattern: str, parts: int = 2) -> pa.Array
 
 
 def _format_of(full_name: str, fields: list[tuple[str, pa.Array]]) -> EventFormat:
+    return format_of_types(full_name, [(n, a.type) for n, a in fields])
+
+
+def format_of_types(full_name: str, fields: list[tuple[str, pa.DataType]]) -> EventFormat:
+    """The EventFormat a text trace can give: field names and types, no offsets."""
     system, name = full_name.split(":", 1)
     known = ke.lookup(full_name)
     out = []
-    for fname, arr in fields:
+    for fname, t in fields:
         kf = known.field(fname) if known else None
-        t = arr.type
         ctype = kf.ctype if kf else ("char[]" if pa.types.is_string(t) else ("u64" if t == pa.uint64() else "s64"))
         size = t.bit_width // 8 if pa.types.is_integer(t) else 0
         out.append(FieldFormat(name=fname, type=ctype, offset=-1, size=size,
