@@ -21,11 +21,10 @@ lost-event markers), and everything else is shared here, columnar:
 """
 from __future__ import annotations
 
-from typing import Any
-
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
