@@ -24,6 +24,13 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` (annotations only: not an import at run time, so not a cycle)."""
+    return isinstance(node, ast.If) and (
+        (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+        or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"))
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the project modules it imports anywhere in its body (relative imports resolved)."""
     mods = _modules()
@@ -31,7 +38,12 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in mods.items():
         is_pkg = path.name == "__init__.py"
         here = name.split(".") if is_pkg else name.split(".")[:-1]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = {id(n) for blk in ast.walk(tree) if _is_type_checking_block(blk)
+                       for stmt in blk.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:        # `if TYPE_CHECKING:` imports never run
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

@@ -284,7 +284,7 @@ class TextTrace(Trace):
             raise TraceFormatError(self.path, "file", None, e.strerror or str(e)) from None
         if size > self.CHUNK_BYTES:
             from .text_stream import stream
-            stream(self)
+            stream(self, StreamParts())
             return
         lines = read_lines(self.path)
         self._scan(lines)
@@ -556,3 +556,13 @@ def _map_strings(arr: pa.Array, mapping: dict) -> pa.Array:
     keys = list(mapping)
     idx = pc.index_in(arr, value_set=pa.array(keys, type=arr.type))
     return pa.array([mapping[k] for k in keys], type=pa.string()).take(idx)
+
+
+class StreamParts:
+    """What the chunked reader (text_stream.py) shares with the whole-file one, handed to it so
+    that it need not import this module (which imports it)."""
+    sample_rows = SAMPLE_ROWS
+    lines_of = staticmethod(lines_of)
+    clean_bodies = staticmethod(_clean_bodies)
+    discover_keys = staticmethod(discover_keys)
+    format_of_types = staticmethod(format_of_types)

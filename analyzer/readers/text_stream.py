@@ -32,8 +32,8 @@ import pyarrow as pa
 from ..errors import TraceFormatError
 from .base import LOST_SCHEMA, EventFormat
 
-if TYPE_CHECKING:
-    from .text_common import TextTrace
+if TYPE_CHECKING:   # never at run time: text_common imports this module, not the other way round
+    from .text_common import StreamParts, TextTrace
 
 # line groups whose per-record values the subclasses never look at after the scan
 _BULK_GROUPS = frozenset({"comm", "body", "event", "pid", "cpu", "ts_s", "ts_f"})
@@ -60,7 +60,8 @@ class Groups(dict):
 class Spill:
     """Per-event Arrow IPC files, one per chunk that had the event."""
 
-    def __init__(self) -> None:
+    def __init__(self, parts: StreamParts) -> None:
+        self.parts = parts          # the whole-file reader's helpers (text_common.StreamParts)
         self.dir = tempfile.mkdtemp(prefix="mtaudit-text-")
         self._files: dict[str, list[str]] = {}
         self._counts: dict[str, int] = {}
@@ -94,7 +95,7 @@ class Spill:
 
     def sample(self, name: str, bodies: pa.Array) -> pa.Array:
         """The event's first SAMPLE_ROWS bodies of the file, `bodies` (this chunk's) added."""
-        from .text_common import SAMPLE_ROWS
+        SAMPLE_ROWS = self.parts.sample_rows
         prev = self.samples.get(name)
         if prev is None or len(prev) < SAMPLE_ROWS:
             more = bodies.slice(0, SAMPLE_ROWS).cast(pa.large_string())
@@ -119,12 +120,12 @@ class Spill:
         """Columns a known event keeps: common, its fields, the extras its full sample shows."""
         from . import known_events as ke
         from .base import COMMON_COLUMNS
-        from .text_common import SAMPLE_ROWS, _clean_bodies, discover_keys
+        SAMPLE_ROWS = self.parts.sample_rows
         known = ke.lookup(name)
         if known is None or name not in self.samples:
             return None
-        first = _clean_bodies(self.samples[name])[0]
-        keys = discover_keys(first.slice(0, SAMPLE_ROWS))
+        first = self.parts.clean_bodies(self.samples[name])[0]
+        keys = self.parts.discover_keys(first.slice(0, SAMPLE_ROWS))
         names = {f.name for f in known.fields}
         extra = {k for k, c in keys.items() if c == min(len(first), SAMPLE_ROWS) and k not in names
                  and k not in known.print_only}
@@ -132,8 +133,7 @@ class Spill:
 
     def formats(self) -> dict[str, EventFormat]:
         from .base import COMMON_COLUMNS
-        from .text_common import format_of_types
-        return {n: format_of_types(n, [(f.name, f.type) for f in self.schema(n) if f.name not in COMMON_COLUMNS])
+        return {n: self.parts.format_of_types(n, [(f.name, f.type) for f in self.schema(n) if f.name not in COMMON_COLUMNS])
                 for n in self._files}
 
     def batches(self, name: str, max_rows: int) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -268,10 +268,10 @@ def _chunks(path: str, size: int) -> Iterator[bytes]:
             del buf
 
 
-def stream(trace: TextTrace) -> None:
+def stream(trace: TextTrace, parts: StreamParts) -> None:
     """Fill `trace` from its file chunk by chunk (see the module docstring)."""
-    from .text_common import lines_of
-    spill = Spill()
+    lines_of = parts.lines_of
+    spill = Spill(parts)
     trace._spill = spill
     weakref.finalize(trace, spill.close)
     lost = _Lost()
