@@ -330,7 +330,7 @@ def test_618_start_reports_available_count(monkeypatch):
 def test_pinned_scenario_header_and_bundle_match():
     """The committed bundle was made by the scenario script as it is now (sha256 in the manifest),
     and the script declares what it needs."""
-    from collectors import scenarios
+    from collectors.guest import scenarios
     sc = scenarios.load("cma-pinned")
     assert {"CONFIG_HUGETLBFS", "CONFIG_CONTIG_ALLOC", "CONFIG_CMA"} <= set(sc.requires)
     assert "hugetlb_cma=1G" in sc.cmdline and sc.memory == 3072
