@@ -239,15 +239,19 @@ done:
 }
 
 
-/* fill(buf, raw i64, rawlen i64, time u64, cpu i32, tid i32, attr i32, order i64, groups)
+/* fill(buf, raw i64, rawlen i64, time u64, cpu i32, tid i32, attr i32, order i64, groups,
+ *      chg_pos i64, chg_tid i32, chg_code i32)
  *   -> counts i64[len(groups)]
  * One pass over the samples in seq order (`order` = sample indices): sample order[k] of
- * attr a goes to the next row r of groups[a] = (seq i64, ts i64, cpu i32, tid i32, idx i64 or
- * None, need, [(field offset, size, out array of that item size)]): seq[r] = k, idx[r] = the
- * sample index (for the fields decoded in Python: strings, arrays), and every
+ * attr a goes to the next row r of groups[a] = (seq i64, ts i64, cpu i32, tid i32, comm i32,
+ * idx i64 or None, need, [(field offset, size, out array of that item size)]): seq[r] = k,
+ * idx[r] = the sample index (for the fields decoded in Python: strings, arrays), and every
  * numeric field is copied from its RAW payload.  groups[a] None = not a tracepoint: skipped.
+ * comm[r] is the thread's comm code: the comm changes (tid, code), sorted by chg_pos = the seq
+ * position from which each applies, are replayed into a tid -> code hash table as k passes
+ * them (a later change of the same tid wins); -1 = no change seen for that tid yet.
  * Errors: a RAW payload shorter than `need` ("... @<sample index>"). */
-typedef struct { int64_t *seq, *ts, *raw; int32_t *cpu, *tid; Py_ssize_t need, nf, cap, rows;
+typedef struct { int64_t *seq, *ts, *raw; int32_t *cpu, *tid, *comm; Py_ssize_t need, nf, cap, rows;
                  Py_ssize_t *foff, *fsz; char **fout; } grp_t;
 
 static int arr_of(PyObject *o, int type, Py_ssize_t n, void **p)
@@ -261,15 +265,28 @@ static int arr_of(PyObject *o, int type, Py_ssize_t n, void **p)
     return 0;
 }
 
+/* tid -> comm code, open addressing; capacity a power of two above twice the key count */
+typedef struct { int32_t *key, *val; uint8_t *used; size_t mask; } tidmap_t;
+
+static inline size_t tid_slot(const tidmap_t *m, int32_t tid)
+{
+    size_t h = ((size_t)(uint32_t)tid * 0x9E3779B1u) & m->mask;
+    while (m->used[h] && m->key[h] != tid) h = (h + 1) & m->mask;
+    return h;
+}
+
 static PyObject *py_fill(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
-    PyObject *oraw, *olen, *otime, *ocpu, *otid, *oattr, *oorder, *groups;
-    if (!PyArg_ParseTuple(args, "y*OOOOOOOO!", &buf, &oraw, &olen, &otime, &ocpu, &otid, &oattr, &oorder,
-                          &PyList_Type, &groups))
+    PyObject *oraw, *olen, *otime, *ocpu, *otid, *oattr, *oorder, *groups, *ocpos, *octid, *occode;
+    if (!PyArg_ParseTuple(args, "y*OOOOOOOO!OOO", &buf, &oraw, &olen, &otime, &ocpu, &otid, &oattr, &oorder,
+                          &PyList_Type, &groups, &ocpos, &octid, &occode))
         return NULL;
     PyObject *res = NULL;
     grp_t *g = NULL;
+    tidmap_t tm_ = {NULL, NULL, NULL, 0};
+    int64_t *cpos; int32_t *ctid, *ccode;
+    Py_ssize_t nc = PyArray_Check(ocpos) ? PyArray_SIZE((PyArrayObject *)ocpos) : 0;
     Py_ssize_t ng = PyList_GET_SIZE(groups), n = 0;
     int64_t *raw, *rlen, *order; uint64_t *tm; int32_t *cpu, *tid, *attr;
     if (!PyArray_Check(oorder)) { PyErr_SetString(PyExc_ValueError, "fill: order @0"); goto done; }
@@ -278,20 +295,34 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     if (arr_of(oraw, NPY_INT64, ns, (void **)&raw) || arr_of(olen, NPY_INT64, ns, (void **)&rlen) ||
         arr_of(otime, NPY_UINT64, ns, (void **)&tm) || arr_of(ocpu, NPY_INT32, ns, (void **)&cpu) ||
         arr_of(otid, NPY_INT32, ns, (void **)&tid) || arr_of(oattr, NPY_INT32, ns, (void **)&attr) ||
-        arr_of(oorder, NPY_INT64, n, (void **)&order))
+        arr_of(oorder, NPY_INT64, n, (void **)&order) || arr_of(ocpos, NPY_INT64, nc, (void **)&cpos) ||
+        arr_of(octid, NPY_INT32, nc, (void **)&ctid) || arr_of(occode, NPY_INT32, nc, (void **)&ccode))
         goto done;
+    for (Py_ssize_t j = 1; j < nc; j++)
+        if (cpos[j] < cpos[j - 1]) { PyErr_SetString(PyExc_ValueError, "fill: comm changes out of order @0"); goto done; }
+    {
+        size_t cap = 16;
+        while (cap < 2 * (size_t)nc + 2) cap <<= 1;
+        tm_.mask = cap - 1;
+        tm_.key = PyMem_Malloc(cap * sizeof(int32_t));
+        tm_.val = PyMem_Malloc(cap * sizeof(int32_t));
+        tm_.used = PyMem_Calloc(cap, 1);
+        if (!tm_.key || !tm_.val || !tm_.used) { PyErr_NoMemory(); goto done; }
+    }
     g = PyMem_Calloc(ng ? ng : 1, sizeof(grp_t));
     if (!g) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t a = 0; a < ng; a++) {
         PyObject *t = PyList_GET_ITEM(groups, a);
         if (t == Py_None) continue;
-        PyObject *s, *ts_, *c, *ti, *rw, *fl;
+        PyObject *s, *ts_, *c, *ti, *cm, *rw, *fl;
         Py_ssize_t need;
-        if (!PyArg_ParseTuple(t, "OOOOOnO!", &s, &ts_, &c, &ti, &rw, &need, &PyList_Type, &fl)) goto done;
+        if (!PyArg_ParseTuple(t, "OOOOOOnO!", &s, &ts_, &c, &ti, &cm, &rw, &need, &PyList_Type, &fl)) goto done;
         Py_ssize_t cap = PyArray_Check(s) ? PyArray_SIZE((PyArrayObject *)s) : -1;
         if (cap < 0 || arr_of(s, NPY_INT64, cap, (void **)&g[a].seq) || arr_of(ts_, NPY_INT64, cap, (void **)&g[a].ts) ||
-            arr_of(c, NPY_INT32, cap, (void **)&g[a].cpu) || arr_of(ti, NPY_INT32, cap, (void **)&g[a].tid))
+            arr_of(c, NPY_INT32, cap, (void **)&g[a].cpu) || arr_of(ti, NPY_INT32, cap, (void **)&g[a].tid) ||
+            arr_of(cm, NPY_INT32, cap, (void **)&g[a].comm))
             goto done;
+        if (need < 0) { PyErr_SetString(PyExc_ValueError, "fill: bad field spec @0"); goto done; }
         if (rw != Py_None && arr_of(rw, NPY_INT64, cap, (void **)&g[a].raw)) goto done;
         g[a].cap = cap; g[a].need = need; g[a].nf = PyList_GET_SIZE(fl);
         g[a].foff = PyMem_Calloc(g[a].nf + 1, sizeof(Py_ssize_t));
@@ -314,8 +345,13 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     const char *err = NULL;
     Py_ssize_t at = 0;
     const uint8_t *b = buf.buf;
+    Py_ssize_t j = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < n; k++) {
+        for (; j < nc && cpos[j] <= k; j++) {        /* comm changes that precede this sample */
+            size_t h = tid_slot(&tm_, ctid[j]);
+            tm_.used[h] = 1; tm_.key[h] = ctid[j]; tm_.val[h] = ccode[j];
+        }
         int64_t i = order[k];
         if (i < 0 || i >= ns) { err = "sample index out of range"; at = k; break; }
         int32_t a = attr[i];
@@ -327,9 +363,19 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         if (rlen[i] < G->need || ro < 0 || ro + G->need > buf.len) { err = "raw data shorter than its format"; at = i; break; }
         Py_ssize_t r = G->rows++;
         G->seq[r] = k; G->ts[r] = (int64_t)tm[i]; G->cpu[r] = cpu[i]; G->tid[r] = tid[i];
+        size_t h = tid_slot(&tm_, tid[i]);
+        G->comm[r] = tm_.used[h] ? tm_.val[h] : -1;
         if (G->raw) G->raw[r] = i;
-        for (Py_ssize_t f = 0; f < G->nf; f++)
-            memcpy(G->fout[f] + r * G->fsz[f], b + ro + G->foff[f], (size_t)G->fsz[f]);
+        const uint8_t *src = b + ro;
+        for (Py_ssize_t f = 0; f < G->nf; f++) {
+            const uint8_t *p = src + G->foff[f];
+            switch (G->fsz[f]) {      /* constant sizes: the compiler emits plain loads/stores */
+            case 8: memcpy(G->fout[f] + r * 8, p, 8); break;
+            case 4: memcpy(G->fout[f] + r * 4, p, 4); break;
+            case 2: memcpy(G->fout[f] + r * 2, p, 2); break;
+            default: G->fout[f][r] = (char)*p; break;
+            }
+        }
     }
     Py_END_ALLOW_THREADS
     if (err) { PyErr_Format(PyExc_ValueError, "%s @%zd", err, at); goto done; }
@@ -339,13 +385,63 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
 done:
     if (g) for (Py_ssize_t a = 0; a < ng; a++) { PyMem_Free(g[a].foff); PyMem_Free(g[a].fsz); PyMem_Free(g[a].fout); }
     PyMem_Free(g);
+    PyMem_Free(tm_.key); PyMem_Free(tm_.val); PyMem_Free(tm_.used);
     PyBuffer_Release(&buf);
+    return res;
+}
+
+/* take_strings(offsets i32[m+1], data bytes, codes i32[n]) -> (offsets i32[n+1], data u8)
+ * The Arrow string column names[codes] built directly (the comm column: one of a few names
+ * per row); every code and name offset is checked, a total over 2 GiB is refused. */
+static PyObject *py_take_strings(PyObject *self, PyObject *args)
+{
+    PyObject *ooff, *ocodes, *res = NULL, *roff = NULL, *rdat = NULL;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Oy*O", &ooff, &data, &ocodes)) return NULL;
+    int32_t *noff, *codes;
+    Py_ssize_t m1 = PyArray_Check(ooff) ? PyArray_SIZE((PyArrayObject *)ooff) : 0;
+    Py_ssize_t n = PyArray_Check(ocodes) ? PyArray_SIZE((PyArrayObject *)ocodes) : 0;
+    if (m1 < 1 || arr_of(ooff, NPY_INT32, m1, (void **)&noff) || arr_of(ocodes, NPY_INT32, n, (void **)&codes)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "take_strings: bad array argument @0");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i + 1 < m1; i++)
+        if (noff[i] < 0 || noff[i] > noff[i + 1] || noff[i + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "take_strings: bad name offsets @0");
+            goto done;
+        }
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (codes[i] < 0 || codes[i] >= m1 - 1) { PyErr_Format(PyExc_ValueError, "take_strings: bad code @%zd", i); goto done; }
+        total += noff[codes[i] + 1] - noff[codes[i]];
+    }
+    if (total > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "take_strings: column too large @0"); goto done; }
+    npy_intp dn = n + 1, dt = (npy_intp)total;
+    if (!(roff = PyArray_SimpleNew(1, &dn, NPY_INT32)) || !(rdat = PyArray_SimpleNew(1, &dt, NPY_UINT8))) goto done;
+    int32_t *o = PyArray_DATA((PyArrayObject *)roff);
+    uint8_t *d = PyArray_DATA((PyArrayObject *)rdat);
+    const uint8_t *src = data.buf;
+    int32_t at = 0;
+    o[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t a = noff[codes[i]], len = noff[codes[i] + 1] - a;
+        memcpy(d + at, src + a, (size_t)len);
+        at += len;
+        o[i + 1] = at;
+    }
+    res = PyTuple_Pack(2, roff, rdat);
+done:
+    Py_XDECREF(roff);
+    Py_XDECREF(rdat);
+    PyBuffer_Release(&data);
     return res;
 }
 
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
+    {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_perfwalk", NULL, -1, methods};

@@ -439,11 +439,11 @@ class PerfData(Trace):
     def _decode_all(self) -> None:
         self._changes = self._comm_changes()
         self._change_positions()
-        self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
-        self._comm_all()
         self._tables = {}
         if self._decode_c():
             return
+        self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
+        self._comm_all()
         order = self._order
         a_sorted = self._a_all[order]
         by_name: dict[str, list[int]] = {}
@@ -460,7 +460,10 @@ class PerfData(Trace):
         """All tables in one compiled pass over the samples in seq order (see _perfwalk.c fill).
 
         Used when the samples sit in one buffer and every event has one attr (what perf
-        record writes); otherwise the numpy gathers of _table_of do the same."""
+        record writes); otherwise the numpy gathers of _table_of do the same.  The comm of
+        every row comes out of the same pass (the changes replayed in seq order into a tid
+        table) and its string column is assembled in C: per-sample numpy lookups and an
+        Arrow take cost more than the decode itself."""
         with_samples = [k for k, sg in enumerate(self._segs) if len(sg.w.s_off)]
         names = [f.full_name for f in self._fmt_of_attr if f is not None]
         cw = pw._cwalk
@@ -481,16 +484,20 @@ class PerfData(Trace):
             n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
             cols: dict[str, np.ndarray] = {"seq": np.empty(n, np.int64), "ts": np.empty(n, np.int64),
                                            "cpu": np.empty(n, np.int32), "pid": np.empty(n, np.int32),
-                                           "idx": np.empty(n_idx, np.int64)}
+                                           "comm": np.empty(n, np.int32), "idx": np.empty(n_idx, np.int64)}
             nums = {f.name: np.empty(n, np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
                     for f in ev.fields if kinds[f.name] == "int"}
-            groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["idx"] if len(cols["idx"]) else None,
+            groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["comm"],
+                           cols["idx"] if len(cols["idx"]) else None,
                            need,
                            [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums]))
             made.append((a, ev, cols, nums))
+        (c_tid, _, _, c_name), names = self._changes
+        co = np.argsort(self._chg_pos, kind="stable")
         try:
             got = cw.fill(sg.buf, w.s_raw, w.s_rawlen, w.s_time, w.s_cpu, w.s_tid,
-                                 self._a_all.astype(np.int32), self._order, groups)
+                          self._a_all.astype(np.int32), self._order, groups, self._chg_pos[co],
+                          c_tid[co].astype(np.int32), c_name[co].astype(np.int32))
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             i = int(at) if at.isdigit() else 0
@@ -498,13 +505,28 @@ class PerfData(Trace):
                                    f"sample: {msg}") from None
         buf = np.frombuffer(sg.buf, np.uint8)
         assert self._tables is not None
+        miss = [cols["pid"][cols["comm"] < 0] for _, _, cols, _ in made]    # pid column = the tid
+        out_names = list(names)
+        extra = np.zeros(0, np.int32)
+        if any(len(m) for m in miss):       # threads perf never saw a COMM for: ":tid"
+            extra = np.unique(np.concatenate(miss))
+            out_names += [f":{int(t)}" for t in extra.tolist()]
+        name_arr = pa.array(out_names, pa.string())
+        nb = name_arr.buffers()
+        name_off = np.frombuffer(nb[1], np.int32)[:len(out_names) + 1]
+        name_data = nb[2] if nb[2] is not None else b""
         for a, ev, cols, nums in made:
             if int(got[a]) != int(cnt[a]):
                 raise TraceFormatError(self.path, sg.name, None, "sample count changed during the decode")
             schema = self._schema(ev)
+            code = cols["comm"]
+            bad = code < 0
+            if bad.any():
+                code[bad] = len(names) + np.searchsorted(extra, cols["pid"][bad])
+            off, data = cw.take_strings(name_off, name_data, code)
+            comm = pa.Array.from_buffers(pa.string(), len(code), [None, pa.py_buffer(off), pa.py_buffer(data)])
             arrays = {"seq": pa.array(cols["seq"]), "ts": pa.array(cols["ts"]), "cpu": pa.array(cols["cpu"]),
-                      "pid": pa.array(cols["pid"]),
-                      "comm": self._comm_names.take(pa.array(self._comm_code[cols["seq"]]))}
+                      "pid": pa.array(cols["pid"]), "comm": comm}
             taken = set(arrays)
             for f in ev.fields:
                 name = tf.column_name(f, taken)
