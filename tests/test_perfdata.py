@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import analyzer
@@ -247,3 +248,39 @@ def test_fuzz_walker_on_random_bytes():
                 assert np.all(w.s_raw + w.s_rawlen <= n)
             except pw.WalkError:
                 pass
+
+
+@need_c
+def test_time_order_equals_stable_argsort():
+    """The compiled run merge is numpy's stable argsort: runs of any count and length, ties."""
+    rng = np.random.default_rng(11)
+    cw = pw._cwalk
+    for k in range(200):
+        n = int(rng.integers(0, 3000))
+        if k % 3 == 0:
+            t = rng.integers(0, 50, n)                          # many ties, many runs
+        else:                                                   # per-CPU chunks: a few sorted runs
+            cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(0, 12))))
+            t = np.concatenate([np.sort(p) for p in np.split(rng.integers(0, 1 << 40, n), cuts)]) if n else \
+                np.zeros(0, np.int64)
+        t = t.astype(np.uint64)
+        assert np.array_equal(cw.time_order(t), np.argsort(t.view(np.int64), kind="stable")), k
+
+
+@need_c
+def test_take_strings_and_attr_of_check_their_input():
+    cw = pw._cwalk
+    names = pa.array(["a", "bc", ""], pa.string())
+    off = np.frombuffer(names.buffers()[1], np.int32)[:4]
+    o, d = cw.take_strings(off, names.buffers()[2], np.array([1, 0, 2, 1], np.int32))
+    got = pa.Array.from_buffers(pa.string(), 4, [None, pa.py_buffer(o), pa.py_buffer(d)])
+    assert got.to_pylist() == ["bc", "a", "", "bc"]
+    for bad in ([3], [-1]):
+        with pytest.raises(ValueError):
+            cw.take_strings(off, names.buffers()[2], np.array(bad, np.int32))
+    with pytest.raises(ValueError):
+        cw.take_strings(np.array([0, 9], np.int32), b"abc", np.array([0], np.int32))
+    ids = np.array([5, 9], np.uint64)
+    assert cw.attr_of(np.array([9, 5, 9], np.uint64), ids, np.array([1, 0], np.int32)).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError):
+        cw.attr_of(np.array([7], np.uint64), ids, np.array([1, 0], np.int32))

@@ -438,9 +438,92 @@ done:
     return res;
 }
 
+/* attr_of(s_id u64[n], ids u64[m] sorted, owner i32[m]) -> i32[n]: the attr index of every
+ * sample by its id (binary search); an id no attr has is ValueError("... @<sample index>"). */
+static PyObject *py_attr_of(PyObject *self, PyObject *args)
+{
+    PyObject *osid, *oids, *oown, *res = NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &osid, &oids, &oown)) return NULL;
+    uint64_t *sid, *ids; int32_t *own;
+    Py_ssize_t n = PyArray_Check(osid) ? PyArray_SIZE((PyArrayObject *)osid) : 0;
+    Py_ssize_t m = PyArray_Check(oids) ? PyArray_SIZE((PyArrayObject *)oids) : 0;
+    if (arr_of(osid, NPY_UINT64, n, (void **)&sid) || arr_of(oids, NPY_UINT64, m, (void **)&ids) ||
+        arr_of(oown, NPY_INT32, m, (void **)&own))
+        return NULL;
+    for (Py_ssize_t j = 1; j < m; j++)
+        if (ids[j] <= ids[j - 1]) { PyErr_SetString(PyExc_ValueError, "attr_of: ids not sorted @0"); return NULL; }
+    npy_intp dn = n;
+    if (!(res = PyArray_SimpleNew(1, &dn, NPY_INT32))) return NULL;
+    int32_t *out = PyArray_DATA((PyArrayObject *)res);
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t id = sid[i];
+        Py_ssize_t lo = 0, hi = m;
+        while (lo < hi) { Py_ssize_t k = lo + (hi - lo) / 2; if (ids[k] < id) lo = k + 1; else hi = k; }
+        if (lo >= m || ids[lo] != id) { bad = i; break; }
+        out[i] = own[lo];
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) { Py_DECREF(res); PyErr_Format(PyExc_ValueError, "sample id no event attr has @%zd", bad); return NULL; }
+    return res;
+}
+
+/* time_order(t u64[n]) -> i64[n]: the stable argsort of t (ties keep their index order).
+ * perf writes each CPU's records in time order, chunk by chunk, so t is a few ascending
+ * runs: they are found and merged pairwise (bottom-up, the left run first on ties), which
+ * costs n * log2(runs) instead of a full sort. */
+static PyObject *py_time_order(PyObject *self, PyObject *args)
+{
+    PyObject *ot, *res = NULL;
+    if (!PyArg_ParseTuple(args, "O", &ot)) return NULL;
+    uint64_t *t;
+    Py_ssize_t n = PyArray_Check(ot) ? PyArray_SIZE((PyArrayObject *)ot) : 0;
+    if (arr_of(ot, NPY_UINT64, n, (void **)&t)) return NULL;
+    npy_intp dn = n;
+    if (!(res = PyArray_SimpleNew(1, &dn, NPY_INT64))) return NULL;
+    int64_t *a = PyArray_DATA((PyArrayObject *)res), *b = NULL;
+    Py_ssize_t *run = NULL, nr = 0;
+    for (Py_ssize_t i = 0; i < n; i++) a[i] = i;
+    for (Py_ssize_t i = 1; i < n; i++) nr += t[i] < t[i - 1];
+    if (nr == 0) return res;
+    nr += 1;
+    run = PyMem_Malloc((size_t)(nr + 1) * sizeof(Py_ssize_t));     /* run k = [run[k], run[k+1]) */
+    b = PyMem_Malloc((size_t)n * sizeof(int64_t));
+    if (!run || !b) { PyMem_Free(run); PyMem_Free(b); Py_DECREF(res); return PyErr_NoMemory(); }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t k = 0;
+    run[k++] = 0;
+    for (Py_ssize_t i = 1; i < n; i++) if (t[i] < t[i - 1]) run[k++] = i;
+    run[k] = n;
+    int64_t *src = a, *dst = b;
+    while (nr > 1) {
+        Py_ssize_t w = 0;
+        for (Py_ssize_t r = 0; r < nr; r += 2) {
+            Py_ssize_t lo = run[r], mid = run[r + 1], hi = r + 2 <= nr ? run[r + 2] : mid;
+            Py_ssize_t i = lo, j = mid, o = lo;
+            if (r + 1 >= nr) { hi = mid; }
+            while (i < mid && j < hi) dst[o++] = (t[src[j]] < t[src[i]]) ? src[j++] : src[i++];
+            while (i < mid) dst[o++] = src[i++];
+            while (j < hi) dst[o++] = src[j++];
+            run[w++] = lo;
+        }
+        run[w] = n;
+        nr = w;
+        int64_t *x = src; src = dst; dst = x;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(int64_t));
+    Py_END_ALLOW_THREADS
+    PyMem_Free(run);
+    PyMem_Free(b);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
+    {"attr_of", py_attr_of, METH_VARARGS, "attr index of every sample by its id"},
+    {"time_order", py_time_order, METH_VARARGS, "stable argsort of sample times (merge of ascending runs)"},
     {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
     {NULL, NULL, 0, NULL}};
 

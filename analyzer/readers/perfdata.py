@@ -222,11 +222,19 @@ class PerfData(Trace):
                 raise TraceFormatError(self.path, "attrs", None, f"tracepoint id {a.config} has no format in the file")
             fmt_of_attr.append(ev)
         n_ev = len(h.attrs)
-        times, attr_of, segix = [], [], []
-        for k, s in enumerate(self._segs):
+        cw = pw._cwalk if self._compiled else None
+        times, attr_of = [], []
+        for s in self._segs:
             w = s.w
             if len(h.attrs) == 1 or not len(w.s_id):
-                ai = np.zeros(len(w.s_id), np.int64)
+                ai = np.zeros(len(w.s_id), np.int32)
+            elif cw is not None and len(ids_s):
+                try:
+                    ai = cw.attr_of(w.s_id, ids_s, owner_s.astype(np.int32))
+                except ValueError as e:
+                    i = int(str(e).rpartition(" @")[2])
+                    raise TraceFormatError(self.path, s.name, int(w.s_off[i]) if s.base >= 0 else None,
+                                           f"sample with id {int(w.s_id[i])}, which no event attr has") from None
             else:
                 j = np.searchsorted(ids_s, w.s_id)
                 jc = np.minimum(j, max(len(ids_s) - 1, 0))
@@ -235,21 +243,22 @@ class PerfData(Trace):
                     i = int(np.argmax(bad))
                     raise TraceFormatError(self.path, s.name, int(w.s_off[i]) if s.base >= 0 else None,
                                            f"sample with id {int(w.s_id[i])}, which no event attr has")
-                ai = owner_s[jc]
+                ai = owner_s[jc].astype(np.int32)
             times.append(w.s_time)
             attr_of.append(ai)
-            segix.append(np.full(len(ai), k, np.int8))
-        t_all = np.concatenate(times).view(np.int64) if times else np.zeros(0, np.int64)
-        a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int64)
+        # one segment (what perf record writes): its arrays as they are, no concatenated copies
+        t_u = times[0] if len(times) == 1 else np.concatenate(times) if times else np.zeros(0, np.uint64)
+        t_all = t_u.view(np.int64)
+        a_all = attr_of[0] if len(attr_of) == 1 else np.concatenate(attr_of) if attr_of else np.zeros(0, np.int32)
         is_tp = np.array([f is not None for f in fmt_of_attr], bool)
-        keep = is_tp[a_all] if len(a_all) else np.zeros(0, bool)
-        self._other_samples = int((~keep).sum())
-        self._order = np.argsort(t_all, kind="stable")        # perf's order: time, then file order
-        self._t_all, self._a_all, self._fmt_of_attr, self._n_ev = t_all, a_all, fmt_of_attr, n_ev
-        self._seg_of = np.concatenate(segix) if segix else np.zeros(0, np.int8)
-        self._seg_lo = np.cumsum([0] + [len(t) for t in times])
-        counts: dict[str, int] = {}
         cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
+        self._other_samples = int(cnt[~is_tp].sum())
+        # perf's order: time, then file order (a stable sort; the compiled one merges the per-CPU runs)
+        self._order = cw.time_order(t_u) if cw is not None else np.argsort(t_all, kind="stable")
+        self._t_all, self._a_all, self._fmt_of_attr, self._n_ev = t_all, a_all, fmt_of_attr, n_ev
+        self._seg_lens = [len(t) for t in times]
+        self._seg_lo = np.cumsum([0] + self._seg_lens)
+        counts: dict[str, int] = {}
         for i, f in enumerate(fmt_of_attr):
             if f is not None and cnt[i]:
                 counts[f.full_name] = counts.get(f.full_name, 0) + int(cnt[i])
@@ -496,7 +505,7 @@ class PerfData(Trace):
         co = np.argsort(self._chg_pos, kind="stable")
         try:
             got = cw.fill(sg.buf, w.s_raw, w.s_rawlen, w.s_time, w.s_cpu, w.s_tid,
-                          self._a_all.astype(np.int32), self._order, groups, self._chg_pos[co],
+                          self._a_all, self._order, groups, self._chg_pos[co],
                           c_tid[co].astype(np.int32), c_name[co].astype(np.int32))
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
@@ -542,7 +551,7 @@ class PerfData(Trace):
         """Table of one event: `rows` = seq positions, `idx` = global sample indices (both in seq order)."""
         schema = self._schema(ev)
         n = len(idx)
-        seg = self._seg_of[idx]
+        seg = np.repeat(np.arange(len(self._seg_lens), dtype=np.int8), self._seg_lens)[idx]
         ts = self._t_all[idx]
         cpu = np.empty(n, np.int32)
         tid = np.empty(n, np.int32)
