@@ -54,12 +54,16 @@ typedef struct {
     const uint64_t *ids, *types;
     Py_ssize_t nids;
     Py_ssize_t read_fixed, read_entry, sid_size, sid_tid, sid_time, sid_cpu;
+    const uint64_t *amap_ids;     /* lean walk: sorted sample ids and the attr index of each */
+    const int32_t *amap_own;
+    Py_ssize_t namap;
+    int lean;
 } cfg_t;
 
 typedef struct {
     int64_t *s_off, *s_raw, *s_rawlen;
     uint64_t *s_time, *s_id;
-    int32_t *s_pid, *s_tid, *s_cpu;
+    int32_t *s_pid, *s_tid, *s_cpu, *s_attr;
     int64_t *o_off, *o_size;
     int32_t *o_type, *o_cpu;
     uint64_t *o_time;
@@ -120,7 +124,15 @@ static int sample(const uint8_t *b, Py_ssize_t r, Py_ssize_t size, const cfg_t *
         raw = p; rawlen = n;
     }
 #undef NEED
-    if (o->s_off) {
+    if (o->s_off && c->lean) {      /* offset, time and attr only: the fill pass re-reads the rest */
+        Py_ssize_t i = o->ns, a = 0;
+        if (c->namap) {
+            Py_ssize_t lo = 0, hi = c->namap;
+            while (lo < hi) { Py_ssize_t m = lo + (hi - lo) / 2; if (c->amap_ids[m] < id) lo = m + 1; else hi = m; }
+            a = (lo < c->namap && c->amap_ids[lo] == id) ? c->amap_own[lo] : -1;
+        }
+        o->s_off[i] = r; o->s_time[i] = t; o->s_attr[i] = (int32_t)a;
+    } else if (o->s_off) {
         Py_ssize_t i = o->ns;
         o->s_off[i] = r; o->s_time[i] = t; o->s_pid[i] = pid; o->s_tid[i] = tid; o->s_cpu[i] = cpu;
         o->s_id[i] = id; o->s_raw[i] = raw; o->s_rawlen[i] = rawlen;
@@ -178,16 +190,22 @@ static int walk(const uint8_t *b, Py_ssize_t start, Py_ssize_t end, const cfg_t 
 
 static PyObject *py_walk(PyObject *self, PyObject *args)
 {
-    Py_buffer buf, ib, tb;
+    Py_buffer buf, ib, tb, mb = {0}, ob = {0};
     Py_ssize_t start, end;
     unsigned long long st;
     cfg_t c;
-    if (!PyArg_ParseTuple(args, "y*nnKnnnnnny*y*", &buf, &start, &end, &st, &c.read_fixed, &c.read_entry,
-                          &c.sid_size, &c.sid_tid, &c.sid_time, &c.sid_cpu, &ib, &tb))
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "y*nnKnnnnnny*y*|iy*y*", &buf, &start, &end, &st, &c.read_fixed, &c.read_entry,
+                          &c.sid_size, &c.sid_tid, &c.sid_time, &c.sid_cpu, &ib, &tb, &c.lean, &mb, &ob))
         return NULL;
     c.st = st;
     c.ids = ib.buf; c.types = tb.buf; c.nids = ib.len / 8;
-    PyObject *res = NULL, *a[13] = {0};
+    c.amap_ids = mb.buf; c.amap_own = ob.buf; c.namap = mb.buf ? mb.len / 8 : 0;
+    PyObject *res = NULL, *a[14] = {0};
+    if (c.lean && (mb.len % 8 || (mb.buf ? mb.len / 8 : 0) * 4 != (ob.buf ? ob.len : 0))) {
+        PyErr_SetString(PyExc_ValueError, "attr map ids and owners differ in length @0");
+        goto done;
+    }
     if (ib.len % 8 || ib.len != tb.len) {
         PyErr_SetString(PyExc_ValueError, "ids and types differ in length @0");
         goto done;
@@ -209,15 +227,18 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
     rc = walk(buf.buf, start, end, &c, &o, &e);          /* pass 1: count */
     Py_END_ALLOW_THREADS
     if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
-    npy_intp ns = o.ns, no = o.no;
-    int kinds[13] = {NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32, NPY_INT32, NPY_UINT64, NPY_INT64, NPY_INT64,
-                     NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32};
-    for (int i = 0; i < 13; i++)
-        if (!(a[i] = PyArray_SimpleNew(1, i < 8 ? &ns : &no, kinds[i]))) goto done;
+    npy_intp ns = o.ns, no = o.no, zero = 0;
+    int kinds[14] = {NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32, NPY_INT32, NPY_UINT64, NPY_INT64, NPY_INT64,
+                     NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32};
+    for (int i = 0; i < 14; i++) {
+        /* lean: of the sample columns only offset, time (0, 1) and attr (13) */
+        npy_intp *len = i < 2 ? &ns : i < 8 ? (c.lean ? &zero : &ns) : i < 13 ? &no : (c.lean ? &ns : &zero);
+        if (!(a[i] = PyArray_SimpleNew(1, len, kinds[i]))) goto done;
+    }
 #define D(i) PyArray_DATA((PyArrayObject *)a[i])
     o.s_off = D(0); o.s_time = D(1); o.s_pid = D(2); o.s_tid = D(3); o.s_cpu = D(4); o.s_id = D(5);
     o.s_raw = D(6); o.s_rawlen = D(7);
-    o.o_off = D(8); o.o_type = D(9); o.o_size = D(10); o.o_time = D(11); o.o_cpu = D(12);
+    o.o_off = D(8); o.o_type = D(9); o.o_size = D(10); o.o_time = D(11); o.o_cpu = D(12); o.s_attr = D(13);
 #undef D
     o.ns = o.no = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -227,14 +248,16 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "%s @%zd", rc ? e.err : "buffer changed during the walk", e.at);
         goto done;
     }
-    res = PyTuple_New(13);
+    res = PyTuple_New(14);
     if (!res) goto done;
-    for (int i = 0; i < 13; i++) { PyTuple_SET_ITEM(res, i, a[i]); a[i] = NULL; }
+    for (int i = 0; i < 14; i++) { PyTuple_SET_ITEM(res, i, a[i]); a[i] = NULL; }
 done:
-    for (int i = 0; i < 13; i++) Py_XDECREF(a[i]);
+    for (int i = 0; i < 14; i++) Py_XDECREF(a[i]);
     PyBuffer_Release(&buf);
     PyBuffer_Release(&ib);
     PyBuffer_Release(&tb);
+    if (mb.buf) PyBuffer_Release(&mb);
+    if (ob.buf) PyBuffer_Release(&ob);
     return res;
 }
 
@@ -251,7 +274,7 @@ done:
  * position from which each applies, are replayed into a tid -> code hash table as k passes
  * them (a later change of the same tid wins); -1 = no change seen for that tid yet.
  * Errors: a RAW payload shorter than `need` ("... @<sample index>"). */
-typedef struct { int64_t *seq, *ts, *raw; int32_t *cpu, *tid, *comm; Py_ssize_t need, nf, cap, rows;
+typedef struct { int64_t *seq, *ts, *raw, *rawlen; int32_t *cpu, *tid, *comm; Py_ssize_t need, nf, cap, rows;
                  Py_ssize_t *foff, *fsz; char **fout; } grp_t;
 
 static int arr_of(PyObject *o, int type, Py_ssize_t n, void **p)
@@ -278,23 +301,30 @@ static inline size_t tid_slot(const tidmap_t *m, int32_t tid)
 static PyObject *py_fill(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
-    PyObject *oraw, *olen, *otime, *ocpu, *otid, *oattr, *oorder, *groups, *ocpos, *octid, *occode;
-    if (!PyArg_ParseTuple(args, "y*OOOOOOOO!OOO", &buf, &oraw, &olen, &otime, &ocpu, &otid, &oattr, &oorder,
-                          &PyList_Type, &groups, &ocpos, &octid, &occode))
+    Py_buffer ib, tb;
+    PyObject *osoff, *oattr, *oorder, *groups, *ocpos, *octid, *occode;
+    unsigned long long st;
+    cfg_t cf;
+    memset(&cf, 0, sizeof cf);
+    if (!PyArg_ParseTuple(args, "y*OOOO!OOOKnny*y*", &buf, &osoff, &oattr, &oorder, &PyList_Type, &groups,
+                          &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb))
         return NULL;
+    cf.st = st; cf.ids = ib.buf; cf.types = tb.buf; cf.nids = ib.len / 8;
     PyObject *res = NULL;
     grp_t *g = NULL;
     tidmap_t tm_ = {NULL, NULL, NULL, 0};
     int64_t *cpos; int32_t *ctid, *ccode;
     Py_ssize_t nc = PyArray_Check(ocpos) ? PyArray_SIZE((PyArrayObject *)ocpos) : 0;
     Py_ssize_t ng = PyList_GET_SIZE(groups), n = 0;
-    int64_t *raw, *rlen, *order; uint64_t *tm; int32_t *cpu, *tid, *attr;
+    int64_t *soff, *order; int32_t *attr;
+    if (ib.len % 8 || ib.len != tb.len || cf.read_fixed < 0 || cf.read_fixed > 1 << 20 || cf.read_entry > 1 << 16) {
+        PyErr_SetString(PyExc_ValueError, "fill: bad sample layout @0");
+        goto done;
+    }
     if (!PyArray_Check(oorder)) { PyErr_SetString(PyExc_ValueError, "fill: order @0"); goto done; }
     n = PyArray_SIZE((PyArrayObject *)oorder);
-    Py_ssize_t ns = PyArray_Check(oraw) ? PyArray_SIZE((PyArrayObject *)oraw) : 0;
-    if (arr_of(oraw, NPY_INT64, ns, (void **)&raw) || arr_of(olen, NPY_INT64, ns, (void **)&rlen) ||
-        arr_of(otime, NPY_UINT64, ns, (void **)&tm) || arr_of(ocpu, NPY_INT32, ns, (void **)&cpu) ||
-        arr_of(otid, NPY_INT32, ns, (void **)&tid) || arr_of(oattr, NPY_INT32, ns, (void **)&attr) ||
+    Py_ssize_t ns = PyArray_Check(osoff) ? PyArray_SIZE((PyArrayObject *)osoff) : 0;
+    if (arr_of(osoff, NPY_INT64, ns, (void **)&soff) || arr_of(oattr, NPY_INT32, ns, (void **)&attr) ||
         arr_of(oorder, NPY_INT64, n, (void **)&order) || arr_of(ocpos, NPY_INT64, nc, (void **)&cpos) ||
         arr_of(octid, NPY_INT32, nc, (void **)&ctid) || arr_of(occode, NPY_INT32, nc, (void **)&ccode))
         goto done;
@@ -314,16 +344,18 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     for (Py_ssize_t a = 0; a < ng; a++) {
         PyObject *t = PyList_GET_ITEM(groups, a);
         if (t == Py_None) continue;
-        PyObject *s, *ts_, *c, *ti, *cm, *rw, *fl;
+        PyObject *s, *ts_, *c, *ti, *cm, *rw, *rl, *fl;
         Py_ssize_t need;
-        if (!PyArg_ParseTuple(t, "OOOOOOnO!", &s, &ts_, &c, &ti, &cm, &rw, &need, &PyList_Type, &fl)) goto done;
+        if (!PyArg_ParseTuple(t, "OOOOOOOnO!", &s, &ts_, &c, &ti, &cm, &rw, &rl, &need, &PyList_Type, &fl)) goto done;
         Py_ssize_t cap = PyArray_Check(s) ? PyArray_SIZE((PyArrayObject *)s) : -1;
         if (cap < 0 || arr_of(s, NPY_INT64, cap, (void **)&g[a].seq) || arr_of(ts_, NPY_INT64, cap, (void **)&g[a].ts) ||
             arr_of(c, NPY_INT32, cap, (void **)&g[a].cpu) || arr_of(ti, NPY_INT32, cap, (void **)&g[a].tid) ||
             arr_of(cm, NPY_INT32, cap, (void **)&g[a].comm))
             goto done;
         if (need < 0) { PyErr_SetString(PyExc_ValueError, "fill: bad field spec @0"); goto done; }
-        if (rw != Py_None && arr_of(rw, NPY_INT64, cap, (void **)&g[a].raw)) goto done;
+        if ((rw != Py_None) != (rl != Py_None)) { PyErr_SetString(PyExc_ValueError, "fill: raw without rawlen @0"); goto done; }
+        if (rw != Py_None && (arr_of(rw, NPY_INT64, cap, (void **)&g[a].raw) ||
+                              arr_of(rl, NPY_INT64, cap, (void **)&g[a].rawlen))) goto done;
         g[a].cap = cap; g[a].need = need; g[a].nf = PyList_GET_SIZE(fl);
         g[a].foff = PyMem_Calloc(g[a].nf + 1, sizeof(Py_ssize_t));
         g[a].fsz = PyMem_Calloc(g[a].nf + 1, sizeof(Py_ssize_t));
@@ -359,13 +391,23 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         grp_t *G = &g[a];
         if (!G->seq) continue;
         if (G->rows >= G->cap) { err = "more samples than the table has rows"; at = i; break; }
-        int64_t ro = raw[i];
-        if (rlen[i] < G->need || ro < 0 || ro + G->need > buf.len) { err = "raw data shorter than its format"; at = i; break; }
+        /* the sample again, from its record (the walk kept only offset, time and attr) */
+        int64_t so = soff[i];
+        if (so < 0 || so > buf.len - 8) { err = "sample offset outside the buffer"; at = i; break; }
+        Py_ssize_t size = (Py_ssize_t)(uint16_t)(b[so + 6] | (b[so + 7] << 8));
+        if (size < 8 || size > buf.len - so) { err = "sample record runs past the buffer"; at = i; break; }
+        int64_t v_off, v_raw, v_rawlen; uint64_t v_time, v_id; int32_t v_pid, v_tid, v_cpu;
+        out_t one = {&v_off, &v_raw, &v_rawlen, &v_time, &v_id, &v_pid, &v_tid, &v_cpu, NULL,
+                     NULL, NULL, NULL, NULL, NULL, 0, 0};
+        werr_t we = {NULL, 0};
+        if (sample(b, so, size, &cf, &one, &we)) { err = we.err; at = i; break; }
+        int64_t ro = v_raw;
+        if (v_rawlen < G->need || ro < 0 || ro + G->need > buf.len) { err = "raw data shorter than its format"; at = i; break; }
         Py_ssize_t r = G->rows++;
-        G->seq[r] = k; G->ts[r] = (int64_t)tm[i]; G->cpu[r] = cpu[i]; G->tid[r] = tid[i];
-        size_t h = tid_slot(&tm_, tid[i]);
+        G->seq[r] = k; G->ts[r] = (int64_t)v_time; G->cpu[r] = v_cpu; G->tid[r] = v_tid;
+        size_t h = tid_slot(&tm_, v_tid);
         G->comm[r] = tm_.used[h] ? tm_.val[h] : -1;
-        if (G->raw) G->raw[r] = i;
+        if (G->raw) { G->raw[r] = ro; G->rawlen[r] = v_rawlen; }
         const uint8_t *src = b + ro;
         for (Py_ssize_t f = 0; f < G->nf; f++) {
             const uint8_t *p = src + G->foff[f];
@@ -387,6 +429,8 @@ done:
     PyMem_Free(g);
     PyMem_Free(tm_.key); PyMem_Free(tm_.val); PyMem_Free(tm_.used);
     PyBuffer_Release(&buf);
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&tb);
     return res;
 }
 

@@ -45,6 +45,8 @@ class _Segment:
     buf: Any          # mmap or bytes
     base: int          # file offset of buf[0] (None-like -1 for decompressed data)
     w: pw.Walk
+    start: int = 0     # the walked range of buf
+    end: int = 0
 
 
 def is_perf_data(head: bytes) -> bool:
@@ -79,6 +81,7 @@ class PerfData(Trace):
             self.h = ph.parse_file_header(self.path, self._mm)
             start, end = self.h.data_offset, self.h.data_offset + self.h.data_size
         self._lay = self._layout()
+        self._ids_s, self._owner_s = self._id_map()
         segs = [self._walk("data", self._mm, start, end, 0)]
         z = self._decompress(segs[0])
         if z is not None:
@@ -156,14 +159,37 @@ class PerfData(Trace):
                     raise TraceFormatError(self.path, "header", None, "no tracing data (event formats) in the file")
         return lay
 
-    def _walk(self, name: str, buf, start: int, end: int, base: int) -> _Segment:
+    def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted sample ids and the attr index of each (empty for a single attr: all samples are attr 0)."""
+        ids: list[int] = []
+        owner: list[int] = []
+        for i, a in enumerate(self.h.attrs):
+            ids += a.ids
+            owner += [i] * len(a.ids)
+        ids_a = np.array(ids, np.uint64)
+        order = np.argsort(ids_a, kind="stable")
+        return ids_a[order], np.array(owner, np.int64)[order]
+
+    def _walk(self, name: str, buf, start: int, end: int, base: int, lean: bool | None = None) -> _Segment:
+        """Walk one buffer.  Compiled walks are lean (offset, time, attr per sample) when the
+        id map tells every sample's attr; _unlean walks again in full where a later step needs it."""
+        if lean is None:
+            lean = self._compiled and (len(self.h.attrs) == 1 or bool(len(self._ids_s) and
+                                       len(np.unique(self._ids_s)) == len(self._ids_s)))
+        amap = (self._ids_s, self._owner_s.astype(np.int32)) if lean and len(self.h.attrs) > 1 else None
         try:
-            w = pw.walk(buf, start, end, self._lay, compiled=self._compiled)
+            w = pw.walk(buf, start, end, self._lay, compiled=self._compiled, lean=lean, amap=amap)
         except pw.WalkError as e:
             raise TraceFormatError(self.path, name, e.at if base >= 0 else None,
                                    e.msg + ("" if base >= 0 else f" (at byte {e.at} of the decompressed data)")) \
                 from None
-        return _Segment(name, buf, base, w)
+        return _Segment(name, buf, base, w, start, end)
+
+    def _unlean(self) -> None:
+        """Full walks (every s_* column) for the paths that read them: numpy gathers, errors."""
+        for s in self._segs:
+            if s.w.lean:
+                s.w = pw.walk(s.buf, s.start, s.end, self._lay, compiled=self._compiled)
 
     def _decompress(self, seg: _Segment) -> bytes | None:
         """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
@@ -208,13 +234,10 @@ class PerfData(Trace):
     # -- index: event of every sample, seq, comm, lost ---------------------------------------
     def _build_index(self) -> None:
         h = self.h
-        ids, owner = [], []
-        for i, a in enumerate(h.attrs):
-            ids += a.ids
-            owner += [i] * len(a.ids)
-        ids_a = np.array(ids, np.uint64)
-        order = np.argsort(ids_a, kind="stable")
-        ids_s, owner_s = ids_a[order], np.array(owner, np.int64)[order]
+        ids_s, owner_s = self._ids_s, self._owner_s
+        if any(s.w.lean and len(h.attrs) > 1 and len(s.w.s_attr) and int(s.w.s_attr.min()) < 0
+               for s in self._segs):
+            self._unlean()          # an id no attr has: the full walk names it below
         fmt_of_attr: list[EventFormat | None] = []
         for a in h.attrs:
             ev = h.tracing.by_id.get(a.config) if (a.type == ph.PERF_TYPE_TRACEPOINT and h.tracing) else None
@@ -226,7 +249,9 @@ class PerfData(Trace):
         times, attr_of = [], []
         for s in self._segs:
             w = s.w
-            if len(h.attrs) == 1 or not len(w.s_id):
+            if w.lean:
+                ai = w.s_attr if len(h.attrs) > 1 else np.zeros(len(w.s_off), np.int32)
+            elif len(h.attrs) == 1 or not len(w.s_id):
                 ai = np.zeros(len(w.s_id), np.int32)
             elif cw is not None and len(ids_s):
                 try:
@@ -451,6 +476,7 @@ class PerfData(Trace):
         self._tables = {}
         if self._decode_c():
             return
+        self._unlean()
         self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
         self._comm_all()
         order = self._order
@@ -493,20 +519,23 @@ class PerfData(Trace):
             n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
             cols: dict[str, np.ndarray] = {"seq": np.empty(n, np.int64), "ts": np.empty(n, np.int64),
                                            "cpu": np.empty(n, np.int32), "pid": np.empty(n, np.int32),
-                                           "comm": np.empty(n, np.int32), "idx": np.empty(n_idx, np.int64)}
+                                           "comm": np.empty(n, np.int32), "raw": np.empty(n_idx, np.int64),
+                                           "rawlen": np.empty(n_idx, np.int64)}
             nums = {f.name: np.empty(n, np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
                     for f in ev.fields if kinds[f.name] == "int"}
             groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["comm"],
-                           cols["idx"] if len(cols["idx"]) else None,
+                           cols["raw"] if n_idx else None, cols["rawlen"] if n_idx else None,
                            need,
                            [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums]))
             made.append((a, ev, cols, nums))
         (c_tid, _, _, c_name), names = self._changes
         co = np.argsort(self._chg_pos, kind="stable")
         try:
-            got = cw.fill(sg.buf, w.s_raw, w.s_rawlen, w.s_time, w.s_cpu, w.s_tid,
-                          self._a_all, self._order, groups, self._chg_pos[co],
-                          c_tid[co].astype(np.int32), c_name[co].astype(np.int32))
+            lay = self._lay
+            got = cw.fill(sg.buf, w.s_off, self._a_all, self._order, groups, self._chg_pos[co],
+                          c_tid[co].astype(np.int32), c_name[co].astype(np.int32), lay.sample_type, lay.read_fixed,
+                          lay.read_entry, np.ascontiguousarray(lay.ids, np.uint64),
+                          np.ascontiguousarray(lay.types, np.uint64))
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             i = int(at) if at.isdigit() else 0
@@ -542,8 +571,7 @@ class PerfData(Trace):
                 if f.name in nums:
                     arrays[name] = pa.array(nums[f.name])
                 else:
-                    ix = cols["idx"]
-                    arrays[name] = tf.column(buf, w.s_raw[ix], w.s_rawlen[ix], f, False, self.path, sg.name, 0)
+                    arrays[name] = tf.column(buf, cols["raw"], cols["rawlen"], f, False, self.path, sg.name, 0)
             self._tables[ev.full_name] = pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
         return True
 
