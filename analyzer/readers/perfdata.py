@@ -507,27 +507,45 @@ class PerfData(Trace):
         sg = self._segs[with_samples[0]]
         w = sg.w
         cnt = np.bincount(self._a_all, minlength=len(self._fmt_of_attr))
-        groups: list = []
         made: list[tuple[int, EventFormat, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        plan: list[tuple[int, EventFormat, int, list[tuple[str, np.dtype]]]] = []
+        total = 0
         for a, ev in enumerate(self._fmt_of_attr):
             if ev is None or not cnt[a]:
-                groups.append(None)
                 continue
             n = int(cnt[a])
             kinds = {f.name: tf.field_kind(f) for f in ev.fields}
-            need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
             n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
-            cols: dict[str, np.ndarray] = {"seq": np.empty(n, np.int64), "ts": np.empty(n, np.int64),
-                                           "cpu": np.empty(n, np.int32), "pid": np.empty(n, np.int32),
-                                           "comm": np.empty(n, np.int32), "raw": np.empty(n_idx, np.int64),
-                                           "rawlen": np.empty(n_idx, np.int64)}
-            nums = {f.name: np.empty(n, np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
-                    for f in ev.fields if kinds[f.name] == "int"}
-            groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["comm"],
-                           cols["raw"] if n_idx else None, cols["rawlen"] if n_idx else None,
-                           need,
-                           [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums]))
+            specs = [("seq", np.dtype(np.int64)), ("ts", np.dtype(np.int64)), ("cpu", np.dtype(np.int32)),
+                     ("pid", np.dtype(np.int32)), ("comm", np.dtype(np.int32))]
+            specs += [(f"f:{f.name}", np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
+                      for f in ev.fields if kinds[f.name] == "int"]
+            total += sum(-(-n * dt.itemsize // 64) * 64 for _, dt in specs) + 2 * (-(-n_idx * 8 // 64) * 64)
+            plan.append((a, ev, n_idx, specs))
+        # every output column is a view of ONE allocation: numpy backs allocations of 4 MB and
+        # more with transparent huge pages, so the fill pass takes a few hundred page faults
+        # instead of one per 4 kB of output (those cost as much as the decode itself)
+        arena = np.empty(total, np.uint8)
+        at = 0
+
+        def carve(n: int, dt: np.dtype) -> np.ndarray:
+            nonlocal at
+            col = arena[at:at + n * dt.itemsize].view(dt)
+            at += -(-n * dt.itemsize // 64) * 64
+            return col
+
+        by_attr: dict[int, tuple] = {}
+        for a, ev, n_idx, specs in plan:
+            n = int(cnt[a])
+            cols: dict[str, np.ndarray] = {k: carve(n, dt) for k, dt in specs[:5]}
+            nums = {k[2:]: carve(n, dt) for k, dt in specs[5:]}
+            cols["raw"], cols["rawlen"] = carve(n_idx, np.dtype(np.int64)), carve(n_idx, np.dtype(np.int64))
+            need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
+            by_attr[a] = (cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["comm"],
+                          cols["raw"] if n_idx else None, cols["rawlen"] if n_idx else None,
+                          need, [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums])
             made.append((a, ev, cols, nums))
+        groups = [by_attr.get(a) for a in range(len(self._fmt_of_attr))]
         (c_tid, _, _, c_name), names = self._changes
         co = np.argsort(self._chg_pos, kind="stable")
         try:
