@@ -188,6 +188,23 @@ static int walk(const uint8_t *b, Py_ssize_t start, Py_ssize_t end, const cfg_t 
     return 0;
 }
 
+/* A 1-d array of `type` and length n over arena bytes [at, at + n * itemsize), keeping the
+ * arena alive.  Columns carved from one allocation share its transparent huge pages (numpy
+ * asks for them from 4 MB up): a few faults instead of one per 4 kB page. */
+static PyObject *view_of(PyObject *arena, Py_ssize_t at, npy_intp n, int type)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(type);
+    if (!d) return NULL;
+    char *base = (char *)PyArray_DATA((PyArrayObject *)arena) + at;
+    PyObject *v = PyArray_NewFromDescr(&PyArray_Type, d, 1, &n, NULL, base, NPY_ARRAY_CARRAY, NULL);
+    if (!v) return NULL;
+    Py_INCREF(arena);
+    if (PyArray_SetBaseObject((PyArrayObject *)v, arena) < 0) { Py_DECREF(v); return NULL; }
+    return v;
+}
+
+static inline Py_ssize_t up64(Py_ssize_t x) { return (x + 63) & ~(Py_ssize_t)63; }
+
 static PyObject *py_walk(PyObject *self, PyObject *args)
 {
     Py_buffer buf, ib, tb, mb = {0}, ob = {0};
@@ -230,10 +247,22 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
     npy_intp ns = o.ns, no = o.no, zero = 0;
     int kinds[14] = {NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32, NPY_INT32, NPY_UINT64, NPY_INT64, NPY_INT64,
                      NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32};
-    for (int i = 0; i < 14; i++) {
-        /* lean: of the sample columns only offset, time (0, 1) and attr (13) */
-        npy_intp *len = i < 2 ? &ns : i < 8 ? (c.lean ? &zero : &ns) : i < 13 ? &no : (c.lean ? &ns : &zero);
-        if (!(a[i] = PyArray_SimpleNew(1, len, kinds[i]))) goto done;
+    {
+        /* all columns are views of one arena (lean: of the sample columns only offset, time and attr) */
+        npy_intp len[14];
+        Py_ssize_t at[14], total = 0;
+        for (int i = 0; i < 14; i++) {
+            len[i] = i < 2 ? ns : i < 8 ? (c.lean ? zero : ns) : i < 13 ? no : (c.lean ? ns : zero);
+            at[i] = total;
+            int sz = (kinds[i] == NPY_INT32) ? 4 : 8;
+            total += up64((Py_ssize_t)len[i] * sz);
+        }
+        npy_intp tn = total;
+        PyObject *arena = PyArray_SimpleNew(1, &tn, NPY_UINT8);
+        if (!arena) goto done;
+        for (int i = 0; i < 14; i++)
+            if (!(a[i] = view_of(arena, at[i], len[i], kinds[i]))) { Py_DECREF(arena); goto done; }
+        Py_DECREF(arena);
     }
 #define D(i) PyArray_DATA((PyArrayObject *)a[i])
     o.s_off = D(0); o.s_time = D(1); o.s_pid = D(2); o.s_tid = D(3); o.s_cpu = D(4); o.s_id = D(5);
@@ -524,23 +553,24 @@ static PyObject *py_time_order(PyObject *self, PyObject *args)
     uint64_t *t;
     Py_ssize_t n = PyArray_Check(ot) ? PyArray_SIZE((PyArrayObject *)ot) : 0;
     if (arr_of(ot, NPY_UINT64, n, (void **)&t)) return NULL;
-    npy_intp dn = n;
-    if (!(res = PyArray_SimpleNew(1, &dn, NPY_INT64))) return NULL;
-    int64_t *a = PyArray_DATA((PyArrayObject *)res), *b = NULL;
     Py_ssize_t *run = NULL, nr = 0;
-    for (Py_ssize_t i = 0; i < n; i++) a[i] = i;
     for (Py_ssize_t i = 1; i < n; i++) nr += t[i] < t[i - 1];
-    if (nr == 0) return res;
+    /* unsorted: the result and the merge buffer in one arena (huge pages, see view_of) */
+    npy_intp dn = nr ? 2 * n : n;
+    PyObject *arena = PyArray_SimpleNew(1, &dn, NPY_INT64);
+    if (!arena) return NULL;
+    int64_t *a = PyArray_DATA((PyArrayObject *)arena), *b = a + n;
+    for (Py_ssize_t i = 0; i < n; i++) a[i] = i;
+    if (nr == 0) return arena;
     nr += 1;
     run = PyMem_Malloc((size_t)(nr + 1) * sizeof(Py_ssize_t));     /* run k = [run[k], run[k+1]) */
-    b = PyMem_Malloc((size_t)n * sizeof(int64_t));
-    if (!run || !b) { PyMem_Free(run); PyMem_Free(b); Py_DECREF(res); return PyErr_NoMemory(); }
+    if (!run) { Py_DECREF(arena); return PyErr_NoMemory(); }
+    int64_t *src = a, *dst = b;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t k = 0;
     run[k++] = 0;
     for (Py_ssize_t i = 1; i < n; i++) if (t[i] < t[i - 1]) run[k++] = i;
     run[k] = n;
-    int64_t *src = a, *dst = b;
     while (nr > 1) {
         Py_ssize_t w = 0;
         for (Py_ssize_t r = 0; r < nr; r += 2) {
@@ -556,10 +586,10 @@ static PyObject *py_time_order(PyObject *self, PyObject *args)
         nr = w;
         int64_t *x = src; src = dst; dst = x;
     }
-    if (src != a) memcpy(a, src, (size_t)n * sizeof(int64_t));
     Py_END_ALLOW_THREADS
     PyMem_Free(run);
-    PyMem_Free(b);
+    res = view_of(arena, (char *)src - (char *)a, n, NPY_INT64);     /* the half holding the result */
+    Py_DECREF(arena);
     return res;
 }
 
