@@ -58,7 +58,39 @@ typedef struct {
     const int32_t *amap_own;
     Py_ssize_t namap;
     int lean;
+    /* sample types without variable parts (no callchain, no group read): their field offsets */
+    struct { uint64_t st; Py_ssize_t o_ident, o_tid, o_time, o_id, o_cpu, o_raw; } fx[4];
+    int nfx;
 } cfg_t;
+
+/* Fixed offsets of a sample type whose parts all have fixed sizes (see sample()); -1 = absent. */
+static void prep_fixed(cfg_t *c)
+{
+    c->nfx = 0;
+    for (Py_ssize_t k = -1; k < c->nids && c->nfx < 4; k++) {
+        uint64_t st = k < 0 ? c->st : c->types[k];
+        if (st & S_CALLCHAIN || (st & S_READ && c->read_entry >= 0)) continue;
+        int dup = 0;
+        for (int j = 0; j < c->nfx; j++) dup |= c->fx[j].st == st;
+        if (dup) continue;
+        Py_ssize_t p = 8, *f;
+        c->fx[c->nfx].st = st;
+        f = &c->fx[c->nfx].o_ident;
+        for (int j = 0; j < 6; j++) f[j] = -1;
+        if (st & S_IDENTIFIER) { c->fx[c->nfx].o_ident = p; p += 8; }
+        if (st & S_IP) p += 8;
+        if (st & S_TID) { c->fx[c->nfx].o_tid = p; p += 8; }
+        if (st & S_TIME) { c->fx[c->nfx].o_time = p; p += 8; }
+        if (st & S_ADDR) p += 8;
+        if (st & S_ID) { c->fx[c->nfx].o_id = p; p += 8; }
+        if (st & S_STREAM_ID) p += 8;
+        if (st & S_CPU) { c->fx[c->nfx].o_cpu = p; p += 8; }
+        if (st & S_PERIOD) p += 8;
+        if (st & S_READ) p += c->read_fixed;
+        c->fx[c->nfx].o_raw = p;        /* end of the fixed part: the RAW size follows when S_RAW */
+        c->nfx++;
+    }
+}
 
 typedef struct {
     int64_t *s_off, *s_raw, *s_rawlen;
@@ -68,6 +100,7 @@ typedef struct {
     int32_t *o_type, *o_cpu;
     uint64_t *o_time;
     Py_ssize_t ns, no;
+    Py_ssize_t cap_s, cap_o;    /* rows the arrays have (the file under an mmap may change between passes) */
 } out_t;
 
 typedef struct { const char *err; Py_ssize_t at; } werr_t;
@@ -88,6 +121,19 @@ static int sample(const uint8_t *b, Py_ssize_t r, Py_ssize_t size, const cfg_t *
         while (lo < hi) { Py_ssize_t m = lo + (hi - lo) / 2; if (c->ids[m] < id) lo = m + 1; else hi = m; }
         if (lo >= c->nids || c->ids[lo] != id) FAIL("sample with an id no event attr has", r);
         st = c->types[lo];
+    }
+    for (int j = 0; j < c->nfx; j++) {
+        if (c->fx[j].st != st) continue;
+        /* fixed layout: one size check instead of one per part (same errors as below) */
+        Py_ssize_t fend = c->fx[j].o_raw + ((st & S_RAW) ? 4 : 0);
+        if (fend > size) FAIL("sample record truncated", r);
+        if (c->fx[j].o_ident >= 0) id = rd64(b + r + c->fx[j].o_ident);
+        if (c->fx[j].o_tid >= 0) { pid = (int32_t)rd32(b + r + c->fx[j].o_tid); tid = (int32_t)rd32(b + r + c->fx[j].o_tid + 4); }
+        if (c->fx[j].o_time >= 0) t = rd64(b + r + c->fx[j].o_time);
+        if (c->fx[j].o_id >= 0) id = rd64(b + r + c->fx[j].o_id);
+        if (c->fx[j].o_cpu >= 0) cpu = (int32_t)rd32(b + r + c->fx[j].o_cpu);
+        p = r + c->fx[j].o_raw;
+        goto raw;
     }
     if (st & S_IDENTIFIER) { NEED(8); id = rd64(b + p); p += 8; }
     if (st & S_IP) { NEED(8); p += 8; }
@@ -115,6 +161,7 @@ static int sample(const uint8_t *b, Py_ssize_t r, Py_ssize_t size, const cfg_t *
         if (nr > (uint64_t)(end - p) / 8) FAIL("sample callchain truncated", r);
         p += (Py_ssize_t)nr * 8;
     }
+raw:;
     Py_ssize_t raw = -1, rawlen = 0;
     if (st & S_RAW) {
         NEED(4);
@@ -168,8 +215,11 @@ static int walk(const uint8_t *b, Py_ssize_t start, Py_ssize_t end, const cfg_t 
         if (size < 8) FAIL("record size smaller than its header", r);
         if (size > end - r) FAIL("record runs past the end of the data", r);
         if (type == REC_SAMPLE) {
-            if (sample(b, r, size, c, o, e)) return -1;
+            if (!o->s_off) o->ns++;         /* counting pass: the filling pass checks the sample */
+            else if (o->ns >= o->cap_s) FAIL("buffer changed during the walk", r);
+            else if (sample(b, r, size, c, o, e)) return -1;
         } else {
+            if (o->o_off && o->no >= o->cap_o) FAIL("buffer changed during the walk", r);
             other(b, r, size, type, c, o);
         }
         Py_ssize_t extra = 0;
@@ -218,6 +268,7 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
     c.st = st;
     c.ids = ib.buf; c.types = tb.buf; c.nids = ib.len / 8;
     c.amap_ids = mb.buf; c.amap_own = ob.buf; c.namap = mb.buf ? mb.len / 8 : 0;
+    if (ib.len % 8 == 0 && ib.len == tb.len) prep_fixed(&c);
     PyObject *res = NULL, *a[14] = {0};
     if (c.lean && (mb.len % 8 || (mb.buf ? mb.len / 8 : 0) * 4 != (ob.buf ? ob.len : 0))) {
         PyErr_SetString(PyExc_ValueError, "attr map ids and owners differ in length @0");
@@ -241,9 +292,9 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
     werr_t e = {NULL, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = walk(buf.buf, start, end, &c, &o, &e);          /* pass 1: count */
+    rc = walk(buf.buf, start, end, &c, &o, &e);          /* pass 1: count (up to a bad header, if any) */
     Py_END_ALLOW_THREADS
-    if (rc) { PyErr_Format(PyExc_ValueError, "%s @%zd", e.err, e.at); goto done; }
+    /* an error is not reported yet: pass 2 meets it again, or an earlier one in a sample */
     npy_intp ns = o.ns, no = o.no, zero = 0;
     int kinds[14] = {NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32, NPY_INT32, NPY_UINT64, NPY_INT64, NPY_INT64,
                      NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT32};
@@ -270,8 +321,9 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
     o.o_off = D(8); o.o_type = D(9); o.o_size = D(10); o.o_time = D(11); o.o_cpu = D(12); o.s_attr = D(13);
 #undef D
     o.ns = o.no = 0;
+    o.cap_s = ns; o.cap_o = no;
     Py_BEGIN_ALLOW_THREADS
-    rc = walk(buf.buf, start, end, &c, &o, &e);          /* pass 2: fill */
+    rc = walk(buf.buf, start, end, &c, &o, &e);          /* pass 2: check and fill */
     Py_END_ALLOW_THREADS
     if (rc || o.ns != ns || o.no != no) {
         PyErr_Format(PyExc_ValueError, "%s @%zd", rc ? e.err : "buffer changed during the walk", e.at);
@@ -339,6 +391,7 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
                           &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb))
         return NULL;
     cf.st = st; cf.ids = ib.buf; cf.types = tb.buf; cf.nids = ib.len / 8;
+    if (ib.len % 8 == 0 && ib.len == tb.len) prep_fixed(&cf);
     PyObject *res = NULL;
     grp_t *g = NULL;
     tidmap_t tm_ = {NULL, NULL, NULL, 0};
@@ -427,7 +480,7 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         if (size < 8 || size > buf.len - so) { err = "sample record runs past the buffer"; at = i; break; }
         int64_t v_off, v_raw, v_rawlen; uint64_t v_time, v_id; int32_t v_pid, v_tid, v_cpu;
         out_t one = {&v_off, &v_raw, &v_rawlen, &v_time, &v_id, &v_pid, &v_tid, &v_cpu, NULL,
-                     NULL, NULL, NULL, NULL, NULL, 0, 0};
+                     NULL, NULL, NULL, NULL, NULL, 0, 0, 1, 0};
         werr_t we = {NULL, 0};
         if (sample(b, so, size, &cf, &one, &we)) { err = we.err; at = i; break; }
         int64_t ro = v_raw;
@@ -542,7 +595,8 @@ static PyObject *py_attr_of(PyObject *self, PyObject *args)
     return res;
 }
 
-/* time_order(t u64[n]) -> i64[n]: the stable argsort of t (ties keep their index order).
+/* time_order(t u64[n]) -> i64[n]: the stable argsort of t read as int64, like the numpy path
+ * (ties keep their index order).
  * perf writes each CPU's records in time order, chunk by chunk, so t is a few ascending
  * runs: they are found and merged pairwise (bottom-up, the left run first on ties), which
  * costs n * log2(runs) instead of a full sort. */
@@ -550,9 +604,10 @@ static PyObject *py_time_order(PyObject *self, PyObject *args)
 {
     PyObject *ot, *res = NULL;
     if (!PyArg_ParseTuple(args, "O", &ot)) return NULL;
-    uint64_t *t;
+    uint64_t *tu;
     Py_ssize_t n = PyArray_Check(ot) ? PyArray_SIZE((PyArrayObject *)ot) : 0;
-    if (arr_of(ot, NPY_UINT64, n, (void **)&t)) return NULL;
+    if (arr_of(ot, NPY_UINT64, n, (void **)&tu)) return NULL;
+    const int64_t *t = (const int64_t *)tu;
     Py_ssize_t *run = NULL, nr = 0;
     for (Py_ssize_t i = 1; i < n; i++) nr += t[i] < t[i - 1];
     /* unsorted: the result and the merge buffer in one arena (huge pages, see view_of) */
