@@ -255,6 +255,22 @@ static PyObject *view_of(PyObject *arena, Py_ssize_t at, npy_intp n, int type)
 
 static inline Py_ssize_t up64(Py_ssize_t x) { return (x + 63) & ~(Py_ssize_t)63; }
 
+#define HUGE_PAGE ((Py_ssize_t)2 << 20)
+
+/* A byte arena of at least n bytes; *pad = where its 2 MB aligned part starts.  Large arenas
+ * get 2 MB of slack so that all of the used part lies in whole huge pages (an unaligned one
+ * has up to two 2 MB edges of 4 kB pages, faulted one by one). */
+static PyObject *huge_arena(Py_ssize_t n, Py_ssize_t *pad)
+{
+    int big = n >= HUGE_PAGE / 2;
+    npy_intp len = n + (big ? HUGE_PAGE : 0);
+    PyObject *a = PyArray_SimpleNew(1, &len, NPY_UINT8);
+    if (!a) return NULL;
+    uintptr_t at = (uintptr_t)PyArray_DATA((PyArrayObject *)a);
+    *pad = big ? (Py_ssize_t)((HUGE_PAGE - (Py_ssize_t)(at % HUGE_PAGE)) % HUGE_PAGE) : 0;
+    return a;
+}
+
 static PyObject *py_walk(PyObject *self, PyObject *args)
 {
     Py_buffer buf, ib, tb, mb = {0}, ob = {0};
@@ -308,11 +324,11 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
             int sz = (kinds[i] == NPY_INT32) ? 4 : 8;
             total += up64((Py_ssize_t)len[i] * sz);
         }
-        npy_intp tn = total;
-        PyObject *arena = PyArray_SimpleNew(1, &tn, NPY_UINT8);
+        Py_ssize_t pad;
+        PyObject *arena = huge_arena(total, &pad);
         if (!arena) goto done;
         for (int i = 0; i < 14; i++)
-            if (!(a[i] = view_of(arena, at[i], len[i], kinds[i]))) { Py_DECREF(arena); goto done; }
+            if (!(a[i] = view_of(arena, pad + at[i], len[i], kinds[i]))) { Py_DECREF(arena); goto done; }
         Py_DECREF(arena);
     }
 #define D(i) PyArray_DATA((PyArrayObject *)a[i])
@@ -611,12 +627,16 @@ static PyObject *py_time_order(PyObject *self, PyObject *args)
     Py_ssize_t *run = NULL, nr = 0;
     for (Py_ssize_t i = 1; i < n; i++) nr += t[i] < t[i - 1];
     /* unsorted: the result and the merge buffer in one arena (huge pages, see view_of) */
-    npy_intp dn = nr ? 2 * n : n;
-    PyObject *arena = PyArray_SimpleNew(1, &dn, NPY_INT64);
+    Py_ssize_t pad;
+    PyObject *arena = huge_arena((nr ? 2 : 1) * n * (Py_ssize_t)sizeof(int64_t), &pad);
     if (!arena) return NULL;
-    int64_t *a = PyArray_DATA((PyArrayObject *)arena), *b = a + n;
+    int64_t *a = (int64_t *)((char *)PyArray_DATA((PyArrayObject *)arena) + pad), *b = a + n;
     for (Py_ssize_t i = 0; i < n; i++) a[i] = i;
-    if (nr == 0) return arena;
+    if (nr == 0) {
+        res = view_of(arena, pad, n, NPY_INT64);
+        Py_DECREF(arena);
+        return res;
+    }
     nr += 1;
     run = PyMem_Malloc((size_t)(nr + 1) * sizeof(Py_ssize_t));     /* run k = [run[k], run[k+1]) */
     if (!run) { Py_DECREF(arena); return PyErr_NoMemory(); }
@@ -643,7 +663,20 @@ static PyObject *py_time_order(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(run);
-    res = view_of(arena, (char *)src - (char *)a, n, NPY_INT64);     /* the half holding the result */
+    res = view_of(arena, pad + ((char *)src - (char *)a), n, NPY_INT64);     /* the half holding the result */
+    Py_DECREF(arena);
+    return res;
+}
+
+/* huge_empty(n) -> u8[n] (uninitialised), 2 MB aligned when large: see huge_arena. */
+static PyObject *py_huge_empty(PyObject *self, PyObject *args)
+{
+    Py_ssize_t n, pad;
+    if (!PyArg_ParseTuple(args, "n", &n)) return NULL;
+    if (n < 0) { PyErr_SetString(PyExc_ValueError, "huge_empty: negative size @0"); return NULL; }
+    PyObject *arena = huge_arena(n, &pad);
+    if (!arena) return NULL;
+    PyObject *res = view_of(arena, pad, n, NPY_UINT8);
     Py_DECREF(arena);
     return res;
 }
@@ -653,6 +686,7 @@ static PyMethodDef methods[] = {
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
     {"attr_of", py_attr_of, METH_VARARGS, "attr index of every sample by its id"},
     {"time_order", py_time_order, METH_VARARGS, "stable argsort of sample times (merge of ascending runs)"},
+    {"huge_empty", py_huge_empty, METH_VARARGS, "an uninitialised byte array on huge-page boundaries"},
     {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
     {NULL, NULL, 0, NULL}};
 

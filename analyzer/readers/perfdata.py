@@ -191,7 +191,7 @@ class PerfData(Trace):
             if s.w.lean:
                 s.w = pw.walk(s.buf, s.start, s.end, self._lay, compiled=self._compiled)
 
-    def _decompress(self, seg: _Segment) -> bytes | None:
+    def _decompress(self, seg: _Segment) -> np.ndarray | None:
         """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
         w, mm = seg.w, self._mm
         sel = np.flatnonzero((w.o_type == ph.REC_COMPRESSED) | (w.o_type == ph.REC_COMPRESSED2))
@@ -215,21 +215,30 @@ class PerfData(Trace):
 
         import zstandard
         cap = min(MAX_DECOMPRESSED, MAX_INFLATE * len(comp) + (64 << 20))
-        out = bytearray()
+        # decompressed straight into one growing numpy buffer (huge pages, no chunk copies):
+        # perf's records compress ~12x, so 16x is usually the only allocation
+        out = _huge_empty(min(cap, max(1 << 16, 16 * len(comp))))
+        n = 0
         try:
             with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(comp), read_across_frames=True) as r:
                 while True:
-                    chunk = r.read(16 << 20)
-                    if not chunk:
+                    if n == len(out):
+                        if n >= cap:
+                            if not r.read(1):
+                                break
+                            raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
+                                                   f"decompresses to more than {cap} bytes; refusing")
+                        grown = _huge_empty(min(cap, 2 * len(out)))
+                        grown[:n] = out[:n]
+                        out = grown
+                    got = r.readinto(memoryview(out)[n:])
+                    if not got:
                         break
-                    out += chunk
-                    if len(out) > cap:
-                        raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
-                                               f"decompresses to more than {cap} bytes; refusing")
+                    n += got
         except zstandard.ZstdError as e:
             raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
                                    f"corrupt zstd data: {e}") from None
-        return bytes(out)
+        return out[:n]
 
     # -- index: event of every sample, seq, comm, lost ---------------------------------------
     def _build_index(self) -> None:
@@ -271,10 +280,15 @@ class PerfData(Trace):
                 ai = owner_s[jc].astype(np.int32)
             times.append(w.s_time)
             attr_of.append(ai)
-        # one segment (what perf record writes): its arrays as they are, no concatenated copies
-        t_u = times[0] if len(times) == 1 else np.concatenate(times) if times else np.zeros(0, np.uint64)
+        # samples in one segment (what perf record writes, -z included): its arrays as they
+        # are, no concatenated copies
+        full = [k for k, t in enumerate(times) if len(t)]
+        if len(full) == 1:
+            t_u, a_all = times[full[0]], attr_of[full[0]]
+        else:
+            t_u = np.concatenate(times) if times else np.zeros(0, np.uint64)
+            a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int32)
         t_all = t_u.view(np.int64)
-        a_all = attr_of[0] if len(attr_of) == 1 else np.concatenate(attr_of) if attr_of else np.zeros(0, np.int32)
         is_tp = np.array([f is not None for f in fmt_of_attr], bool)
         cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
         self._other_samples = int(cnt[~is_tp].sum())
@@ -526,7 +540,7 @@ class PerfData(Trace):
         # every output column is a view of ONE allocation: numpy backs allocations of 4 MB and
         # more with transparent huge pages, so the fill pass takes a few hundred page faults
         # instead of one per 4 kB of output (those cost as much as the decode itself)
-        arena = np.empty(total, np.uint8)
+        arena = cw.huge_empty(total)
         at = 0
 
         def carve(n: int, dt: np.dtype) -> np.ndarray:
@@ -643,6 +657,11 @@ class PerfData(Trace):
             pos = np.concatenate(poss)
             arrays[name] = pa.concat_arrays(pieces).take(pa.array(np.argsort(pos, kind="stable")))
         return pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
+
+
+def _huge_empty(n: int) -> np.ndarray:
+    """n uninitialised bytes, on huge-page boundaries when the compiled module is there."""
+    return pw._cwalk.huge_empty(n) if pw._cwalk is not None else np.empty(n, np.uint8)
 
 
 def _arrow(a: np.ndarray) -> pa.Array:
