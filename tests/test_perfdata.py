@@ -323,3 +323,27 @@ def test_fixed_layout_walk_equals_python_on_random_bytes():
             full_c, lean_c, py = got
             assert full_c[0] == py[0] and (full_c == py or py[0] == "error"), (st, k)
             assert lean_c[:3] == full_c[:3], (st, k)
+
+
+@need_c
+def test_change_positions_equal_searchsorted():
+    """Comm change positions by the compiled merge walk equal the searchsorted definition:
+    samples before the change's time, plus samples at that time earlier in the file."""
+    rng = np.random.default_rng(5)
+    cw = pw._cwalk
+    for k in range(100):
+        n, m = int(rng.integers(0, 400)), int(rng.integers(0, 30))
+        t = rng.integers(0, 40, n).astype(np.uint64)
+        s_off = np.sort(rng.choice(1 << 20, n, replace=False)).astype(np.int64) * 8
+        order = np.argsort(t.view(np.int64), kind="stable")
+        c_time = rng.integers(-2, 42, m).astype(np.int64)
+        c_ord = (np.int64(1) << 48) | (rng.integers(0, 1 << 20, m).astype(np.int64) * 8 + 4)
+        o = np.lexsort((c_ord, c_time))
+        c_time, c_ord = c_time[o], c_ord[o]
+        ords = (np.int64(1) << 48) | s_off
+        ts = t.view(np.int64)
+        want = [int(np.sum((ts < ct) | ((ts == ct) & (ords < co)))) for ct, co in zip(c_time, c_ord)]
+        assert cw.change_pos(t, s_off, 1 << 48, order, c_time, c_ord).tolist() == want, k
+    with pytest.raises(ValueError):            # unsorted changes: the caller's numpy path
+        cw.change_pos(np.zeros(1, np.uint64), np.zeros(1, np.int64), 0, np.zeros(1, np.int64),
+                      np.array([5, 1], np.int64), np.array([0, 0], np.int64))

@@ -681,12 +681,54 @@ static PyObject *py_huge_empty(PyObject *self, PyObject *args)
     return res;
 }
 
+/* change_pos(t u64[n], s_off i64[n], ord_base, order i64[n], c_time i64[m], c_ord i64[m]) -> i64[m]
+ * For every comm change (sorted by time read as int64, then ord): how many samples precede
+ * it in perf's order (sample key = (time, ord_base | s_off)), by one merge walk along
+ * `order` instead of a gathered copy of the sorted times.  Changes out of order:
+ * ValueError (the caller then uses its searchsorted path). */
+static PyObject *py_change_pos(PyObject *self, PyObject *args)
+{
+    PyObject *ot, *osoff, *oorder, *oct, *oco, *res = NULL;
+    long long base;
+    if (!PyArg_ParseTuple(args, "OOLOOO", &ot, &osoff, &base, &oorder, &oct, &oco)) return NULL;
+    uint64_t *tu; int64_t *soff, *order, *ct, *co;
+    Py_ssize_t n = PyArray_Check(ot) ? PyArray_SIZE((PyArrayObject *)ot) : 0;
+    Py_ssize_t m = PyArray_Check(oct) ? PyArray_SIZE((PyArrayObject *)oct) : 0;
+    if (arr_of(ot, NPY_UINT64, n, (void **)&tu) || arr_of(osoff, NPY_INT64, n, (void **)&soff) ||
+        arr_of(oorder, NPY_INT64, n, (void **)&order) || arr_of(oct, NPY_INT64, m, (void **)&ct) ||
+        arr_of(oco, NPY_INT64, m, (void **)&co))
+        return NULL;
+    if (PyArray_SIZE((PyArrayObject *)oorder) != n) { PyErr_SetString(PyExc_ValueError, "change_pos: order @0"); return NULL; }
+    for (Py_ssize_t j = 1; j < m; j++)
+        if (ct[j] < ct[j - 1] || (ct[j] == ct[j - 1] && co[j] < co[j - 1])) {
+            PyErr_SetString(PyExc_ValueError, "change_pos: changes out of order @0");
+            return NULL;
+        }
+    const int64_t *t = (const int64_t *)tu;
+    npy_intp dm = m;
+    if (!(res = PyArray_SimpleNew(1, &dm, NPY_INT64))) return NULL;
+    int64_t *pos = PyArray_DATA((PyArrayObject *)res);
+    Py_ssize_t bad = -1, j = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n && j < m; k++) {
+        int64_t i = order[k];
+        if (i < 0 || i >= n) { bad = k; break; }
+        int64_t st = t[i], so = (int64_t)base | soff[i];
+        while (j < m && (ct[j] < st || (ct[j] == st && co[j] < so))) pos[j++] = k;
+    }
+    for (; j < m; j++) pos[j] = n;
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) { Py_DECREF(res); PyErr_Format(PyExc_ValueError, "change_pos: order index out of range @%zd", bad); return NULL; }
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
     {"attr_of", py_attr_of, METH_VARARGS, "attr index of every sample by its id"},
     {"time_order", py_time_order, METH_VARARGS, "stable argsort of sample times (merge of ascending runs)"},
     {"huge_empty", py_huge_empty, METH_VARARGS, "an uninitialised byte array on huge-page boundaries"},
+    {"change_pos", py_change_pos, METH_VARARGS, "seq position of every comm change"},
     {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
     {NULL, NULL, 0, NULL}};
 

@@ -198,19 +198,25 @@ class PerfData(Trace):
         if not len(sel):
             return None
         parts = []
-        for i in sel.tolist():
-            off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
-            if typ == ph.REC_COMPRESSED:
-                parts.append(mm[off + 8:off + size])
-            else:
-                if size < 16:
-                    raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
-                n = struct.unpack_from("<Q", mm, off + 8)[0]
-                if n > size - 16:
-                    raise TraceFormatError(self.path, "COMPRESSED2 record", off,
-                                           f"data size {n} larger than its record ({size} bytes)")
-                parts.append(mm[off + 16:off + 16 + n])
-        comp = b"".join(parts)
+        mv = memoryview(mm)          # slices of it: the payloads are copied once, by the join
+        try:
+            for i in sel.tolist():
+                off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
+                if typ == ph.REC_COMPRESSED:
+                    parts.append(mv[off + 8:off + size])
+                else:
+                    if size < 16:
+                        raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
+                    n = struct.unpack_from("<Q", mm, off + 8)[0]
+                    if n > size - 16:
+                        raise TraceFormatError(self.path, "COMPRESSED2 record", off,
+                                               f"data size {n} larger than its record ({size} bytes)")
+                    parts.append(mv[off + 16:off + 16 + n])
+            comp = b"".join(parts)
+        finally:
+            for p in parts:
+                p.release()
+            mv.release()
         import io
 
         import zstandard
@@ -403,6 +409,15 @@ class PerfData(Trace):
     def _change_positions(self) -> None:
         """For every comm change: how many samples precede it in perf's order (its seq position)."""
         (_, c_time, c_ord, _), _ = self._changes
+        full = [k for k, sg in enumerate(self._segs) if len(sg.w.s_off)]
+        cw = pw._cwalk if self._compiled else None
+        if cw is not None and len(full) == 1:
+            sg = self._segs[full[0]]
+            try:       # one merge walk along perf's order (changes sorted as the sort compares)
+                self._chg_pos = cw.change_pos(sg.w.s_time, sg.w.s_off, full[0] << 48, self._order, c_time, c_ord)
+                return
+            except ValueError:
+                pass
         ts_sorted = self._t_all[self._order]
         lo = np.searchsorted(ts_sorted, c_time, side="left")
         hi = np.searchsorted(ts_sorted, c_time, side="right")
