@@ -8,9 +8,11 @@
  * (which attr, which event format, which fields) is decided in Python; this only finds them.
  *
  *   walk(buf, start, end, sample_type, read_fixed, read_group_entry, sid_size, sid_tid, sid_time, sid_cpu,
- *        ids, types)
+ *        ids, types[, lean, amap_ids, amap_attr])
  *     -> (s_off i64, s_time u64, s_pid i32, s_tid i32, s_cpu i32, s_id u64, s_raw i64, s_rawlen i64,
- *         o_off i64, o_type i32, o_size i64, o_time u64, o_cpu i32)
+ *         o_off i64, o_type i32, o_size i64, o_time u64, o_cpu i32, s_attr i32)
+ *   lean: of the sample columns only s_off, s_time and s_attr (the attr index of the sample's
+ *   id in amap, -1 = none) are filled, the others are empty; fill() re-reads the rest.
  *   s_* per PERF_RECORD_SAMPLE, o_* per other record, both in file order.
  *   read_fixed: bytes of the READ part (read_group_entry < 0), or the fixed part of a group
  *   read when read_group_entry >= 0 (then u64 nr + nr * entry follow).  sid_*: offsets inside

@@ -2,8 +2,11 @@
 
 Why it is built this way:
 * The record walk is C (`_perfwalk.c`; Python fallback in perfdata_walk with the same
-  output); everything after it is numpy gathers: a sample's RAW payload is the ftrace
-  entry, whose fields sit at the offsets of the embedded format files.
+  output): a sample's RAW payload is the ftrace entry, whose fields sit at the offsets of
+  the embedded format files.  With the C module the walk keeps only offset, time and attr
+  per sample, perf's order merges the per-CPU time runs, and one fill pass in that order
+  writes every table's columns and comm codes into one huge-page arena (page faults cost
+  as much as the decode otherwise); without it, numpy gathers do the same.
 * File mode, pipe mode (`-o -`) and `-z`: the payloads of COMPRESSED / COMPRESSED2 records
   form ONE zstd stream (a record may straddle two of them), so they are decompressed in
   order into one buffer that is walked like the data section.
