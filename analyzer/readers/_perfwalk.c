@@ -109,6 +109,19 @@ typedef struct { const char *err; Py_ssize_t at; } werr_t;
 
 #define FAIL(msg, where) do { e->err = (msg); e->at = (where); return -1; } while (0)
 
+/* Index of id in the sorted ids[0..n), or -1.  perf numbers an event's ids consecutively,
+ * so ids[id - ids[0]] is tried first; the binary search is for the rest.  Duplicates: the
+ * first one, like numpy's searchsorted. */
+static inline Py_ssize_t id_index(const uint64_t *ids, Py_ssize_t n, uint64_t id)
+{
+    if (n <= 0) return -1;
+    uint64_t d = id - ids[0];
+    if (d < (uint64_t)n && ids[d] == id && (d == 0 || ids[d - 1] != id)) return (Py_ssize_t)d;
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) { Py_ssize_t m = lo + (hi - lo) / 2; if (ids[m] < id) lo = m + 1; else hi = m; }
+    return (lo < n && ids[lo] == id) ? lo : -1;
+}
+
 /* Parse one sample record [r, r+size) into slot i of o (when o has arrays). */
 static int sample(const uint8_t *b, Py_ssize_t r, Py_ssize_t size, const cfg_t *c, out_t *o, werr_t *e)
 {
@@ -119,9 +132,8 @@ static int sample(const uint8_t *b, Py_ssize_t r, Py_ssize_t size, const cfg_t *
     if (c->nids) {                  /* per-event sample types: the leading IDENTIFIER says which */
         NEED(8);
         id = rd64(b + p);
-        Py_ssize_t lo = 0, hi = c->nids;
-        while (lo < hi) { Py_ssize_t m = lo + (hi - lo) / 2; if (c->ids[m] < id) lo = m + 1; else hi = m; }
-        if (lo >= c->nids || c->ids[lo] != id) FAIL("sample with an id no event attr has", r);
+        Py_ssize_t lo = id_index(c->ids, c->nids, id);
+        if (lo < 0) FAIL("sample with an id no event attr has", r);
         st = c->types[lo];
     }
     for (int j = 0; j < c->nfx; j++) {
@@ -176,9 +188,8 @@ raw:;
     if (o->s_off && c->lean) {      /* offset, time and attr only: the fill pass re-reads the rest */
         Py_ssize_t i = o->ns, a = 0;
         if (c->namap) {
-            Py_ssize_t lo = 0, hi = c->namap;
-            while (lo < hi) { Py_ssize_t m = lo + (hi - lo) / 2; if (c->amap_ids[m] < id) lo = m + 1; else hi = m; }
-            a = (lo < c->namap && c->amap_ids[lo] == id) ? c->amap_own[lo] : -1;
+            Py_ssize_t lo = id_index(c->amap_ids, c->namap, id);
+            a = lo >= 0 ? c->amap_own[lo] : -1;
         }
         o->s_off[i] = r; o->s_time[i] = t; o->s_attr[i] = (int32_t)a;
     } else if (o->s_off) {
