@@ -735,6 +735,31 @@ static PyObject *py_change_pos(PyObject *self, PyObject *args)
     return res;
 }
 
+/* counts(a i32[n], m) -> i64[m]: how often each of 0..m-1 occurs (np.bincount without its
+ * int64 copy of a); a value outside is ValueError("... @<index>"). */
+static PyObject *py_counts(PyObject *self, PyObject *args)
+{
+    PyObject *oa, *res;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "On", &oa, &m)) return NULL;
+    int32_t *a;
+    Py_ssize_t n = PyArray_Check(oa) ? PyArray_SIZE((PyArrayObject *)oa) : 0;
+    if (m < 0 || arr_of(oa, NPY_INT32, n, (void **)&a)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "counts: bad arguments @0");
+        return NULL;
+    }
+    npy_intp dm = m;
+    if (!(res = PyArray_ZEROS(1, &dm, NPY_INT64, 0))) return NULL;
+    int64_t *c = PyArray_DATA((PyArrayObject *)res);
+    Py_ssize_t bad = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] < 0 || a[i] >= m) { bad = i; break; }
+        c[a[i]]++;
+    }
+    if (bad >= 0) { Py_DECREF(res); PyErr_Format(PyExc_ValueError, "counts: value out of range @%zd", bad); return NULL; }
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
@@ -742,6 +767,7 @@ static PyMethodDef methods[] = {
     {"time_order", py_time_order, METH_VARARGS, "stable argsort of sample times (merge of ascending runs)"},
     {"huge_empty", py_huge_empty, METH_VARARGS, "an uninitialised byte array on huge-page boundaries"},
     {"change_pos", py_change_pos, METH_VARARGS, "seq position of every comm change"},
+    {"counts", py_counts, METH_VARARGS, "bincount of an int32 array"},
     {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
     {NULL, NULL, 0, NULL}};
 

@@ -299,7 +299,11 @@ class PerfData(Trace):
             a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int32)
         t_all = t_u.view(np.int64)
         is_tp = np.array([f is not None for f in fmt_of_attr], bool)
-        cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
+        if cw is not None:
+            cnt = cw.counts(np.ascontiguousarray(a_all, np.int32), n_ev)
+        else:
+            cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
+        self._cnt = cnt
         self._other_samples = int(cnt[~is_tp].sum())
         # perf's order: time, then file order (a stable sort; the compiled one merges the per-CPU runs)
         self._order = cw.time_order(t_u) if cw is not None else np.argsort(t_all, kind="stable")
@@ -539,7 +543,7 @@ class PerfData(Trace):
             return False
         sg = self._segs[with_samples[0]]
         w = sg.w
-        cnt = np.bincount(self._a_all, minlength=len(self._fmt_of_attr))
+        cnt = self._cnt
         made: list[tuple[int, EventFormat, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         plan: list[tuple[int, EventFormat, int, list[tuple[str, np.dtype]]]] = []
         total = 0
