@@ -274,14 +274,16 @@ def test_take_strings_and_attr_of_check_their_input():
     cw = pw._cwalk
     names = pa.array(["a", "bc", ""], pa.string())
     off = np.frombuffer(names.buffers()[1], np.int32)[:4]
-    o, d = cw.take_strings(off, names.buffers()[2], np.array([1, 0, 2, 1], np.int32))
-    got = pa.Array.from_buffers(pa.string(), 4, [None, pa.py_buffer(o), pa.py_buffer(d)])
-    assert got.to_pylist() == ["bc", "a", "", "bc"]
+    cols = cw.take_strings(off, names.buffers()[2], [np.array([1, 0, 2, 1], np.int32), np.zeros(0, np.int32),
+                                                     np.array([0], np.int32)])
+    got = [pa.Array.from_buffers(pa.string(), len(o) - 1, [None, pa.py_buffer(o), pa.py_buffer(d)]).to_pylist()
+           for o, d in cols]
+    assert got == [["bc", "a", "", "bc"], [], ["a"]]
     for bad in ([3], [-1]):
         with pytest.raises(ValueError):
-            cw.take_strings(off, names.buffers()[2], np.array(bad, np.int32))
+            cw.take_strings(off, names.buffers()[2], [np.array(bad, np.int32)])
     with pytest.raises(ValueError):
-        cw.take_strings(np.array([0, 9], np.int32), b"abc", np.array([0], np.int32))
+        cw.take_strings(np.array([0, 9], np.int32), b"abc", [np.array([0], np.int32)])
     ids = np.array([5, 9], np.uint64)
     assert cw.attr_of(np.array([9, 5, 9], np.uint64), ids, np.array([1, 0], np.int32)).tolist() == [0, 1, 0]
     with pytest.raises(ValueError):

@@ -545,18 +545,20 @@ done:
     return res;
 }
 
-/* take_strings(offsets i32[m+1], data bytes, codes i32[n]) -> (offsets i32[n+1], data u8)
- * The Arrow string column names[codes] built directly (the comm column: one of a few names
- * per row); every code and name offset is checked, a total over 2 GiB is refused. */
+/* take_strings(offsets i32[m+1], data bytes, [codes i32[n], ...]) -> [(offsets i32[n+1], data u8), ...]
+ * The Arrow string columns names[codes] built directly (the comm column: one of a few names
+ * per row), all in one arena; every code and name offset is checked, a column over 2 GiB is
+ * refused. */
 static PyObject *py_take_strings(PyObject *self, PyObject *args)
 {
-    PyObject *ooff, *ocodes, *res = NULL, *roff = NULL, *rdat = NULL;
+    PyObject *ooff, *olist, *res = NULL, *arena = NULL;
     Py_buffer data;
-    if (!PyArg_ParseTuple(args, "Oy*O", &ooff, &data, &ocodes)) return NULL;
-    int32_t *noff, *codes;
-    Py_ssize_t m1 = PyArray_Check(ooff) ? PyArray_SIZE((PyArrayObject *)ooff) : 0;
-    Py_ssize_t n = PyArray_Check(ocodes) ? PyArray_SIZE((PyArrayObject *)ocodes) : 0;
-    if (m1 < 1 || arr_of(ooff, NPY_INT32, m1, (void **)&noff) || arr_of(ocodes, NPY_INT32, n, (void **)&codes)) {
+    if (!PyArg_ParseTuple(args, "Oy*O!", &ooff, &data, &PyList_Type, &olist)) return NULL;
+    int32_t *noff;
+    Py_ssize_t m1 = PyArray_Check(ooff) ? PyArray_SIZE((PyArrayObject *)ooff) : 0, ng = PyList_GET_SIZE(olist);
+    int64_t *tot = PyMem_Calloc(ng ? ng : 1, sizeof(int64_t));
+    if (!tot) { PyErr_NoMemory(); goto done; }
+    if (m1 < 1 || arr_of(ooff, NPY_INT32, m1, (void **)&noff)) {
         PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "take_strings: bad array argument @0");
         goto done;
@@ -566,29 +568,54 @@ static PyObject *py_take_strings(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "take_strings: bad name offsets @0");
             goto done;
         }
-    int64_t total = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (codes[i] < 0 || codes[i] >= m1 - 1) { PyErr_Format(PyExc_ValueError, "take_strings: bad code @%zd", i); goto done; }
-        total += noff[codes[i] + 1] - noff[codes[i]];
+    if (noff[0] < 0 || noff[0] > data.len) { PyErr_SetString(PyExc_ValueError, "take_strings: bad name offsets @0"); goto done; }
+    /* pass 1: check every code, size every column; one arena holds them all (huge pages) */
+    Py_ssize_t need = 0;
+    for (Py_ssize_t g = 0; g < ng; g++) {
+        PyObject *oc = PyList_GET_ITEM(olist, g);
+        int32_t *codes;
+        Py_ssize_t n = PyArray_Check(oc) ? PyArray_SIZE((PyArrayObject *)oc) : 0;
+        if (arr_of(oc, NPY_INT32, n, (void **)&codes)) goto done;
+        int64_t total = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (codes[i] < 0 || codes[i] >= m1 - 1) { PyErr_Format(PyExc_ValueError, "take_strings: bad code @%zd", i); goto done; }
+            total += noff[codes[i] + 1] - noff[codes[i]];
+        }
+        if (total > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "take_strings: column too large @0"); goto done; }
+        tot[g] = total;
+        need += up64((n + 1) * 4) + up64((Py_ssize_t)total);
     }
-    if (total > INT32_MAX) { PyErr_SetString(PyExc_ValueError, "take_strings: column too large @0"); goto done; }
-    npy_intp dn = n + 1, dt = (npy_intp)total;
-    if (!(roff = PyArray_SimpleNew(1, &dn, NPY_INT32)) || !(rdat = PyArray_SimpleNew(1, &dt, NPY_UINT8))) goto done;
-    int32_t *o = PyArray_DATA((PyArrayObject *)roff);
-    uint8_t *d = PyArray_DATA((PyArrayObject *)rdat);
+    Py_ssize_t pad, at = 0;
+    if (!(arena = huge_arena(need, &pad))) goto done;
+    if (!(res = PyList_New(ng))) goto done;
     const uint8_t *src = data.buf;
-    int32_t at = 0;
-    o[0] = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int32_t a = noff[codes[i]], len = noff[codes[i] + 1] - a;
-        memcpy(d + at, src + a, (size_t)len);
-        at += len;
-        o[i + 1] = at;
+    for (Py_ssize_t g = 0; g < ng; g++) {
+        PyObject *oc = PyList_GET_ITEM(olist, g);
+        int32_t *codes = PyArray_DATA((PyArrayObject *)oc);
+        Py_ssize_t n = PyArray_SIZE((PyArrayObject *)oc);
+        PyObject *roff = view_of(arena, pad + at, n + 1, NPY_INT32);
+        at += up64((n + 1) * 4);
+        PyObject *rdat = roff ? view_of(arena, pad + at, (npy_intp)tot[g], NPY_UINT8) : NULL;
+        at += up64((Py_ssize_t)tot[g]);
+        PyObject *pair = rdat ? PyTuple_Pack(2, roff, rdat) : NULL;
+        Py_XDECREF(roff);
+        Py_XDECREF(rdat);
+        if (!pair) { Py_CLEAR(res); goto done; }
+        PyList_SET_ITEM(res, g, pair);
+        int32_t *o = PyArray_DATA((PyArrayObject *)roff);
+        uint8_t *d = PyArray_DATA((PyArrayObject *)rdat);
+        int32_t w = 0;
+        o[0] = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int32_t a = noff[codes[i]], len = noff[codes[i] + 1] - a;
+            memcpy(d + w, src + a, (size_t)len);
+            w += len;
+            o[i + 1] = w;
+        }
     }
-    res = PyTuple_Pack(2, roff, rdat);
 done:
-    Py_XDECREF(roff);
-    Py_XDECREF(rdat);
+    Py_XDECREF(arena);
+    PyMem_Free(tot);
     PyBuffer_Release(&data);
     return res;
 }

@@ -611,12 +611,14 @@ class PerfData(Trace):
         for a, ev, cols, nums in made:
             if int(got[a]) != int(cnt[a]):
                 raise TraceFormatError(self.path, sg.name, None, "sample count changed during the decode")
-            schema = self._schema(ev)
             code = cols["comm"]
             bad = code < 0
             if bad.any():
                 code[bad] = len(names) + np.searchsorted(extra, cols["pid"][bad])
-            off, data = cw.take_strings(name_off, name_data, code)
+        comm_cols = cw.take_strings(name_off, name_data, [cols["comm"] for _, _, cols, _ in made])
+        for (a, ev, cols, nums), (off, data) in zip(made, comm_cols):
+            schema = self._schema(ev)
+            code = cols["comm"]
             comm = pa.Array.from_buffers(pa.string(), len(code), [None, pa.py_buffer(off), pa.py_buffer(data)])
             arrays = {"seq": _arrow(cols["seq"]), "ts": _arrow(cols["ts"]), "cpu": _arrow(cols["cpu"]),
                       "pid": _arrow(cols["pid"]), "comm": comm}
