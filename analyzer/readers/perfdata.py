@@ -240,7 +240,7 @@ class PerfData(Trace):
                         grown = _huge_empty(min(cap, 2 * len(out)))
                         grown[:n] = out[:n]
                         out = grown
-                    got = r.readinto(memoryview(out)[n:])
+                    got = r.readinto(out[n:].data)
                     if not got:
                         break
                     n += got
@@ -553,7 +553,7 @@ class PerfData(Trace):
             n = int(cnt[a])
             kinds = {f.name: tf.field_kind(f) for f in ev.fields}
             n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
-            specs = [("seq", np.dtype(np.int64)), ("ts", np.dtype(np.int64)), ("cpu", np.dtype(np.int32)),
+            specs: list[tuple[str, np.dtype]] = [("seq", np.dtype(np.int64)), ("ts", np.dtype(np.int64)), ("cpu", np.dtype(np.int32)),
                      ("pid", np.dtype(np.int32)), ("comm", np.dtype(np.int32))]
             specs += [(f"f:{f.name}", np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
                       for f in ev.fields if kinds[f.name] == "int"]
@@ -563,12 +563,12 @@ class PerfData(Trace):
         # more with transparent huge pages, so the fill pass takes a few hundred page faults
         # instead of one per 4 kB of output (those cost as much as the decode itself)
         arena = cw.huge_empty(total)
-        at = 0
+        used = 0
 
         def carve(n: int, dt: np.dtype) -> np.ndarray:
-            nonlocal at
-            col = arena[at:at + n * dt.itemsize].view(dt)
-            at += -(-n * dt.itemsize // 64) * 64
+            nonlocal used
+            col = arena[used:used + n * dt.itemsize].view(dt)
+            used += -(-n * dt.itemsize // 64) * 64
             return col
 
         by_attr: dict[int, tuple] = {}

@@ -116,7 +116,10 @@ def walk(buf, start: int, end: int, lay: Layout, compiled: bool | None = None,
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             raise WalkError(msg, int(at) if at.isdigit() else start) from None
-        return Walk(*r, lean=lean)
+        (s_off, s_time, s_pid, s_tid, s_cpu, s_id, s_raw, s_rawlen, o_off, o_type, o_size, o_time, o_cpu,
+         s_attr) = r
+        return Walk(s_off, s_time, s_pid, s_tid, s_cpu, s_id, s_raw, s_rawlen, o_off, o_type, o_size, o_time, o_cpu,
+                    s_attr=s_attr, lean=lean)
     return _walk_python(buf, start, end, lay)
 
 
