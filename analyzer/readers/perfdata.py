@@ -2,8 +2,11 @@
 
 Why it is built this way:
 * The record walk is C (`_perfwalk.c`; Python fallback in perfdata_walk with the same
-  output); everything after it is numpy gathers: a sample's RAW payload is the ftrace
-  entry, whose fields sit at the offsets of the embedded format files.
+  output): a sample's RAW payload is the ftrace entry, whose fields sit at the offsets of
+  the embedded format files.  With the C module the walk keeps only offset, time and attr
+  per sample, perf's order merges the per-CPU time runs, and one fill pass in that order
+  writes every table's columns and comm codes into one huge-page arena (page faults cost
+  as much as the decode otherwise); without it, numpy gathers do the same.
 * File mode, pipe mode (`-o -`) and `-z`: the payloads of COMPRESSED / COMPRESSED2 records
   form ONE zstd stream (a record may straddle two of them), so they are decompressed in
   order into one buffer that is walked like the data section.
@@ -45,6 +48,8 @@ class _Segment:
     buf: Any          # mmap or bytes
     base: int          # file offset of buf[0] (None-like -1 for decompressed data)
     w: pw.Walk
+    start: int = 0     # the walked range of buf
+    end: int = 0
 
 
 def is_perf_data(head: bytes) -> bool:
@@ -79,6 +84,7 @@ class PerfData(Trace):
             self.h = ph.parse_file_header(self.path, self._mm)
             start, end = self.h.data_offset, self.h.data_offset + self.h.data_size
         self._lay = self._layout()
+        self._ids_s, self._owner_s = self._id_map()
         segs = [self._walk("data", self._mm, start, end, 0)]
         z = self._decompress(segs[0])
         if z is not None:
@@ -156,65 +162,100 @@ class PerfData(Trace):
                     raise TraceFormatError(self.path, "header", None, "no tracing data (event formats) in the file")
         return lay
 
-    def _walk(self, name: str, buf, start: int, end: int, base: int) -> _Segment:
+    def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted sample ids and the attr index of each (empty for a single attr: all samples are attr 0)."""
+        ids: list[int] = []
+        owner: list[int] = []
+        for i, a in enumerate(self.h.attrs):
+            ids += a.ids
+            owner += [i] * len(a.ids)
+        ids_a = np.array(ids, np.uint64)
+        order = np.argsort(ids_a, kind="stable")
+        return ids_a[order], np.array(owner, np.int64)[order]
+
+    def _walk(self, name: str, buf, start: int, end: int, base: int, lean: bool | None = None) -> _Segment:
+        """Walk one buffer.  Compiled walks are lean (offset, time, attr per sample) when the
+        id map tells every sample's attr; _unlean walks again in full where a later step needs it."""
+        if lean is None:
+            lean = self._compiled and (len(self.h.attrs) == 1 or bool(len(self._ids_s) and
+                                       len(np.unique(self._ids_s)) == len(self._ids_s)))
+        amap = (self._ids_s, self._owner_s.astype(np.int32)) if lean and len(self.h.attrs) > 1 else None
         try:
-            w = pw.walk(buf, start, end, self._lay, compiled=self._compiled)
+            w = pw.walk(buf, start, end, self._lay, compiled=self._compiled, lean=lean, amap=amap)
         except pw.WalkError as e:
             raise TraceFormatError(self.path, name, e.at if base >= 0 else None,
                                    e.msg + ("" if base >= 0 else f" (at byte {e.at} of the decompressed data)")) \
                 from None
-        return _Segment(name, buf, base, w)
+        return _Segment(name, buf, base, w, start, end)
 
-    def _decompress(self, seg: _Segment) -> bytes | None:
+    def _unlean(self) -> None:
+        """Full walks (every s_* column) for the paths that read them: numpy gathers, errors."""
+        for s in self._segs:
+            if s.w.lean:
+                s.w = pw.walk(s.buf, s.start, s.end, self._lay, compiled=self._compiled)
+
+    def _decompress(self, seg: _Segment) -> np.ndarray | None:
         """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
         w, mm = seg.w, self._mm
         sel = np.flatnonzero((w.o_type == ph.REC_COMPRESSED) | (w.o_type == ph.REC_COMPRESSED2))
         if not len(sel):
             return None
         parts = []
-        for i in sel.tolist():
-            off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
-            if typ == ph.REC_COMPRESSED:
-                parts.append(mm[off + 8:off + size])
-            else:
-                if size < 16:
-                    raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
-                n = struct.unpack_from("<Q", mm, off + 8)[0]
-                if n > size - 16:
-                    raise TraceFormatError(self.path, "COMPRESSED2 record", off,
-                                           f"data size {n} larger than its record ({size} bytes)")
-                parts.append(mm[off + 16:off + 16 + n])
-        comp = b"".join(parts)
+        mv = memoryview(mm)          # slices of it: the payloads are copied once, by the join
+        try:
+            for i in sel.tolist():
+                off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
+                if typ == ph.REC_COMPRESSED:
+                    parts.append(mv[off + 8:off + size])
+                else:
+                    if size < 16:
+                        raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
+                    n = struct.unpack_from("<Q", mm, off + 8)[0]
+                    if n > size - 16:
+                        raise TraceFormatError(self.path, "COMPRESSED2 record", off,
+                                               f"data size {n} larger than its record ({size} bytes)")
+                    parts.append(mv[off + 16:off + 16 + n])
+            comp = b"".join(parts)
+        finally:
+            for p in parts:
+                p.release()
+            mv.release()
         import io
 
         import zstandard
         cap = min(MAX_DECOMPRESSED, MAX_INFLATE * len(comp) + (64 << 20))
-        out = bytearray()
+        # decompressed straight into one growing numpy buffer (huge pages, no chunk copies):
+        # perf's records compress ~12x, so 16x is usually the only allocation
+        out = _huge_empty(min(cap, max(1 << 16, 16 * len(comp))))
+        n = 0
         try:
             with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(comp), read_across_frames=True) as r:
                 while True:
-                    chunk = r.read(16 << 20)
-                    if not chunk:
+                    if n == len(out):
+                        if n >= cap:
+                            if not r.read(1):
+                                break
+                            raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
+                                                   f"decompresses to more than {cap} bytes; refusing")
+                        grown = _huge_empty(min(cap, 2 * len(out)))
+                        grown[:n] = out[:n]
+                        out = grown
+                    got = r.readinto(out[n:].data)
+                    if not got:
                         break
-                    out += chunk
-                    if len(out) > cap:
-                        raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
-                                               f"decompresses to more than {cap} bytes; refusing")
+                    n += got
         except zstandard.ZstdError as e:
             raise TraceFormatError(self.path, "compressed data", int(w.o_off[sel[0]]),
                                    f"corrupt zstd data: {e}") from None
-        return bytes(out)
+        return out[:n]
 
     # -- index: event of every sample, seq, comm, lost ---------------------------------------
     def _build_index(self) -> None:
         h = self.h
-        ids, owner = [], []
-        for i, a in enumerate(h.attrs):
-            ids += a.ids
-            owner += [i] * len(a.ids)
-        ids_a = np.array(ids, np.uint64)
-        order = np.argsort(ids_a, kind="stable")
-        ids_s, owner_s = ids_a[order], np.array(owner, np.int64)[order]
+        ids_s, owner_s = self._ids_s, self._owner_s
+        if any(s.w.lean and len(h.attrs) > 1 and len(s.w.s_attr) and int(s.w.s_attr.min()) < 0
+               for s in self._segs):
+            self._unlean()          # an id no attr has: the full walk names it below
         fmt_of_attr: list[EventFormat | None] = []
         for a in h.attrs:
             ev = h.tracing.by_id.get(a.config) if (a.type == ph.PERF_TYPE_TRACEPOINT and h.tracing) else None
@@ -222,11 +263,21 @@ class PerfData(Trace):
                 raise TraceFormatError(self.path, "attrs", None, f"tracepoint id {a.config} has no format in the file")
             fmt_of_attr.append(ev)
         n_ev = len(h.attrs)
-        times, attr_of, segix = [], [], []
-        for k, s in enumerate(self._segs):
+        cw = pw._cwalk if self._compiled else None
+        times, attr_of = [], []
+        for s in self._segs:
             w = s.w
-            if len(h.attrs) == 1 or not len(w.s_id):
-                ai = np.zeros(len(w.s_id), np.int64)
+            if w.lean:
+                ai = w.s_attr if len(h.attrs) > 1 else np.zeros(len(w.s_off), np.int32)
+            elif len(h.attrs) == 1 or not len(w.s_id):
+                ai = np.zeros(len(w.s_id), np.int32)
+            elif cw is not None and len(ids_s):
+                try:
+                    ai = cw.attr_of(w.s_id, ids_s, owner_s.astype(np.int32))
+                except ValueError as e:
+                    i = int(str(e).rpartition(" @")[2])
+                    raise TraceFormatError(self.path, s.name, int(w.s_off[i]) if s.base >= 0 else None,
+                                           f"sample with id {int(w.s_id[i])}, which no event attr has") from None
             else:
                 j = np.searchsorted(ids_s, w.s_id)
                 jc = np.minimum(j, max(len(ids_s) - 1, 0))
@@ -235,21 +286,31 @@ class PerfData(Trace):
                     i = int(np.argmax(bad))
                     raise TraceFormatError(self.path, s.name, int(w.s_off[i]) if s.base >= 0 else None,
                                            f"sample with id {int(w.s_id[i])}, which no event attr has")
-                ai = owner_s[jc]
+                ai = owner_s[jc].astype(np.int32)
             times.append(w.s_time)
             attr_of.append(ai)
-            segix.append(np.full(len(ai), k, np.int8))
-        t_all = np.concatenate(times).view(np.int64) if times else np.zeros(0, np.int64)
-        a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int64)
+        # samples in one segment (what perf record writes, -z included): its arrays as they
+        # are, no concatenated copies
+        full = [k for k, t in enumerate(times) if len(t)]
+        if len(full) == 1:
+            t_u, a_all = times[full[0]], attr_of[full[0]]
+        else:
+            t_u = np.concatenate(times) if times else np.zeros(0, np.uint64)
+            a_all = np.concatenate(attr_of) if attr_of else np.zeros(0, np.int32)
+        t_all = t_u.view(np.int64)
         is_tp = np.array([f is not None for f in fmt_of_attr], bool)
-        keep = is_tp[a_all] if len(a_all) else np.zeros(0, bool)
-        self._other_samples = int((~keep).sum())
-        self._order = np.argsort(t_all, kind="stable")        # perf's order: time, then file order
+        if cw is not None:
+            cnt = cw.counts(np.ascontiguousarray(a_all, np.int32), n_ev)
+        else:
+            cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
+        self._cnt = cnt
+        self._other_samples = int(cnt[~is_tp].sum())
+        # perf's order: time, then file order (a stable sort; the compiled one merges the per-CPU runs)
+        self._order = cw.time_order(t_u) if cw is not None else np.argsort(t_all, kind="stable")
         self._t_all, self._a_all, self._fmt_of_attr, self._n_ev = t_all, a_all, fmt_of_attr, n_ev
-        self._seg_of = np.concatenate(segix) if segix else np.zeros(0, np.int8)
-        self._seg_lo = np.cumsum([0] + [len(t) for t in times])
+        self._seg_lens = [len(t) for t in times]
+        self._seg_lo = np.cumsum([0] + self._seg_lens)
         counts: dict[str, int] = {}
-        cnt = np.bincount(a_all, minlength=n_ev) if len(a_all) else np.zeros(n_ev, np.int64)
         for i, f in enumerate(fmt_of_attr):
             if f is not None and cnt[i]:
                 counts[f.full_name] = counts.get(f.full_name, 0) + int(cnt[i])
@@ -355,6 +416,15 @@ class PerfData(Trace):
     def _change_positions(self) -> None:
         """For every comm change: how many samples precede it in perf's order (its seq position)."""
         (_, c_time, c_ord, _), _ = self._changes
+        full = [k for k, sg in enumerate(self._segs) if len(sg.w.s_off)]
+        cw = pw._cwalk if self._compiled else None
+        if cw is not None and len(full) == 1:
+            sg = self._segs[full[0]]
+            try:       # one merge walk along perf's order (changes sorted as the sort compares)
+                self._chg_pos = cw.change_pos(sg.w.s_time, sg.w.s_off, full[0] << 48, self._order, c_time, c_ord)
+                return
+            except ValueError:
+                pass
         ts_sorted = self._t_all[self._order]
         lo = np.searchsorted(ts_sorted, c_time, side="left")
         hi = np.searchsorted(ts_sorted, c_time, side="right")
@@ -408,8 +478,9 @@ class PerfData(Trace):
                 rest = n - sum(r[3] for r in rows if r[0] == cpu)
                 if rest > 0:
                     rows.append((cpu, t0, t1, rest))
-        self._lost = pa.table([pa.array([r[i] for r in rows], LOST_SCHEMA.field(i).type) for i in range(4)],
-                              schema=LOST_SCHEMA)
+        self._lost = pa.Table.from_arrays(
+            [_arrow(np.array([r[i] for r in rows], LOST_SCHEMA.field(i).type.to_pandas_dtype())) for i in range(4)],
+            schema=LOST_SCHEMA)
 
     # -- contract ---------------------------------------------------------------------------
     def formats(self) -> dict[str, EventFormat]:
@@ -439,11 +510,12 @@ class PerfData(Trace):
     def _decode_all(self) -> None:
         self._changes = self._comm_changes()
         self._change_positions()
-        self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
-        self._comm_all()
         self._tables = {}
         if self._decode_c():
             return
+        self._unlean()
+        self._tid_all = np.concatenate([sg.w.s_tid for sg in self._segs])
+        self._comm_all()
         order = self._order
         a_sorted = self._a_all[order]
         by_name: dict[str, list[int]] = {}
@@ -460,7 +532,10 @@ class PerfData(Trace):
         """All tables in one compiled pass over the samples in seq order (see _perfwalk.c fill).
 
         Used when the samples sit in one buffer and every event has one attr (what perf
-        record writes); otherwise the numpy gathers of _table_of do the same."""
+        record writes); otherwise the numpy gathers of _table_of do the same.  The comm of
+        every row comes out of the same pass (the changes replayed in seq order into a tid
+        table) and its string column is assembled in C: per-sample numpy lookups and an
+        Arrow take cost more than the decode itself."""
         with_samples = [k for k, sg in enumerate(self._segs) if len(sg.w.s_off)]
         names = [f.full_name for f in self._fmt_of_attr if f is not None]
         cw = pw._cwalk
@@ -468,29 +543,54 @@ class PerfData(Trace):
             return False
         sg = self._segs[with_samples[0]]
         w = sg.w
-        cnt = np.bincount(self._a_all, minlength=len(self._fmt_of_attr))
-        groups: list = []
+        cnt = self._cnt
         made: list[tuple[int, EventFormat, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        plan: list[tuple[int, EventFormat, int, list[tuple[str, np.dtype]]]] = []
+        total = 0
         for a, ev in enumerate(self._fmt_of_attr):
             if ev is None or not cnt[a]:
-                groups.append(None)
                 continue
             n = int(cnt[a])
             kinds = {f.name: tf.field_kind(f) for f in ev.fields}
-            need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
             n_idx = n if any(k != "int" for k in kinds.values()) else 0    # rows of non-numeric fields
-            cols: dict[str, np.ndarray] = {"seq": np.empty(n, np.int64), "ts": np.empty(n, np.int64),
-                                           "cpu": np.empty(n, np.int32), "pid": np.empty(n, np.int32),
-                                           "idx": np.empty(n_idx, np.int64)}
-            nums = {f.name: np.empty(n, np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
-                    for f in ev.fields if kinds[f.name] == "int"}
-            groups.append((cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["idx"] if len(cols["idx"]) else None,
-                           need,
-                           [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums]))
+            specs: list[tuple[str, np.dtype]] = [("seq", np.dtype(np.int64)), ("ts", np.dtype(np.int64)), ("cpu", np.dtype(np.int32)),
+                     ("pid", np.dtype(np.int32)), ("comm", np.dtype(np.int32))]
+            specs += [(f"f:{f.name}", np.dtype(f"<{'i' if f.signed else 'u'}{f.size}"))
+                      for f in ev.fields if kinds[f.name] == "int"]
+            total += sum(-(-n * dt.itemsize // 64) * 64 for _, dt in specs) + 2 * (-(-n_idx * 8 // 64) * 64)
+            plan.append((a, ev, n_idx, specs))
+        # every output column is a view of ONE allocation: numpy backs allocations of 4 MB and
+        # more with transparent huge pages, so the fill pass takes a few hundred page faults
+        # instead of one per 4 kB of output (those cost as much as the decode itself)
+        arena = cw.huge_empty(total)
+        used = 0
+
+        def carve(n: int, dt: np.dtype) -> np.ndarray:
+            nonlocal used
+            col = arena[used:used + n * dt.itemsize].view(dt)
+            used += -(-n * dt.itemsize // 64) * 64
+            return col
+
+        by_attr: dict[int, tuple] = {}
+        for a, ev, n_idx, specs in plan:
+            n = int(cnt[a])
+            cols: dict[str, np.ndarray] = {k: carve(n, dt) for k, dt in specs[:5]}
+            nums = {k[2:]: carve(n, dt) for k, dt in specs[5:]}
+            cols["raw"], cols["rawlen"] = carve(n_idx, np.dtype(np.int64)), carve(n_idx, np.dtype(np.int64))
+            need = max((f.offset + (4 if (f.data_loc or f.rel_loc) else f.size) for f in ev.fields), default=0)
+            by_attr[a] = (cols["seq"], cols["ts"], cols["cpu"], cols["pid"], cols["comm"],
+                          cols["raw"] if n_idx else None, cols["rawlen"] if n_idx else None,
+                          need, [(f.offset, f.size, nums[f.name]) for f in ev.fields if f.name in nums])
             made.append((a, ev, cols, nums))
+        groups = [by_attr.get(a) for a in range(len(self._fmt_of_attr))]
+        (c_tid, _, _, c_name), names = self._changes
+        co = np.argsort(self._chg_pos, kind="stable")
         try:
-            got = cw.fill(sg.buf, w.s_raw, w.s_rawlen, w.s_time, w.s_cpu, w.s_tid,
-                                 self._a_all.astype(np.int32), self._order, groups)
+            lay = self._lay
+            got = cw.fill(sg.buf, w.s_off, self._a_all, self._order, groups, self._chg_pos[co],
+                          c_tid[co].astype(np.int32), c_name[co].astype(np.int32), lay.sample_type, lay.read_fixed,
+                          lay.read_entry, np.ascontiguousarray(lay.ids, np.uint64),
+                          np.ascontiguousarray(lay.types, np.uint64))
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             i = int(at) if at.isdigit() else 0
@@ -498,21 +598,37 @@ class PerfData(Trace):
                                    f"sample: {msg}") from None
         buf = np.frombuffer(sg.buf, np.uint8)
         assert self._tables is not None
-        for a, ev, cols, nums in made:
+        miss = [cols["pid"][cols["comm"] < 0] for _, _, cols, _ in made]    # pid column = the tid
+        out_names = list(names)
+        extra = np.zeros(0, np.int32)
+        if any(len(m) for m in miss):       # threads perf never saw a COMM for: ":tid"
+            extra = np.unique(np.concatenate(miss))
+            out_names += [f":{int(t)}" for t in extra.tolist()]
+        enc = [x.encode() for x in out_names]
+        name_off = np.zeros(len(enc) + 1, np.int32)
+        np.cumsum([len(x) for x in enc], out=name_off[1:])
+        name_data = b"".join(enc)
+        for a, _ev, cols, _nums in made:
             if int(got[a]) != int(cnt[a]):
                 raise TraceFormatError(self.path, sg.name, None, "sample count changed during the decode")
+            code = cols["comm"]
+            bad = code < 0
+            if bad.any():
+                code[bad] = len(names) + np.searchsorted(extra, cols["pid"][bad])
+        comm_cols = cw.take_strings(name_off, name_data, [cols["comm"] for _, _, cols, _ in made])
+        for (_a, ev, cols, nums), (off, data) in zip(made, comm_cols):
             schema = self._schema(ev)
-            arrays = {"seq": pa.array(cols["seq"]), "ts": pa.array(cols["ts"]), "cpu": pa.array(cols["cpu"]),
-                      "pid": pa.array(cols["pid"]),
-                      "comm": self._comm_names.take(pa.array(self._comm_code[cols["seq"]]))}
+            code = cols["comm"]
+            comm = pa.Array.from_buffers(pa.string(), len(code), [None, pa.py_buffer(off), pa.py_buffer(data)])
+            arrays = {"seq": _arrow(cols["seq"]), "ts": _arrow(cols["ts"]), "cpu": _arrow(cols["cpu"]),
+                      "pid": _arrow(cols["pid"]), "comm": comm}
             taken = set(arrays)
             for f in ev.fields:
                 name = tf.column_name(f, taken)
                 if f.name in nums:
-                    arrays[name] = pa.array(nums[f.name])
+                    arrays[name] = _arrow(nums[f.name])
                 else:
-                    ix = cols["idx"]
-                    arrays[name] = tf.column(buf, w.s_raw[ix], w.s_rawlen[ix], f, False, self.path, sg.name, 0)
+                    arrays[name] = tf.column(buf, cols["raw"], cols["rawlen"], f, False, self.path, sg.name, 0)
             self._tables[ev.full_name] = pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
         return True
 
@@ -520,7 +636,7 @@ class PerfData(Trace):
         """Table of one event: `rows` = seq positions, `idx` = global sample indices (both in seq order)."""
         schema = self._schema(ev)
         n = len(idx)
-        seg = self._seg_of[idx]
+        seg = np.repeat(np.arange(len(self._seg_lens), dtype=np.int8), self._seg_lens)[idx]
         ts = self._t_all[idx]
         cpu = np.empty(n, np.int32)
         tid = np.empty(n, np.int32)
@@ -565,6 +681,20 @@ class PerfData(Trace):
             pos = np.concatenate(poss)
             arrays[name] = pa.concat_arrays(pieces).take(pa.array(np.argsort(pos, kind="stable")))
         return pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
+
+
+def _huge_empty(n: int) -> np.ndarray:
+    """n uninitialised bytes, on huge-page boundaries when the compiled module is there."""
+    return pw._cwalk.huge_empty(n) if pw._cwalk is not None else np.empty(n, np.uint8)
+
+
+def _arrow(a: np.ndarray) -> pa.Array:
+    """A numeric Arrow array over a contiguous numpy column, without copying.
+
+    Arrow's own conversion (pa.array) first initialises its pandas detection, a one-off
+    cost per process (milliseconds) larger than building a lost table or a column."""
+    a = np.ascontiguousarray(a)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(a.dtype), len(a), [None, pa.py_buffer(a)])
 
 
 def _gather(b: np.ndarray, at: np.ndarray, size: int, signed: bool) -> np.ndarray:

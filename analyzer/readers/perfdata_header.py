@@ -188,7 +188,8 @@ def parse_tracing_data(path: str, body: bytes, file_off: int) -> Header:
     c.bytes(c.u32())
     c.section = "printk formats"
     h.raw["printk"] = c.bytes(c.u32())
-    if version >= 0.6:
-        ts._cmdlines(h, c)
+    if version >= 0.6:      # kept raw: perf's comm comes from COMM/FORK records, not saved cmdlines
+        c.section = "cmdlines"
+        h.raw["cmdlines"] = c.bytes(c.u64())
     ts._index_formats(h, path)
     return h

@@ -86,27 +86,40 @@ class Walk:
     o_size: np.ndarray
     o_time: np.ndarray
     o_cpu: np.ndarray
+    s_attr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    lean: bool = False          # only s_off, s_time and s_attr filled (the other s_* are empty)
 
 
 def use_compiled() -> bool:
     return _cwalk is not None
 
 
-def walk(buf, start: int, end: int, lay: Layout, compiled: bool | None = None) -> Walk:
-    """Walk the records of buf[start:end]; raises WalkError on malformed data."""
+def walk(buf, start: int, end: int, lay: Layout, compiled: bool | None = None,
+         lean: bool = False, amap: tuple[np.ndarray, np.ndarray] | None = None) -> Walk:
+    """Walk the records of buf[start:end]; raises WalkError on malformed data.
+
+    lean (compiled only): keep per sample only its offset, time and attr index (from
+    amap = (sorted sample ids u64, attr index i32 of each); -1 = an id no attr has; without
+    amap every sample is attr 0).  The compiled fill pass re-reads the rest from the record,
+    so the walk does not write 40 bytes per sample that only one later pass reads."""
     if compiled is None:
         compiled = _cwalk is not None
     if compiled:
         if _cwalk is None:
             raise RuntimeError("compiled perf.data walker requested but not built")
+        ids, own = amap if amap is not None else (np.zeros(0, np.uint64), np.zeros(0, np.int32))
         try:
             r = _cwalk.walk(buf, start, end, lay.sample_type, lay.read_fixed, lay.read_entry,
                             lay.sid_size, lay.sid_tid, lay.sid_time, lay.sid_cpu,
-                            np.ascontiguousarray(lay.ids, np.uint64), np.ascontiguousarray(lay.types, np.uint64))
+                            np.ascontiguousarray(lay.ids, np.uint64), np.ascontiguousarray(lay.types, np.uint64),
+                            int(lean), np.ascontiguousarray(ids, np.uint64), np.ascontiguousarray(own, np.int32))
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             raise WalkError(msg, int(at) if at.isdigit() else start) from None
-        return Walk(*r)
+        (s_off, s_time, s_pid, s_tid, s_cpu, s_id, s_raw, s_rawlen, o_off, o_type, o_size, o_time, o_cpu,
+         s_attr) = r
+        return Walk(s_off, s_time, s_pid, s_tid, s_cpu, s_id, s_raw, s_rawlen, o_off, o_type, o_size, o_time, o_cpu,
+                    s_attr=s_attr, lean=lean)
     return _walk_python(buf, start, end, lay)
 
 

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import analyzer
@@ -250,3 +251,104 @@ def test_fuzz_walker_on_random_bytes():
                 assert np.all(w.s_raw + w.s_rawlen <= n)
             except pw.WalkError:
                 pass
+
+
+@need_c
+def test_time_order_equals_stable_argsort():
+    """The compiled run merge is numpy's stable argsort: runs of any count and length, ties."""
+    rng = np.random.default_rng(11)
+    cw = pw._cwalk
+    for k in range(200):
+        n = int(rng.integers(0, 3000))
+        if k % 3 == 0:
+            t = rng.integers(0, 50, n)                          # many ties, many runs
+        else:                                                   # per-CPU chunks: a few sorted runs
+            cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(0, 12))))
+            t = np.concatenate([np.sort(p) for p in np.split(rng.integers(0, 1 << 40, n), cuts)]) if n else \
+                np.zeros(0, np.int64)
+        t = t.astype(np.uint64)
+        if k % 5 == 1:
+            t[::7] |= np.uint64(1 << 63)                        # hostile times: ordered as int64 like numpy
+        assert np.array_equal(cw.time_order(t), np.argsort(t.view(np.int64), kind="stable")), k
+
+
+@need_c
+def test_take_strings_and_attr_of_check_their_input():
+    cw = pw._cwalk
+    names = pa.array(["a", "bc", ""], pa.string())
+    off = np.frombuffer(names.buffers()[1], np.int32)[:4]
+    cols = cw.take_strings(off, names.buffers()[2], [np.array([1, 0, 2, 1], np.int32), np.zeros(0, np.int32),
+                                                     np.array([0], np.int32)])
+    got = [pa.Array.from_buffers(pa.string(), len(o) - 1, [None, pa.py_buffer(o), pa.py_buffer(d)]).to_pylist()
+           for o, d in cols]
+    assert got == [["bc", "a", "", "bc"], [], ["a"]]
+    for bad in ([3], [-1]):
+        with pytest.raises(ValueError):
+            cw.take_strings(off, names.buffers()[2], [np.array(bad, np.int32)])
+    with pytest.raises(ValueError):
+        cw.take_strings(np.array([0, 9], np.int32), b"abc", [np.array([0], np.int32)])
+    ids = np.array([5, 9], np.uint64)
+    assert cw.attr_of(np.array([9, 5, 9], np.uint64), ids, np.array([1, 0], np.int32)).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError):
+        cw.attr_of(np.array([7], np.uint64), ids, np.array([1, 0], np.int32))
+
+
+@need_c
+def test_fixed_layout_walk_equals_python_on_random_bytes():
+    """Sample types without variable parts take the compiled fast path: the same records as
+    the Python walk, lean or not, on hostile buffers, and an error where it has one (the
+    Python walk checks every header before the samples, so which error comes first may
+    differ; the compiled walks, lean or not, report the same one)."""
+    rng = np.random.default_rng(8)
+    # (sample type, read format, where the RAW size sits)
+    for st, rf, raw_at in ((0x10587, 0, 56), (0x10587 | pw.S_READ, 1 | 2, 80), (pw.S_RAW | pw.S_TIME, 0, 16)):
+        lay = pw.Layout.of(st, rf, True)
+        for k in range(1500):
+            recs = []                   # a valid record chain; the bodies are random
+            for _ in range(int(rng.integers(0, 8))):
+                size = 8 * int(rng.integers(1, 16))
+                r = rng.integers(0, 256, size, dtype=np.uint8)
+                r[0:8] = [9 if rng.random() < 0.8 else 3, 0, 0, 0, 0, 0, size & 255, 0]
+                if size >= raw_at + 4 and rng.random() < 0.8:   # a RAW size that fits, or just not
+                    r[raw_at:raw_at + 4] = np.frombuffer(
+                        struct.pack("<I", int(rng.integers(0, size - raw_at - 4 + 2))), np.uint8)
+                recs.append(r)
+            buf = np.concatenate(recs) if recs else np.zeros(0, np.uint8)
+            if k % 5 == 0 and len(buf):                    # and sometimes a cut
+                buf = buf[:int(rng.integers(0, len(buf)))]
+            n = len(buf)
+            got = []
+            for c, lean in ((True, False), (True, True), (False, False)):
+                try:
+                    w = pw.walk(buf.tobytes(), 0, n, lay, compiled=c, lean=lean)
+                    got.append(("ok", w.s_off.tolist(), w.s_time.tolist(), [] if lean else w.s_raw.tolist(),
+                                [] if lean else w.s_rawlen.tolist(), w.o_off.tolist()))
+                except pw.WalkError as e:
+                    got.append(("error", e.msg, e.at))
+            full_c, lean_c, py = got
+            assert full_c[0] == py[0] and (full_c == py or py[0] == "error"), (st, k)
+            assert lean_c[:3] == full_c[:3], (st, k)
+
+
+@need_c
+def test_change_positions_equal_searchsorted():
+    """Comm change positions by the compiled merge walk equal the searchsorted definition:
+    samples before the change's time, plus samples at that time earlier in the file."""
+    rng = np.random.default_rng(5)
+    cw = pw._cwalk
+    for k in range(100):
+        n, m = int(rng.integers(0, 400)), int(rng.integers(0, 30))
+        t = rng.integers(0, 40, n).astype(np.uint64)
+        s_off = np.sort(rng.choice(1 << 20, n, replace=False)).astype(np.int64) * 8
+        order = np.argsort(t.view(np.int64), kind="stable")
+        c_time = rng.integers(-2, 42, m).astype(np.int64)
+        c_ord = (np.int64(1) << 48) | (rng.integers(0, 1 << 20, m).astype(np.int64) * 8 + 4)
+        o = np.lexsort((c_ord, c_time))
+        c_time, c_ord = c_time[o], c_ord[o]
+        ords = (np.int64(1) << 48) | s_off
+        ts = t.view(np.int64)
+        want = [int(np.sum((ts < ct) | ((ts == ct) & (ords < co)))) for ct, co in zip(c_time, c_ord)]
+        assert cw.change_pos(t, s_off, 1 << 48, order, c_time, c_ord).tolist() == want, k
+    with pytest.raises(ValueError):            # unsorted changes: the caller's numpy path
+        cw.change_pos(np.zeros(1, np.uint64), np.zeros(1, np.int64), 0, np.zeros(1, np.int64),
+                      np.array([5, 1], np.int64), np.array([0, 0], np.int64))
