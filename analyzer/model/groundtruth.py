@@ -75,6 +75,20 @@ def _role(t: Table) -> str | None:
     return None
 
 
+def _isolate_bit_scheme(kp: dict[str, Table], roles: dict[str, str | None]) -> bool:
+    """Whether the probes are the 6.17+ scheme.  Not from the bit records alone: a capture in
+    which nothing was isolated has none, yet its writer still records `flags & 0x10` and, as the
+    GCC clone, no mask at all (the <= 6.16 writer always records mask; 6.17+'s un-cloned one
+    records 0x17)."""
+    if any(r in ("bit-set", "bit-clear") for r in roles.values()):
+        return True
+    for k, t in kp.items():
+        if roles[k] == "write" and len(t):
+            if not t.has("mask") or bool(((t["mask"] & ISOLATE_FLAG) != 0).any()):
+                return True
+    return False
+
+
 def unify(kp: dict[str, Table], numbering: Numbering, pbo: int) -> dict[str, Table]:
     """The kprobe tables (keys 'kprobe:<name>') as one or more tables of effective-type writes
     with the <= 6.16 columns (pfn, flags = canonical type, mask = 7); flags == UNKNOWN_STORED
@@ -83,7 +97,7 @@ def unify(kp: dict[str, Table], numbering: Numbering, pbo: int) -> dict[str, Tab
         return kp
     roles = {k: _role(t) for k, t in kp.items()}
     lut = numbering.lut()
-    if not any(r in ("bit-set", "bit-clear") for r in roles.values()):
+    if not _isolate_bit_scheme(kp, roles):
         out = {}
         for k, t in kp.items():       # <= 6.16: only the numbering to translate
             if numbering.identity or not (t.has("flags") and len(t)):
