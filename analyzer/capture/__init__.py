@@ -18,11 +18,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bundle import (ALIASES, PERF_TRACE, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
+from ..bundle import (ALIASES, PERF_TRACE, STATS, TEXT_FILES, TRACE, CaptureError, Manifest, lost_events, parse_manifest,
                      parse_stats)
-from .kernels import CMA, PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN, Numbering, canonical_mt, numbering_from
-from .readers import load
-from .readers.base import Trace
+from ..kernels import CMA, PAGEBLOCK_ORDER_MAX, PAGEBLOCK_ORDER_MIN, Numbering, canonical_mt, numbering_from
+from ..readers import load
+from ..readers.base import Trace
 
 
 DEFAULT_PAGEBLOCK_ORDER = 9
