@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from .groundtruth import translate_tracepoints, unify
 from .isolation import Windows, find_windows, offlined_spans
 from .pcp import pair as _pair, residency as _residency
 from .timeline import CONF_NAMES, INFERRED, KNOWN, SOURCES, UNKNOWN, Rows, Timeline, agreement
+
+if TYPE_CHECKING:
+    from .consistency import Consistency
 
 __all__ = ["build_model", "Model", "BlockState", "SOURCES"]
 
@@ -159,7 +162,7 @@ class Model:
         df = self.blocks if use == "model" else self.inference_blocks
         return df[df["block"] == block]
 
-    def consistency(self) -> pd.DataFrame:
+    def consistency(self) -> Consistency:
         """Reconstructed end-state block counts vs /proc/pagetypeinfo-end (model/consistency.py)."""
         from .consistency import check
         return check(self, self.meta)
@@ -499,7 +502,7 @@ def _assemble(src: _Source, inf: _Inference, truth: _Truth, meta: CaptureMeta, k
                   kprobe_live_seq=truth.live_seq, kprobe_live_ts=truth.live_ts, zone_names=ctx.zone_names,
                   stats=inf.stats, offlined=truth.offlined, _ctx=ctx)
     if meta.pagetypeinfo_end is not None:
-        c = model.consistency()
+        c = model.consistency().table
         mov = c[c["migratetype"] == MOVABLE]
         extra = int((mov["reconstructed"] - mov["pagetypeinfo"].astype("float").fillna(mov["reconstructed"]))
                     .clip(lower=0).sum())

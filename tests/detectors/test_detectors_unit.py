@@ -237,13 +237,15 @@ def test_consistency_pass_and_fail():
     s.retype(2, UNMOV)
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 1, 1: 5, 2: 0, 3: 0, 4: 2, 5: 0})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is True
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is True and cr.exact is True
     row = c[(c["zone"] == "DMA") & (c["type"] == "CMA")].iloc[0]
     assert row["reconstructed"] == 2 and row["pagetypeinfo"] == 2
     s.meta.pagetypeinfo_end = _pti({0: 0, 1: 6, 2: 0, 3: 0, 4: 2, 5: 0})   # kernel says block 2 is MOVABLE
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is False
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is False
     assert list(c[c["diff"] != 0]["type"]) == ["Unmovable", "Movable"]
 
 
@@ -252,10 +254,10 @@ def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
     s = Story(nblocks=4, initial={3: -1})
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 1, 1: 3})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unknown_blocks"] == 1
+    cr = consistency.check(m, s.meta)
+    assert cr.passed is True and cr.exact is False and cr.unknown_blocks == 1
     s.meta.pagetypeinfo_end = _pti({0: 0, 1: 2, 4: 2})
-    assert consistency.check(m, s.meta).attrs["passed"] is False
+    assert consistency.check(m, s.meta).passed is False
 
 
 def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
@@ -264,11 +266,13 @@ def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
     s.retype(0, RECL)                           # evidenced by the kprobe
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 2, 1: 1, 2: 1})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unverified_blocks"] == 3
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is True and cr.exact is False and cr.unverified_blocks == 3
     s.meta.pagetypeinfo_end = _pti({0: 2, 1: 2, 2: 0})   # the kernel has no RECLAIMABLE block
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is False
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is False
     assert int(c[c["type"] == "Reclaimable"]["evidenced"].iloc[0]) == 1
 
 
