@@ -19,7 +19,7 @@ from .detectors import MODEL_WARNING_IDS, SEVERITY_RANK, finding_tiers, run_all
 from .model.query import REPORTED_TIERS, col
 from .kernels import KernelBehavior
 from .model import Model
-from .model.consistency import check as _check_consistency
+from .model.consistency import Consistency, check as _check_consistency
 
 # of the `--json` document (what `regress` reads): bump when a key changes meaning or goes away
 SCHEMA_VERSION = 1
@@ -37,7 +37,7 @@ class Analysis:
     model: Model
     findings: pd.DataFrame
     detectors: pd.DataFrame
-    consistency: pd.DataFrame
+    consistency: Consistency
     lost: pd.DataFrame
     event_counts: dict = field(default_factory=dict)
     # what the kernel's prints were measured to mean (analyzer/model/behaviour.py)
@@ -155,10 +155,10 @@ class Analysis:
                          "by_detector": {k: int(v) for k, v in sorted(by.items())}},
             "top_blocks": self.top_blocks(),
             "lost_events": self.lost_summary(),
-            "consistency": {"available": cons.attrs.get("available"), "passed": cons.attrs.get("passed"),
-                            "exact": cons.attrs.get("exact"), "unknown_blocks": cons.attrs.get("unknown_blocks"),
-                            "unverified_blocks": cons.attrs.get("unverified_blocks"),
-                            "rows": [_jsonable(r) for r in cons.to_dict("records")]},
+            "consistency": {"available": cons.available, "passed": cons.passed,
+                            "exact": cons.exact, "unknown_blocks": cons.unknown_blocks,
+                            "unverified_blocks": cons.unverified_blocks,
+                            "rows": [_jsonable(r) for r in cons.table.to_dict("records")]},
             "model": {"ground_truth": bool(m.ground_truth),
                       "agreement": _jsonable(m.agreement),
                       "warnings": list(m.warnings),

@@ -1,7 +1,7 @@
 """The capture bundle (docs/contracts.md §1): its file names, manifest, stats and trace check.
 
 The one definition of the format, used by `mtaudit collect` (which writes bundles), the
-analyzer (which reads them, analyzer/capture.py) and the regression harness.  A bundle is
+analyzer (which reads them, analyzer/capture/) and the regression harness.  A bundle is
 assembled in a temp directory next to its final path and renamed into place only when
 complete; a failed run still gets renamed, but with status "failed", the reason and the logs,
 so nothing half-written ever looks like a good capture.

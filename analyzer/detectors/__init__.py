@@ -3,8 +3,8 @@
 
 One module per observable signature, each with `INFO` (a registry.DetectorInfo: id, meaning,
 kernels, severity, order, finding ids with their plot markers, the model events it needs),
-`applies(kernel)` and `detect(model, kernel) -> DataFrame`.  `ALL` is the registry, in report
-order; the console, JSON, HTML, plots and `--help` read it.  `run_all` runs it and also returns
+`applies(kernel)` and `detect(model, kernel) -> DetectorResult` (the findings frame with what
+the detector checked and skipped).  `ALL` is the registry, in report order; the console, JSON, HTML, plots and `--help` read it.  `run_all` runs it and also returns
 the per-detector table: status ("checked", "not checked" when the events it needs are absent,
 "not applicable" for this kernel, or the detector's own `status_without_input`, e.g. A1's "no
 snapshots"), counts, and what the findings rest on (evidence tiers).
@@ -21,7 +21,7 @@ from ..model.query import ModelView
 
 from . import (a1_accounting, s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak,
                s6_isolate_race)
-from ._common import (FINDING_COLUMNS, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
+from ._common import (FINDING_COLUMNS, DetectorResult, REPORTED_TIERS, SEVERITY_RANK, TIER_NAMES, col, concat_findings,
                       empty_findings, evidence_tier)
 from .registry import MODEL_WARNING, DetectorInfo, FindingKind
 
@@ -33,14 +33,14 @@ class Detector(Protocol):
 
     def applies(self, kernel: KernelBehavior) -> bool: ...
 
-    def detect(self, model: ModelView, kernel: KernelBehavior) -> pd.DataFrame: ...
+    def detect(self, model: ModelView, kernel: KernelBehavior) -> DetectorResult: ...
 
 
 _MODULES: list[Detector] = [s1_pcp_drain, s2_freelist, s3_cma_escape, s4_thp_pcp, s5_isolation_leak,
                             s6_isolate_race, a1_accounting]
 ALL: list[Detector] = sorted(_MODULES, key=lambda m: m.INFO.order)
 
-__all__ = ["ALL", "run_all", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events",
+__all__ = ["ALL", "run_all", "DetectorResult", "FINDING_COLUMNS", "SEVERITY_RANK", "MODEL_WARNING_IDS", "missing_events",
            "infos", "finding_kinds", "report_order", "DetectorInfo", "FindingKind", "MODEL_WARNING"]
 
 # Detector ids that mean "the model is unsure", not "the kernel misbehaved".
@@ -99,19 +99,20 @@ def run_all(model: ModelView, kernel: KernelBehavior,
         info = mod.INFO
         applies = bool(mod.applies(kernel))
         miss = missing_events(mod, model) if applies else []
-        df = mod.detect(model, kernel) if applies and not miss else empty_findings()
+        res = mod.detect(model, kernel) if applies and not miss else DetectorResult(empty_findings())
+        df = res.findings
         if progress is not None:
             progress(info.id)
         frames.append(df)
         ids = df["detector"].astype(str).value_counts().to_dict() if len(df) else {}
         tiers = _tiers(model, df)
-        notes = {k: v for k, v in df.attrs.items() if k not in ("checked", "skipped_unknown")}
+        notes = dict(res.notes)
         if not applies:
             status = "not applicable"
         elif miss:
             status = "not checked"
             notes["missing_events"] = miss
-        elif info.status_without_input and not df.attrs.get("checked"):
+        elif info.status_without_input and not res.checked:
             status = info.status_without_input
         else:
             status = "checked"
@@ -121,8 +122,8 @@ def run_all(model: ModelView, kernel: KernelBehavior,
             "count": int(sum(v for k, v in ids.items() if k not in MODEL_WARNING_IDS)),
             "severity": info.severity,
             "subcounts": {k: int(v) for k, v in sorted(ids.items())},
-            "checked": int(df.attrs.get("checked", 0)),
-            "skipped_unknown": int(df.attrs.get("skipped_unknown", 0)),
+            "checked": res.checked,
+            "skipped_unknown": res.skipped_unknown,
             "on_known": tiers["probe"] + tiers["observed"] + tiers["traced"], "on_inferred": tiers["inferred"],
             "evidence": tiers,
             "notes": notes,

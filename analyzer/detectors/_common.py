@@ -7,6 +7,9 @@ and make every detector return the same §3 findings schema.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -95,13 +98,24 @@ def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return t.to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def with_stats(df: pd.DataFrame, *, checked: int, skipped_unknown: int, **extra) -> pd.DataFrame:
-    """Attach what the detector looked at and what it had to skip (frame.attrs)."""
-    df.attrs["checked"] = int(checked)
-    df.attrs["skipped_unknown"] = int(skipped_unknown)
-    for k, v in extra.items():
-        df.attrs[k] = int(v) if isinstance(v, (int, np.integer)) else v
-    return df
+@dataclass
+class DetectorResult:
+    """One detector's findings plus what it looked at and had to skip.
+
+    Typed, so the counts cannot silently vanish the way pandas `DataFrame.attrs` do when a frame
+    is copied, sliced or concatenated; `notes` carries detector-specific extras (for the JSON).
+    """
+
+    findings: pd.DataFrame
+    checked: int = 0
+    skipped_unknown: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def with_stats(df: pd.DataFrame, *, checked: int, skipped_unknown: int, **extra: Any) -> DetectorResult:
+    """Pair the findings with what the detector looked at and what it had to skip."""
+    notes = {k: int(v) if isinstance(v, (int, np.integer)) else v for k, v in extra.items()}
+    return DetectorResult(df, int(checked), int(skipped_unknown), notes)
 
 
 def _same_cpu_neighbour(ref_cpu: np.ndarray, ref_seq: np.ndarray, q_cpu: np.ndarray,

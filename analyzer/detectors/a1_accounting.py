@@ -27,10 +27,9 @@ import os
 import re
 
 import numpy as np
-import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import ModelView, empty_findings, make_findings, with_stats
+from ._common import DetectorResult, ModelView, empty_findings, make_findings, with_stats
 from .registry import DetectorInfo, FindingKind
 
 INFO = DetectorInfo(
@@ -172,11 +171,10 @@ def check_capture(meta, tol: int = TOLERANCE_PAGES, live: bool = False) -> tuple
     return bad, seen
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     from ..model.consistency import live_start
     meta = getattr(model, "meta", None)
     bad, seen = check_capture(meta, live=live_start(model, meta)) if meta is not None else ([], [])
-    stats = dict(checked=len(seen), skipped_unknown=0)
     if not bad:
         out = empty_findings()
     else:
@@ -189,6 +187,5 @@ def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
                             block=np.full(n, -1), event=[f"accounting:{b['check']}" for b in bad],
                             printed_mt=np.full(n, -1), block_mt=np.full(n, -1),
                             explanation=[b["text"] for b in bad])
-    if bad:
-        out.attrs["violations"] = bad
-    return with_stats(out, **stats)
+    extra: dict[str, object] = {"violations": bad} if bad else {}
+    return with_stats(out, checked=len(seen), skipped_unknown=0, **extra)

@@ -18,12 +18,11 @@ Drains of a page of an isolated block onto another freelist are S6's.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (MT_ISOLATE, ModelView, TIER_NAMES, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
+from ._common import (DetectorResult, MT_ISOLATE, ModelView, TIER_NAMES, TIER_PROBE, UNVERIFIED_SOURCES, col, concat_findings,
                       drain_judgement, empty_findings, event_frame, evidence_tier, make_findings, match_leave, s_hex, s_int,
                       s_mt, s_pick, source_table, vjoin, with_stats)
 from .registry import MODEL_WARNING, DetectorInfo, FindingKind
@@ -42,7 +41,7 @@ def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     d = event_frame(model, "mm_page_pcpu_drain")
     if d is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

@@ -12,10 +12,9 @@ the same CPU since that CPU's previous `mm_page_alloc` (i.e. in this allocation)
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
+from ._common import (DetectorResult, ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
                       first_after, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
                       typed, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
@@ -87,7 +86,7 @@ def extfrag_cover(model, ext, q_cpu, q_seq, q_block, q_mt, since_seq, until_seq)
     return ok
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     z = event_frame(model, "mm_page_alloc_zone_locked")
     if z is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

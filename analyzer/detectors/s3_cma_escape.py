@@ -13,12 +13,11 @@ allocations (and be reclaimable by cma_alloc) leaking into general use:
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (MT_CMA, MT_ISOLATE, ModelView, cma_block_mask, col, concat_findings, empty_findings,
+from ._common import (DetectorResult, MT_CMA, MT_ISOLATE, ModelView, cma_block_mask, col, concat_findings, empty_findings,
                       event_frame, make_findings, s_hex, s_int, s_mt, typed, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
 
@@ -35,7 +34,7 @@ def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     pbo = np.uint64(int(model.pageblock_order))
     frames, checked, skipped = [], 0, 0
     for name in ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain"):

@@ -12,10 +12,9 @@ happened in the same allocation (so it came off the pcp list, not the buddy).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
+from ._common import (DetectorResult, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
                       empty_findings, event_frame, evidence_tier, last_before, make_findings, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
@@ -33,7 +32,7 @@ def applies(kernel: KernelBehavior) -> bool:
     return bool(kernel.thp_single_pcp_list)
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     a = event_frame(model, "mm_page_alloc")
     if a is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

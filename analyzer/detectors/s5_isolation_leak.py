@@ -11,12 +11,11 @@ Signature: `mm_page_alloc` whose first or last pageblock is isolated at that mom
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..kernels import KernelBehavior
-from ._common import (MT_ISOLATE, ModelView, col, empty_findings, event_frame, make_findings, s_hex, s_int,
+from ._common import (DetectorResult, MT_ISOLATE, ModelView, col, empty_findings, event_frame, make_findings, s_hex, s_int,
                       s_mt, s_pick, source_table, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
 
@@ -33,7 +32,7 @@ def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     a = event_frame(model, "mm_page_alloc")
     if a is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

@@ -16,10 +16,9 @@ enough (the window edges are approximate): those drains are counted, not reporte
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ..kernels import KernelBehavior
-from ._common import (MT_ISOLATE, ModelView, TIER_PROBE, col, drain_judgement, empty_findings, event_frame, make_findings,
+from ._common import (DetectorResult, MT_ISOLATE, ModelView, TIER_PROBE, col, drain_judgement, empty_findings, event_frame, make_findings,
                       match_leave, s_hex, s_int, s_mt, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
 
@@ -36,7 +35,7 @@ def applies(kernel: KernelBehavior) -> bool:
     return True
 
 
-def detect(model: ModelView, kernel: KernelBehavior) -> pd.DataFrame:
+def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     d = event_frame(model, "mm_page_pcpu_drain")
     if d is None:
         return with_stats(empty_findings(), checked=0, skipped_unknown=0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from .groundtruth import translate_tracepoints, unify
 from .isolation import Windows, find_windows, offlined_spans
 from .pcp import pair as _pair, residency as _residency
 from .timeline import CONF_NAMES, INFERRED, KNOWN, SOURCES, UNKNOWN, Rows, Timeline, agreement
+
+if TYPE_CHECKING:
+    from .consistency import Consistency
 
 __all__ = ["build_model", "Model", "BlockState", "SOURCES"]
 
@@ -101,9 +104,11 @@ class Model:
     zone_names: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     # (block, from_seq, to_seq): ISOLATE but offlined, not in nr_isolate_pageblock (isolation.offlined_spans)
-    offlined: tuple = field(default_factory=lambda: (np.zeros(0, np.int64),) * 3)
-    _iso: dict = field(default_factory=dict, repr=False)
-    _ctx: Any = field(default=None, repr=False)
+    offlined: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64),) * 3)
+    # id(timeline) -> zone index -> (sorted ISOLATE start seqs, sorted end seqs): zone_isolated's cache
+    _iso: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+    _ctx: infer.Context | None = field(default=None, repr=False)
 
     # -- lookups -----------------------------------------------------------------
     def block_type_at(self, pfn: np.ndarray, seq: np.ndarray, use: str = "model",
@@ -127,6 +132,12 @@ class Model:
         zi = self._zone_isolated(tl, block, seq) if zone_isolated else np.zeros(len(block), dtype=bool)
         return BlockState(mt, conf, src, guess == ISOLATE, zi, block, guess)
 
+    def _context(self) -> infer.Context:
+        """The build's block/zone context; a Model assembled by hand has none to ask."""
+        if self._ctx is None:
+            raise RuntimeError("Model built without its inference context: zone isolation is unknown")
+        return self._ctx
+
     def _zone_isolated(self, tl: Timeline, block: np.ndarray, seq: np.ndarray) -> np.ndarray:
         """Whether the zone counts an isolated pageblock (nr_isolate_pageblock > 0) before `seq`.
 
@@ -142,12 +153,12 @@ class Model:
                 oe = np.where(oe < 0, self.trace_end_seq, oe)
                 a_b = np.concatenate([a_b, ob])
                 a_s, a_e = np.concatenate([a_s, oe]), np.concatenate([a_e, os_])
-            z = self._ctx.zone_index(a_b)
+            z = self._context().zone_index(a_b)
             self._iso[key] = {int(zz): (np.sort(a_s[z == zz]), np.sort(a_e[z == zz])) for zz in np.unique(z)}
         out = np.zeros(len(block), dtype=bool)
         if not self._iso[key]:
             return out
-        qz = self._ctx.zone_index(block)
+        qz = self._context().zone_index(block)
         for zz, (a, b) in self._iso[key].items():
             m = qz == zz
             if m.any():
@@ -159,7 +170,7 @@ class Model:
         df = self.blocks if use == "model" else self.inference_blocks
         return df[df["block"] == block]
 
-    def consistency(self) -> pd.DataFrame:
+    def consistency(self) -> Consistency:
         """Reconstructed end-state block counts vs /proc/pagetypeinfo-end (model/consistency.py)."""
         from .consistency import check
         return check(self, self.meta)
@@ -499,7 +510,7 @@ def _assemble(src: _Source, inf: _Inference, truth: _Truth, meta: CaptureMeta, k
                   kprobe_live_seq=truth.live_seq, kprobe_live_ts=truth.live_ts, zone_names=ctx.zone_names,
                   stats=inf.stats, offlined=truth.offlined, _ctx=ctx)
     if meta.pagetypeinfo_end is not None:
-        c = model.consistency()
+        c = model.consistency().table
         mov = c[c["migratetype"] == MOVABLE]
         extra = int((mov["reconstructed"] - mov["pagetypeinfo"].astype("float").fillna(mov["reconstructed"]))
                     .clip(lower=0).sum())

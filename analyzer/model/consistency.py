@@ -17,6 +17,8 @@ and offline memory).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -84,10 +86,25 @@ def final_types(model) -> pd.DataFrame:
     })
 
 
-def check(model, meta) -> pd.DataFrame:
+@dataclass
+class Consistency:
+    """The consistency table and its verdict, typed (the verdict used to ride in `DataFrame.attrs`,
+    which pandas drops or merges silently when a frame is copied or concatenated)."""
+
+    table: pd.DataFrame
+    available: bool
+    start_unknown: bool = False
+    contradicted: bool | None = None
+    passed: bool | None = None
+    exact: bool | None = None
+    unknown_blocks: int = 0
+    unverified_blocks: int = 0
+
+
+def check(model, meta) -> Consistency:
     """Table zone/type/reconstructed/pagetypeinfo/diff plus the evidenced part of each count.
 
-    attrs: available; exact (every count equal); passed (no evidenced count exceeds the
+    Verdict: available; exact (every count equal); passed (no evidenced count exceeds the
     kernel's and the unverified blocks, boot-seeded or unknown, are exactly enough to fill
     every shortfall: some assignment of them reproduces the kernel's table; None when the
     start is unknown and nothing contradicts the kernel); contradicted (an evidenced count
@@ -129,17 +146,15 @@ def check(model, meta) -> pd.DataFrame:
             passed = passed and zone_ok
     out = pd.DataFrame(rows, columns=["zone", "type", "migratetype", "reconstructed", "evidenced", "pagetypeinfo",
                                       "diff", "unknown", "unverified"])
-    out.attrs["available"] = pti is not None
-    out.attrs["start_unknown"] = bool(start_unknown)
-    out.attrs["contradicted"] = bool(contradicted) if pti is not None else None
+    verdict: bool | None
     if pti is not None and not passed and start_unknown and not contradicted:
-        out.attrs["passed"] = None          # unknown, not failed: the start types were never seen
+        verdict = None          # unknown, not failed: the start types were never seen
     else:
-        out.attrs["passed"] = bool(passed) if pti is not None else None
-    out.attrs["exact"] = bool(exact) if pti is not None else None
-    out.attrs["unknown_blocks"] = unknown_total
-    out.attrs["unverified_blocks"] = unverified_total
-    return out
+        verdict = bool(passed) if pti is not None else None
+    return Consistency(out, available=pti is not None, start_unknown=bool(start_unknown),
+                       contradicted=bool(contradicted) if pti is not None else None, passed=verdict,
+                       exact=bool(exact) if pti is not None else None, unknown_blocks=unknown_total,
+                       unverified_blocks=unverified_total)
 
 
 LIVE_START_NS = 60 * 1_000_000_000     # a trace beginning later than this after boot missed the boot

@@ -206,13 +206,13 @@ def _lost(c: Console, s: dict) -> None:
 
 def _consistency(c: Console, a, explain: bool) -> None:
     cons = a.consistency
-    if not cons.attrs.get("available"):
+    if not cons.available:
         c.print("consistency: no pagetypeinfo-end.txt in the capture; not checked")
         return
-    passed = bool(cons.attrs.get("passed"))
-    unv = cons.attrs.get("unverified_blocks")
-    exact = "yes" if cons.attrs.get("exact") else "no"
-    if cons.attrs.get("passed") is None:
+    passed = bool(cons.passed)
+    unv = cons.unverified_blocks
+    exact = "yes" if cons.exact else "no"
+    if cons.passed is None:
         c.print(f"consistency with /proc/pagetypeinfo: [yellow]UNKNOWN[/] (the trace starts on a running "
                 f"system: the types of the {unv} blocks it never reveals were set before it and are known "
                 f"only as per-type counts; no evidenced count exceeds the kernel's)", highlight=False)
@@ -231,7 +231,7 @@ def _consistency(c: Console, a, explain: bool) -> None:
     t = _table("Consistency: end state vs /proc/pagetypeinfo (blocks per type)")
     for h in ("zone", "type", "rebuilt", "evidenced", "kernel", "diff"):
         _col(t, h, right=h not in ("zone", "type"))
-    for r in cons.itertuples(index=False):
+    for r in cons.table.itertuples(index=False):
         diff = "" if r.diff is None or r.diff != r.diff else f"{int(r.diff):+d}"
         ref = "" if r.pagetypeinfo is None or r.pagetypeinfo != r.pagetypeinfo else str(int(r.pagetypeinfo))
         t.add_row(r.zone, r.type, str(r.reconstructed), str(r.evidenced), ref,

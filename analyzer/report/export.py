@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import fields
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_dir, atomic_file
+from ..model.consistency import Consistency
 
 
 def write_json(a, dest: str) -> None:
@@ -38,10 +40,18 @@ def _table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
+def _consistency_frame(c: Consistency) -> pd.DataFrame:
+    """The consistency table carrying its verdict as frame attrs: pyarrow stores those in the
+    parquet file's pandas metadata, where readers of consistency.parquet find the verdict."""
+    t = c.table.copy(deep=False)
+    t.attrs = {f.name: getattr(c, f.name) for f in fields(c) if f.name != "table"}
+    return t
+
+
 def write_parquet(a, dest: str) -> list[str]:
     """findings, blocks, isolation, detectors, consistency as .parquet + summary.json in DIR."""
     frames = {"findings": a.findings, "blocks": a.blocks, "isolation": a.isolation,
-              "detectors": a.detectors, "consistency": a.consistency}
+              "detectors": a.detectors, "consistency": _consistency_frame(a.consistency)}
     res = getattr(a.model, "residency", None)
     if res is not None:
         frames["residency"] = res

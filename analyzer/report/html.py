@@ -416,21 +416,21 @@ def section_findings(analysis: Any, top: int = 15, narratives: int = 10, p: str 
 
 def section_consistency(analysis: Any, p: str = "") -> str:
     c = getattr(analysis, "consistency", None)
-    attrs = dict(getattr(c, "attrs", {}) or {})
     status = ""
-    if attrs.get("available") is False:
+    if c is not None and not c.available:
         status = '<p class="muted">No end-of-capture /proc/pagetypeinfo: nothing to compare with.</p>'
-    elif "passed" in attrs:
-        ok = bool(attrs.get("passed"))
+    elif c is not None:
+        ok = bool(c.passed)
         status = (f'<p class="{"ok" if ok else "bad"}">{"Consistent" if ok else "Inconsistent"}'
-                  f'{" (exact)" if attrs.get("exact") else ""}'
-                  + (f"; {int(attrs['unknown_blocks'])} blocks of unknown type at the end"
-                     if attrs.get("unknown_blocks") else "")
-                  + (f"; {int(attrs['unverified_blocks'])} blocks whose end type was inferred, not observed"
-                     if attrs.get("unverified_blocks") else "") + ".</p>")
+                  f'{" (exact)" if c.exact else ""}'
+                  + (f"; {int(c.unknown_blocks)} blocks of unknown type at the end"
+                     if c.unknown_blocks else "")
+                  + (f"; {int(c.unverified_blocks)} blocks whose end type was inferred, not observed"
+                     if c.unverified_blocks else "") + ".</p>")
     return (f'<section id="{p}consistency"><h2>Consistency with /proc/pagetypeinfo</h2>'
             '<p class="muted">Reconstructed block counts at the trace end against the kernel\'s own '
-            "end-of-capture pagetypeinfo.</p>" + status + frame_table(c) + "</section>")
+            "end-of-capture pagetypeinfo.</p>" + status + frame_table(c.table if c is not None else None)
+            + "</section>")
 
 
 def render_plots(analysis: Any, opts: plots.PlotOptions | None = None) -> tuple[bytes, bytes] | None:

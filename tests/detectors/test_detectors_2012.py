@@ -92,5 +92,5 @@ def test_2012_narrative_tells_the_thread_story():
     assert list(h["ts"]) == sorted(h["ts"])
     assert (h["event"] == "model:block-type").sum() == 4   # CMA, ISOLATE, CMA, UNMOVABLE
     # no pagetypeinfo in the story: the check says so instead of passing
-    c = consistency.check(m, s.meta)
-    assert c.attrs["available"] is False and c.attrs["passed"] is None
+    cr = consistency.check(m, s.meta)
+    assert cr.available is False and cr.passed is None

@@ -32,7 +32,8 @@ def test_s1a_freed_then_retyped_on_pcp():
     s.free(p, cpu=1)                 # cached MOVABLE (block type at free)
     s.retype(2, UNMOV)               # e.g. highatomic/steal seen by the kprobe
     d = s.drain(p, MOV, cpu=1)       # 6.1 prints the stale cached type
-    f = s1_pcp_drain.detect(s.build(), K61)
+    r = s1_pcp_drain.detect(s.build(), K61)
+    f = r.findings
     assert _ids(f) == ["S1a"]
     row = f.iloc[0]
     assert int(row["seq"]) == d and int(row["pfn"]) == p and int(row["block"]) == 2
@@ -46,7 +47,8 @@ def test_s1b_refilled_from_polluted_freelist():
     p = s.pfn(3, 0)
     s.zone_locked(p, UNMOV, cpu=0)   # refill from the UNMOVABLE list, block is MOVABLE
     s.drain(p, UNMOV, cpu=0)
-    f = s1_pcp_drain.detect(s.build(), K61)
+    r = s1_pcp_drain.detect(s.build(), K61)
+    f = r.findings
     assert _ids(f) == ["S1b"]
     assert "polluted" in f.iloc[0]["explanation"]
 
@@ -61,9 +63,10 @@ def test_s1_negative_matching_drain_and_isolation_window():
     s.isolate(6, 6)                  # some block of the zone isolated: 6.1 prints the live type
     s.drain(q, UNMOV)
     s.unisolate()
-    f = s1_pcp_drain.detect(s.build(), K61)
+    r = s1_pcp_drain.detect(s.build(), K61)
+    f = r.findings
     assert len(f) == 0
-    assert f.attrs["checked"] == 2
+    assert r.checked == 2
 
 
 def test_s1_on_live_type_kernel_is_model_warning_not_bug():
@@ -71,7 +74,8 @@ def test_s1_on_live_type_kernel_is_model_warning_not_bug():
     p = s.pfn(2, 0)
     s.free(p)
     s.drain(p, UNMOV)                # 6.12 prints the live type: the model must be wrong
-    f = s1_pcp_drain.detect(s.build(), K612)
+    r = s1_pcp_drain.detect(s.build(), K612)
+    f = r.findings
     assert _ids(f) == ["MW"] and f.iloc[0]["severity"] == "info"
     findings, table = run_all(s.build(), K612)
     assert int(table.set_index("id").loc["S1", "count"]) == 0
@@ -83,8 +87,9 @@ def test_s1_skips_unknown_block_type():
     p = s.pfn(2, 0)
     s.free(p)
     s.drain(p, UNMOV)
-    f = s1_pcp_drain.detect(s.build(), K61)
-    assert len(f) == 0 and f.attrs["skipped_unknown"] == 1
+    r = s1_pcp_drain.detect(s.build(), K61)
+    f = r.findings
+    assert len(f) == 0 and r.skipped_unknown == 1
 
 
 # -- S2 ------------------------------------------------------------------------------
@@ -93,7 +98,8 @@ def test_s2_polluted_freelist_allocation():
     p = s.pfn(5, 8)
     z = s.zone_locked(p, UNMOV, cpu=1, refill=False)
     s.alloc(p, UNMOV, cpu=1)
-    f = s2_freelist.detect(s.build(), K61)
+    r = s2_freelist.detect(s.build(), K61)
+    f = r.findings
     assert _ids(f) == ["S2"] and int(f.iloc[0]["seq"]) == z
     assert int(f.iloc[0]["block_mt"]) == MOV
 
@@ -106,8 +112,9 @@ def test_s2_negative_fallback_in_same_allocation_and_clean_list():
     s.zone_locked(p, UNMOV, cpu=1, refill=False)    # retry from the start type's list
     s.alloc(p, UNMOV, cpu=1)
     s.zone_locked(s.pfn(6, 0), MOV, cpu=0, refill=False)
-    f = s2_freelist.detect(s.build(), K61)
-    assert len(f) == 0 and f.attrs["excused_by_fallback"] == 1
+    r = s2_freelist.detect(s.build(), K61)
+    f = r.findings
+    assert len(f) == 0 and r.notes["excused_by_fallback"] == 1
 
 
 def test_s2_fallback_in_an_earlier_allocation_does_not_excuse():
@@ -117,7 +124,8 @@ def test_s2_fallback_in_an_earlier_allocation_does_not_excuse():
     s.alloc(s.pfn(5, 0), UNMOV, cpu=1)
     s.zone_locked(s.pfn(5, 4), UNMOV, cpu=1, refill=False)   # next allocation: polluted list
     s.alloc(s.pfn(5, 4), UNMOV, cpu=1)
-    f = s2_freelist.detect(s.build(), K61)
+    r = s2_freelist.detect(s.build(), K61)
+    f = r.findings
     assert [int(x) for x in f["pfn"]] == [s.pfn(5, 4)]
 
 
@@ -127,7 +135,8 @@ def test_s3_cma_page_on_movable_freelist():
     p = s.pfn(6, 3)
     s.free(p, cpu=0)
     s.drain(p, MOV)                          # CMA pfn drained to the MOVABLE list
-    f = s3_cma_escape.detect(s.build(), K61_MAINLINE)
+    r = s3_cma_escape.detect(s.build(), K61_MAINLINE)
+    f = r.findings
     assert _ids(f) == ["S3"] and f.iloc[0]["severity"] == "critical"
     assert "CMA area" in f.iloc[0]["explanation"]
 
@@ -141,7 +150,8 @@ def test_s3_negative_cma_lists_only():
     s.isolate(6, 7)
     s.drain(s.pfn(6, 9), ISO)
     s.unisolate()
-    f = s3_cma_escape.detect(s.build(), K61)
+    r = s3_cma_escape.detect(s.build(), K61)
+    f = r.findings
     assert len(f) == 0
 
 
@@ -149,7 +159,8 @@ def test_s3_cma_block_lost_by_restore_to_movable():
     s = Story(cma_blocks=(6,))
     s.retype(6, ISO)
     s.retype(6, MOV)                          # undo_isolate with the wrong caller type
-    f = s3_cma_escape.detect(s.build(), K61)
+    r = s3_cma_escape.detect(s.build(), K61)
+    f = r.findings
     assert _ids(f) == ["S3"] and f.iloc[0]["event"] == "cma-block-lost"
     assert int(f.iloc[0]["block"]) == 6 and "lost from the CMA pool" in f.iloc[0]["explanation"]
 
@@ -162,7 +173,8 @@ def test_s4_unmovable_thp_from_movable_block_via_pcp():
     s.alloc(p, UNMOV, order=9)                # handed to an unmovable request
     m = s.build()
     assert s4_thp_pcp.applies(K61_MAINLINE)
-    f = s4_thp_pcp.detect(m, K61_MAINLINE)
+    r = s4_thp_pcp.detect(m, K61_MAINLINE)
+    f = r.findings
     assert _ids(f) == ["S4"] and int(f.iloc[0]["block_mt"]) == CMA
 
 
@@ -172,7 +184,7 @@ def test_s4_negative_buddy_allocation_and_fixed_kernels():
     s.zone_locked(p, UNMOV, order=9, refill=False)
     s.alloc(p, UNMOV, order=9)                # came from the buddy: zone_locked in this allocation
     s.alloc(s.pfn(4), MOV, order=9)           # movable request: fine
-    assert len(s4_thp_pcp.detect(s.build(), K61_MAINLINE)) == 0
+    assert len(s4_thp_pcp.detect(s.build(), K61_MAINLINE).findings) == 0
     assert not s4_thp_pcp.applies(K61) and not s4_thp_pcp.applies(K612)   # 6.1.97+ / 6.10+
 
 
@@ -182,7 +194,8 @@ def test_s5_allocation_inside_isolated_block():
     s.isolate(6, 7)
     a = s.alloc(s.pfn(7, 40), MOV, cpu=1)
     s.unisolate()
-    f = s5_isolation_leak.detect(s.build(), K612)
+    r = s5_isolation_leak.detect(s.build(), K612)
+    f = r.findings
     assert _ids(f) == ["S5"] and int(f.iloc[0]["seq"]) == a
     assert "cma_alloc(hugetlb0)" in f.iloc[0]["explanation"]
 
@@ -194,7 +207,7 @@ def test_s5_negative_outside_window_or_range():
     s.alloc(s.pfn(7, 40), MOV)               # other block
     s.unisolate()
     s.alloc(s.pfn(6, 0), MOV)                # after
-    assert len(s5_isolation_leak.detect(s.build(), K61)) == 0
+    assert len(s5_isolation_leak.detect(s.build(), K61).findings) == 0
 
 
 def test_run_all_table_and_sorted_findings():
@@ -224,13 +237,15 @@ def test_consistency_pass_and_fail():
     s.retype(2, UNMOV)
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 1, 1: 5, 2: 0, 3: 0, 4: 2, 5: 0})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is True
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is True and cr.exact is True
     row = c[(c["zone"] == "DMA") & (c["type"] == "CMA")].iloc[0]
     assert row["reconstructed"] == 2 and row["pagetypeinfo"] == 2
     s.meta.pagetypeinfo_end = _pti({0: 0, 1: 6, 2: 0, 3: 0, 4: 2, 5: 0})   # kernel says block 2 is MOVABLE
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is False
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is False
     assert list(c[c["diff"] != 0]["type"]) == ["Unmovable", "Movable"]
 
 
@@ -239,10 +254,10 @@ def test_consistency_unknown_blocks_can_only_fill_a_shortfall():
     s = Story(nblocks=4, initial={3: -1})
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 1, 1: 3})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unknown_blocks"] == 1
+    cr = consistency.check(m, s.meta)
+    assert cr.passed is True and cr.exact is False and cr.unknown_blocks == 1
     s.meta.pagetypeinfo_end = _pti({0: 0, 1: 2, 4: 2})
-    assert consistency.check(m, s.meta).attrs["passed"] is False
+    assert consistency.check(m, s.meta).passed is False
 
 
 def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
@@ -251,11 +266,13 @@ def test_consistency_boot_seeded_blocks_are_unverified_but_evidence_must_fit():
     s.retype(0, RECL)                           # evidenced by the kprobe
     m = s.build()
     s.meta.pagetypeinfo_end = _pti({0: 2, 1: 1, 2: 1})
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is True and c.attrs["exact"] is False and c.attrs["unverified_blocks"] == 3
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is True and cr.exact is False and cr.unverified_blocks == 3
     s.meta.pagetypeinfo_end = _pti({0: 2, 1: 2, 2: 0})   # the kernel has no RECLAIMABLE block
-    c = consistency.check(m, s.meta)
-    assert c.attrs["passed"] is False
+    cr = consistency.check(m, s.meta)
+    c = cr.table
+    assert cr.passed is False
     assert int(c[c["type"] == "Reclaimable"]["evidenced"].iloc[0]) == 1
 
 
@@ -267,9 +284,10 @@ def test_unconfirmed_boot_seed_is_not_evidence_for_kernel_findings():
     s.retype(4, MOV)                         # the kprobe confirms block 4
     s.zone_locked(s.pfn(4, 0), UNMOV, refill=False)
     s.alloc(s.pfn(4, 0), UNMOV)
-    f = s2_freelist.detect(s.build(), K61)
+    r = s2_freelist.detect(s.build(), K61)
+    f = r.findings
     assert [int(b) for b in f["block"]] == [4]
-    assert f.attrs["skipped_unverified_mismatch"] == 1
+    assert r.notes["skipped_unverified_mismatch"] == 1
 
 
 def test_s2_claim_path_extfrag_after_zone_locked_excuses():
@@ -280,8 +298,9 @@ def test_s2_claim_path_extfrag_after_zone_locked_excuses():
     s.zone_locked(p, UNMOV, cpu=0, refill=False)
     s.extfrag(p, UNMOV, MOV, 1, cpu=0)
     s.alloc(p, UNMOV, cpu=0)
-    f = s2_freelist.detect(s.build(), K612)
-    assert len(f) == 0 and f.attrs["excused_by_fallback"] == 1
+    r = s2_freelist.detect(s.build(), K612)
+    f = r.findings
+    assert len(f) == 0 and r.notes["excused_by_fallback"] == 1
 
 
 # -- robustness: random stories -----------------------------------------------------------

@@ -26,9 +26,10 @@ def test_live_bundle_reads_unknown_not_failed():
     assert meta.unknowns == []                                  # nothing "assumed"
     assert meta.provenance["cma_areas"].startswith("none (kernel config")
     a = analyze(trace, meta)
-    c = a.consistency
-    assert c.attrs["start_unknown"] and c.attrs["passed"] is None and c.attrs["contradicted"] is False
-    assert c.attrs["available"]
+    cr = a.consistency
+    c = cr.table
+    assert cr.start_unknown and cr.passed is None and cr.contradicted is False
+    assert cr.available
     assert not len(a.findings[a.findings["detector"] == "A1"])
     # the zone's block count is the kernel's own (pagetypeinfo), not the zone span
     normal = c[c["zone"] == "Normal"]

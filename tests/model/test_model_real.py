@@ -95,7 +95,7 @@ def test_every_drain_and_most_allocs_close_a_pcp_stay(real):
 
 def test_consistency_with_pagetypeinfo_end(real):
     name, m, meta, _ = real
-    c = m.consistency()
+    c = m.consistency().table
     rec = dict(zip(c["migratetype"], c["reconstructed"]))
     ref = dict(zip(c["migratetype"], c["pagetypeinfo"]))
     rec[-1] = int(c["unknown"].iloc[0])
@@ -186,7 +186,7 @@ def test_x86_capture_without_kprobe():
     m = build_model(trace, meta, behavior_for(meta.kernel_id))
     assert not m.ground_truth and m.agreement is None
     assert list(m.isolation["kind"]) == ["cma"] and m.isolation["name"].iloc[0] == "reserved"
-    c = m.consistency()
+    c = m.consistency().table
     rec = dict(zip(c["migratetype"], c["reconstructed"]))
     ref = dict(zip(c["migratetype"], c["pagetypeinfo"]))
     rec[-1] = int(c["unknown"].iloc[0])

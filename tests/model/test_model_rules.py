@@ -309,7 +309,7 @@ def test_bare_trace_without_zones_uses_the_blocks_it_sees():
     m = build_model(tr, synthetic_meta(zones=[], cma=[]), K612)
     assert list(m.blocks["zone"].unique()) == ["?"] and set(m.blocks["block"]) == {0x123456 >> 9}
     assert state(m, 0x123456, s)[:3] == (UNMOVABLE, 1, "backfill")
-    assert m.consistency()["zone"].tolist()[0] == "?"
+    assert m.consistency().table["zone"].tolist()[0] == "?"
 
 
 def test_lost_counts_without_positions_warn():
@@ -343,7 +343,7 @@ def test_two_nodes_same_zone_name_are_summed_in_consistency():
     md = synthetic_meta(zones=[("Normal", Z0, Z0 + 4 * PB), ("Normal", 0x80000, 0x80000 + 2 * PB)], cma=[])
     md.pagetypeinfo_end = PageTypeInfo("p", 9, 512, [], {(0, "Normal"): {1: 4}, (1, "Normal"): {1: 2}}, {})
     m = build_model(tr, md, K61)
-    c = m.consistency()
+    c = m.consistency().table
     assert list(c["zone"].unique()) == ["Normal"]
     row = c[c["migratetype"] == MOVABLE].iloc[0]
     assert (row["reconstructed"], row["pagetypeinfo"]) == (6, 6)

@@ -14,6 +14,7 @@ from analyzer import kernels
 from analyzer.analysis import Analysis
 from analyzer.detectors import run_all
 from analyzer.model import consistency
+from analyzer.model.consistency import Consistency
 from analyzer.report import export
 from analyzer.report.console import render
 
@@ -75,14 +76,13 @@ def test_console_failed_consistency_prints_no_pass_explanation():
     a, _ = _analysis()
     cons = pd.DataFrame([{"zone": "DMA", "type": "Movable", "reconstructed": 5, "evidenced": 5,
                           "pagetypeinfo": 3, "diff": 2, "unknown": 0, "unverified": 0}])
-    cons.attrs.update(available=True, passed=False, exact=False, unknown_blocks=0, unverified_blocks=0)
-    a.consistency = cons
+    a.consistency = Consistency(cons, available=True, passed=False, exact=False)
     out = io.StringIO()
     render(a, Console(file=out, width=120))
     text = out.getvalue()
     assert "FAIL" in text and "PASS" not in text and "exactly fill the shortfall;" not in text
     assert "Consistency: end state" in text                # the table is shown on failure
-    cons.attrs["passed"] = True
+    a.consistency.passed = True
     out = io.StringIO()
     render(a, Console(file=out, width=120))
     assert "PASS" in out.getvalue() and "FAIL" not in out.getvalue()

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from analyzer.errors import MtauditError  # noqa: E402
+from analyzer.model.consistency import Consistency  # noqa: E402
 from analyzer.report import plots  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -113,9 +114,10 @@ def synthetic_analysis(nblocks: int = 64, nintervals: int = 400, seed: int = 0, 
                               "kernels": ["< 6.10", "< 6.10", "all", "all"], "applies": [True, False, True, True],
                               "count": [int((findings["detector"] == d).sum()) for d in ["S1a", "S1b", "S2", "MW"]],
                               "severity": ["high", "high", "medium", "info"]})
-    consistency = pd.DataFrame({"zone": ["DMA"] * 3, "type": ["UNMOVABLE", "MOVABLE", "CMA"],
-                                "reconstructed": [10, 40, 16], "pagetypeinfo": [10, 41, 16], "diff": [0, -1, 0]})
-    consistency.attrs.update(available=True, passed=False, exact=False, unknown_blocks=3)
+    consistency = Consistency(pd.DataFrame({"zone": ["DMA"] * 3, "type": ["UNMOVABLE", "MOVABLE", "CMA"],
+                                            "reconstructed": [10, 40, 16], "pagetypeinfo": [10, 41, 16],
+                                            "diff": [0, -1, 0]}),
+                              available=True, passed=False, exact=False, unknown_blocks=3)
     pti_start = {"DMA": {"Unmovable": 8, "Movable": 40, "Reclaimable": 0, "HighAtomic": 0, "CMA": 16, "Isolate": 0}}
     pti_end = {"DMA": {"Unmovable": 10, "Movable": 38, "Reclaimable": 1, "HighAtomic": 0, "CMA": 15, "Isolate": 1}}
     meta = SimpleNamespace(
