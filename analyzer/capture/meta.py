@@ -16,6 +16,16 @@ from .parsers import parse_cma_override, parse_dmesg_cma, parse_dmesg_zones, par
 from .schema import _ARCH_ALIASES, _RELEASE_ARCHES, DEFAULT_PAGEBLOCK_ORDER, MAX_SPAN_BLOCKS, PFN_LIMIT, CaptureMeta
 
 
+
+def config_value(config: object, opt: str) -> str | None:
+    """A kernel config option from the manifest's `kernel.config`, keyed without the CONFIG_
+    prefix (what collect and record write); bundles recorded before that convention carry the
+    prefix, so both spellings are read."""
+    if not isinstance(config, dict):
+        return None
+    v = config.get(opt, config.get(f"CONFIG_{opt}"))
+    return None if v is None else str(v)
+
 def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict) -> None:
     tm = trace.meta
     if tm.page_size:
@@ -65,7 +75,7 @@ def _fill_meta(meta: CaptureMeta, trace: Trace, texts: dict[str, str], ov: dict)
         if name in texts:
             setattr(meta, f"pagetypeinfo_{when}", parse_pagetypeinfo(texts[name], meta.files[name]))
     pti = meta.pagetypeinfo_end or meta.pagetypeinfo_start
-    cfg_cma = ((kern.get("config") or {}) if isinstance(kern.get("config"), dict) else {}).get("CMA")
+    cfg_cma = config_value(kern.get("config"), "CMA")
     meta.numbering = numbering_from(pti.type_names if pti and pti.type_names else None,
                                     str(cfg_cma) if cfg_cma is not None else None)
     meta.provenance["migratetypes"] = meta.numbering.source
@@ -162,11 +172,11 @@ def _no_cma(meta: CaptureMeta) -> str | None:
     The manifest's kernel config says CONFIG_CMA is off, or the recorded boot log is complete
     (it still holds the "Linux version" banner) and has no reservation line."""
     cfg = ((meta.manifest.kernel if meta.manifest else {}) or {}).get("config") or {}
-    if cfg.get("CONFIG_CMA") == "n":
+    if config_value(cfg, "CMA") == "n":
         return "none (kernel config: CONFIG_CMA is not set)"
     for name in ("dmesg-start.txt", "dmesg-end.txt"):
         p = meta.files.get(name)
-        if p and cfg.get("CONFIG_CMA") == "y":
+        if p and config_value(cfg, "CMA") == "y":
             text = _read_text(p)
             if "Linux version" in text and "cma: Reserved" not in text:
                 return f"none (complete boot log {name} has no 'cma: Reserved' line)"

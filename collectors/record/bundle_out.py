@@ -55,10 +55,10 @@ def config_subset(out: Path) -> dict[str, str]:
     for line in p.read_text(errors="replace").splitlines():
         m = re.match(r"^(CONFIG_[A-Z0-9_]+)=(.*)$", line)
         if m and m[1] in CONFIG_KEYS:
-            got[m[1]] = m[2]
+            got[m[1].removeprefix("CONFIG_")] = m[2]      # the manifest's convention (collect's too)
         m = re.match(r"^# (CONFIG_[A-Z0-9_]+) is not set$", line)
         if m and m[1] in CONFIG_KEYS:
-            got[m[1]] = "n"
+            got[m[1].removeprefix("CONFIG_")] = "n"
     return got
 
 

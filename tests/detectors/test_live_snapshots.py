@@ -24,7 +24,10 @@ def test_live_bundle_reads_unknown_not_failed():
     trace, meta = load_capture(B)
     assert meta.kernel_release == "6.18.44-fc-v1272"
     assert meta.unknowns == []                                  # nothing "assumed"
-    assert meta.provenance["cma_areas"].startswith("none (kernel config")
+    # no CMA, known from the capture itself: pagetypeinfo's columns (no CMA column) win over the
+    # config's CONFIG_CMA=n, which says the same; never "unknown" or "assumed"
+    assert meta.provenance["cma_areas"] == "none: the kernel has no CMA (pagetypeinfo column header)"
+    assert not meta.numbering.has_cma and meta.cma_areas == []
     a = analyze(trace, meta)
     cr = a.consistency
     c = cr.table
