@@ -47,7 +47,7 @@ class CaptureResult:
     capture: str
     status: str                       # clean | findings | inconclusive | failed
     exit_status: int                  # the single-capture exit status (2 bad input, 4 internal)
-    summary: dict | None = None       # Analysis.summary(with_rows=True), as `--json` writes it
+    summary: dict | None = None       # the `--json` document (report.export.json_doc)
     error: str | None = None
     attempts: int = 1
     extra: dict = field(default_factory=dict)
@@ -67,7 +67,8 @@ def analyze_capture(path: str, overrides: dict | None = None) -> CaptureResult:
             if not trace.has(ev):
                 raise MtauditError(f"{path}: --ground-truth {ev}: no such event in the trace")
         a = analyze(trace, meta)
-        doc = json.loads(json.dumps(a.summary(with_rows=True)))   # plain JSON types only
+        from .report.export import json_doc
+        doc = json.loads(json.dumps(json_doc(a)))   # plain JSON types only: what --json writes
         code = int(doc["exit_status"])
         return CaptureResult(capture=path, status=STATUS_WORDS.get(code, str(code)), exit_status=code,
                              summary=doc)

@@ -18,11 +18,18 @@ from ..atomic import atomic_dir, atomic_file
 from ..model.consistency import Consistency
 
 
-def write_json(a, dest: str) -> None:
-    """Summary + all finding rows + block history + the CMA allocations; dest "-" means stdout."""
+def json_doc(a) -> dict:
+    """The `analyze --json` document: summary + all finding rows + block history + the CMA
+    allocations (one definition: the fleet's per-capture rows are this document too)."""
     from ..cma import explain
     doc = a.summary(with_rows=True)
     doc["cma"] = explain(a)
+    return doc
+
+
+def write_json(a, dest: str) -> None:
+    """json_doc(a) as JSON; dest "-" means stdout."""
+    doc = json_doc(a)
     text = json.dumps(doc, indent=1, sort_keys=False) + "\n"
     if dest == "-":
         sys.stdout.write(text)
