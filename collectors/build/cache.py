@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from analyzer.bundle import sha256_file  # noqa: F401 -- re-exported: the cache and the bundles hash alike
+
 
 def cache_root() -> Path:
     env = os.environ.get("MTAUDIT_CACHE")
@@ -22,14 +24,6 @@ def cache_root() -> Path:
         root = Path(xdg) / "mtaudit"
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
