@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,8 @@ from .base import LOST_SCHEMA, EventFormat
 
 if TYPE_CHECKING:   # never at run time: text_common imports this module, not the other way round
     from .text_common import StreamParts, TextTrace
+
+_T = TypeVar("_T", pa.RecordBatch, pa.Table)
 
 # line groups whose per-record values the subclasses never look at after the scan
 _BULK_GROUPS = frozenset({"comm", "body", "event", "pid", "cpu", "ts_s", "ts_f"})
@@ -152,7 +154,7 @@ class Spill:
         for path in self._files[name]:
             with pa.OSFile(path, "rb") as src:
                 t = pa.ipc.open_file(src).read_all()
-            parts.append(conform_table(t, schema))
+            parts.append(conform(t, schema))
         t = pa.concat_tables(parts) if parts else schema.empty_table()
         return t.select(columns) if columns is not None else t
 
@@ -170,20 +172,13 @@ def unify(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema([pa.field(n, ts[0] if all(t == ts[0] for t in ts) else pa.string()) for n, ts in types.items()])
 
 
-def conform(b: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    if b.schema.equals(schema):
-        return b
-    cols = [b.column(f.name).cast(f.type) if f.name in b.schema.names else pa.nulls(b.num_rows, f.type)
-            for f in schema]
-    return pa.RecordBatch.from_arrays(cols, schema=schema)
-
-
-def conform_table(t: pa.Table, schema: pa.Schema) -> pa.Table:
+def conform(t: _T, schema: pa.Schema) -> _T:
+    """A chunk's batch or table in the file-wide schema: columns cast, missing ones null."""
     if t.schema.equals(schema):
         return t
     cols = [t.column(f.name).cast(f.type) if f.name in t.schema.names else pa.nulls(t.num_rows, f.type)
             for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
+    return type(t).from_arrays(cols, schema=schema)
 
 
 def _merge_note(into: dict, note: dict) -> None:
