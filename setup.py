@@ -12,6 +12,35 @@ from setuptools import Extension, setup
 
 REQUIRED = os.environ.get("MTAUDIT_REQUIRE_CEXT") == "1"
 
+
+def have_libzstd() -> bool:
+    """Whether zstd.h and libzstd are there (Debian: libzstd-dev): the perf.data walker then
+    also reads `perf record -z` streams itself; without them it builds without that part and
+    the reader decompresses through the zstandard module (same results, slower)."""
+    import shutil
+    import tempfile
+
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    cc = new_compiler()
+    customize_compiler(cc)
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "z.c")
+        with open(src, "w") as f:
+            f.write("#include <zstd.h>\nint main(void) { return ZSTD_isError(0); }\n")
+        objs = cc.compile([src], output_dir=tmp)
+        cc.link_executable(objs, os.path.join(tmp, "z"), libraries=["zstd"])
+        return True
+    except Exception:   # any compile or link failure means: build without it
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+ZSTD = have_libzstd()
+
 try:
     import numpy
 except ImportError:  # build-system requires lacks numpy: install the pure-numpy reader only
@@ -32,6 +61,8 @@ setup(
             "analyzer.readers._perfwalk",
             ["analyzer/readers/_perfwalk.c"],
             include_dirs=[numpy.get_include()],
+            define_macros=[("MTAUDIT_ZSTD", "1")] if ZSTD else [],
+            libraries=["zstd"] if ZSTD else [],
             extra_compile_args=["-O2"],
             optional=not REQUIRED,
         ),

@@ -787,6 +787,252 @@ static PyObject *py_counts(PyObject *self, PyObject *args)
     return res;
 }
 
+#ifdef MTAUDIT_ZSTD
+/*
+ * zwalk(buf, parts i64[2m], cap, sample_type, read_fixed, read_group_entry, sid_size, sid_tid, sid_time,
+ *       sid_cpu, ids, types, amap_ids, amap_attr)
+ *   -> (data u8, s_off i64, s_time u64, s_attr i32, o_off i64, o_type i32, o_size i64, o_time u64, o_cpu i32)
+ * The -z path: parts = (offset, length) in buf of every COMPRESSED(2) payload, in file order,
+ * together ONE zstd stream.  libzstd decodes it straight into `data` (no window copy: the
+ * output buffer is stable, a reservation of `cap` bytes of which only the used part is ever
+ * touched), and the records are walked part by part as soon as they are complete, while they
+ * are still in cache: a lean walk (like walk() with lean=1, same checks and errors) instead of
+ * a count pass and a fill pass over the whole decompressed stream afterwards.
+ * More than `cap` decompressed bytes, corrupt zstd data or a malformed record: ValueError
+ * ("message @<byte offset in the decompressed stream>").
+ */
+#include <sys/mman.h>
+#define ZSTD_STATIC_LINKING_ONLY        /* for ZSTD_d_stableOutBuffer (a parameter value only) */
+#include <zstd.h>
+
+/* A growable anonymous mapping: grows by mremap (no copy), asks for huge pages when large,
+ * and is handed to numpy without a copy (a capsule unmaps it). */
+typedef struct { uint8_t *p; size_t len, cap; } vbuf_t;
+
+static int vb_grow(vbuf_t *v, size_t more, int noreserve)
+{
+    size_t nc = v->cap ? v->cap : ((size_t)1 << 16);
+    while (nc - v->len < more) { if (nc > ((size_t)1 << 46)) return -1; nc *= 2; }
+    void *q = v->p ? mremap(v->p, v->cap, nc, MREMAP_MAYMOVE)
+                   : mmap(NULL, nc, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0), -1, 0);
+    if (q == MAP_FAILED) return -1;
+    /* huge pages from 4 MB up, like numpy: a 2 MB page is cleared whole however little of it
+     * a small array uses */
+    if (nc >= ((size_t)4 << 20)) (void)madvise(q, nc, MADV_HUGEPAGE);
+    v->p = q; v->cap = nc;
+    return 0;
+}
+
+static inline int vb_reserve(vbuf_t *v, size_t more) { return more <= v->cap - v->len ? 0 : vb_grow(v, more, 0); }
+
+static void vb_free(vbuf_t *v) { if (v->p) munmap(v->p, v->cap); v->p = NULL; v->len = v->cap = 0; }
+
+static void vb_capsule_free(PyObject *cap)
+{
+    vbuf_t *v = PyCapsule_GetPointer(cap, "mtaudit.vbuf");
+    if (v) { vb_free(v); PyMem_Free(v); }
+}
+
+/* numpy array of the first n items of v, owning the mapping (v is emptied). */
+static PyObject *vb_array(vbuf_t *v, npy_intp n, int type)
+{
+    if (!v->p) return PyArray_ZEROS(1, &n, type, 0);     /* n is 0 then */
+    vbuf_t *own = PyMem_Malloc(sizeof *own);
+    if (!own) return PyErr_NoMemory();
+    *own = *v;
+    memset(v, 0, sizeof *v);
+    PyObject *cap = PyCapsule_New(own, "mtaudit.vbuf", vb_capsule_free);
+    if (!cap) { vb_free(own); PyMem_Free(own); return NULL; }
+    PyObject *a = PyArray_SimpleNewFromData(1, &n, type, own->p);
+    if (!a) { Py_DECREF(cap); return NULL; }
+    if (PyArray_SetBaseObject((PyArrayObject *)a, cap) < 0) { Py_DECREF(a); return NULL; }
+    return a;
+}
+
+enum { ZV_DATA, ZV_SOFF, ZV_STIME, ZV_SATTR, ZV_OOFF, ZV_OTYPE, ZV_OSIZE, ZV_OTIME, ZV_OCPU, ZV_N };
+
+#define PUT(k, T, val) do { T v_ = (val); if (vb_reserve(&z[k], sizeof v_)) goto oom; \
+                            memcpy(z[k].p + z[k].len, &v_, sizeof v_); z[k].len += sizeof v_; } while (0)
+
+/* Walk the complete records of b[*rd, have) into z (lean: offset, time and attr of samples).
+ * Returns 0 with *rd at the first incomplete record, or -1 with e set (e->err NULL: no memory).
+ * A record is only looked at once all of it is there; the checks are walk()'s. */
+static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg_t *c, vbuf_t *z, werr_t *e)
+{
+    Py_ssize_t r = *rd;
+    while (have - r >= 8) {
+        uint32_t type = rd32(b + r);
+        Py_ssize_t size = (Py_ssize_t)(uint16_t)(b[r + 6] | (b[r + 7] << 8));
+        if (size < 8) FAIL("record size smaller than its header", r);
+        if (size > have - r) break;
+        Py_ssize_t extra = 0;
+        if (type == REC_TRACING_DATA) {
+            if (size < 12) FAIL("tracing data record too short", r);
+            extra = rd32(b + r + 8);
+        } else if (type == REC_AUXTRACE) {
+            if (size < 16) FAIL("auxtrace record too short", r);
+            uint64_t x = rd64(b + r + 8);
+            if (x > (uint64_t)PY_SSIZE_T_MAX / 2) FAIL("auxtrace data runs past the end of the data", r);
+            extra = (Py_ssize_t)x;
+        }
+        if (extra > have - r - size) break;
+        if (type == REC_SAMPLE) {
+            int64_t v_off, v_raw, v_rawlen; uint64_t v_time, v_id; int32_t v_pid, v_tid, v_cpu;
+            out_t one = {&v_off, &v_raw, &v_rawlen, &v_time, &v_id, &v_pid, &v_tid, &v_cpu, NULL,
+                         NULL, NULL, NULL, NULL, NULL, 0, 0, 1, 0};
+            if (sample(b, r, size, c, &one, e)) return -1;
+            int32_t a = 0;
+            if (c->namap) {
+                Py_ssize_t lo = id_index(c->amap_ids, c->namap, v_id);
+                a = lo >= 0 ? c->amap_own[lo] : -1;
+            }
+            PUT(ZV_SOFF, int64_t, (int64_t)r);
+            PUT(ZV_STIME, uint64_t, v_time);
+            PUT(ZV_SATTR, int32_t, a);
+        } else {
+            uint64_t t = 0;
+            int32_t cpu = -1;
+            if (c->sid_size > 0 && type < 64 && size >= 8 + c->sid_size) {
+                Py_ssize_t s = r + size - c->sid_size;
+                if (c->sid_time >= 0) t = rd64(b + s + c->sid_time);
+                if (c->sid_cpu >= 0) cpu = (int32_t)rd32(b + s + c->sid_cpu);
+            }
+            PUT(ZV_OOFF, int64_t, (int64_t)r);
+            PUT(ZV_OTYPE, int32_t, (int32_t)type);
+            PUT(ZV_OSIZE, int64_t, (int64_t)size);
+            PUT(ZV_OTIME, uint64_t, t);
+            PUT(ZV_OCPU, int32_t, cpu);
+        }
+        r += size + extra;
+    }
+    *rd = r;
+    return 0;
+oom:
+    e->err = NULL;
+    return -1;
+}
+#undef PUT
+
+#define ZSTEP ((size_t)1 << 15)     /* compressed bytes per decode call: ~400 kB out, walked in cache */
+
+static PyObject *py_zwalk(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, ib, tb, mb = {0}, ob = {0};
+    PyObject *oparts, *res = NULL;
+    Py_ssize_t cap;
+    unsigned long long st;
+    cfg_t c;
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "y*OnKnnnnnny*y*y*y*", &buf, &oparts, &cap, &st, &c.read_fixed, &c.read_entry,
+                          &c.sid_size, &c.sid_tid, &c.sid_time, &c.sid_cpu, &ib, &tb, &mb, &ob))
+        return NULL;
+    c.st = st;      /* c.lean stays 0: sample() fills one full slot, the attr lookup is zconsume's */
+    c.ids = ib.buf; c.types = tb.buf; c.nids = ib.len / 8;
+    c.amap_ids = mb.buf; c.amap_own = ob.buf; c.namap = mb.len / 8;
+    vbuf_t z[ZV_N];
+    memset(z, 0, sizeof z);
+    ZSTD_DCtx *dc = NULL;
+    PyObject *arr[ZV_N] = {0};
+    int64_t *parts;
+    Py_ssize_t np2 = PyArray_Check(oparts) ? PyArray_SIZE((PyArrayObject *)oparts) : -1;
+    if (np2 < 0 || np2 % 2 || arr_of(oparts, NPY_INT64, np2, (void **)&parts)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "zwalk: bad parts @0");
+        goto done;
+    }
+    if (ib.len % 8 || ib.len != tb.len || mb.len % 8 || mb.len / 2 != ob.len || cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "zwalk: bad arguments @0");
+        goto done;
+    }
+    if (c.sid_size < 0 || c.sid_size > 64 || c.sid_tid >= c.sid_size || c.sid_time > c.sid_size - 8 ||
+        c.sid_cpu > c.sid_size - 4 || c.read_fixed < 0 || c.read_fixed > 1 << 20 || c.read_entry > 1 << 16) {
+        PyErr_SetString(PyExc_ValueError, "bad sample layout @0");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < np2; k += 2)
+        if (parts[k] < 0 || parts[k + 1] < 0 || parts[k] > buf.len || parts[k + 1] > buf.len - parts[k]) {
+            PyErr_SetString(PyExc_ValueError, "zwalk: part outside the buffer @0");
+            goto done;
+        }
+    prep_fixed(&c);
+    {   /* the output: a reservation of cap bytes (address space only until written); the walk's
+         * arrays sized from the expected decompressed size (perf's records compress ~12x) */
+        size_t est = 0;
+        for (Py_ssize_t k = 0; k < np2; k += 2) est += (size_t)parts[k + 1];
+        est = est * 12 < (size_t)cap ? est * 12 : (size_t)cap;
+        size_t nrec = est / 64;
+        if (vb_grow(&z[ZV_DATA], cap ? (size_t)cap : 1, 1) || vb_reserve(&z[ZV_SOFF], nrec * 8) ||
+            vb_reserve(&z[ZV_STIME], nrec * 8) || vb_reserve(&z[ZV_SATTR], nrec * 4)) { PyErr_NoMemory(); goto done; }
+        for (int i = ZV_OOFF; i < ZV_N; i++) if (vb_reserve(&z[i], 1 << 12)) { PyErr_NoMemory(); goto done; }
+    }
+    if (!(dc = ZSTD_createDCtx())) { PyErr_NoMemory(); goto done; }
+    if (ZSTD_isError(ZSTD_DCtx_setParameter(dc, ZSTD_d_stableOutBuffer, 1))) {
+        PyErr_SetString(PyExc_ValueError, "zwalk: libzstd without a stable output buffer @0");
+        goto done;
+    }
+    uint8_t *out_p = z[ZV_DATA].p;
+    Py_ssize_t rd = 0;
+    const char *err = NULL, *zerr = NULL;
+    int64_t at = 0;
+    int oom = 0;
+    ZSTD_outBuffer out = {out_p, (size_t)cap, 0};
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < np2 && !err && !zerr && !oom; k += 2) {
+        const uint8_t *src = (const uint8_t *)buf.buf + parts[k];
+        size_t left = (size_t)parts[k + 1];
+        while (left > 0 || out.pos == out.size) {
+            size_t step = left < ZSTEP ? left : ZSTEP, before = out.pos;
+            ZSTD_inBuffer in = {src, step, 0};
+            size_t zr = ZSTD_decompressStream(dc, &out, &in);
+            if (ZSTD_isError(zr)) {
+                if (out.pos >= out.size) err = "decompresses to more than the limit";
+                else zerr = ZSTD_getErrorName(zr);
+                at = (int64_t)out.pos;
+                break;
+            }
+            if (out.pos >= out.size && (in.pos < in.size || zr)) { err = "decompresses to more than the limit"; at = (int64_t)out.pos; break; }
+            src += in.pos; left -= in.pos;
+            werr_t e = {NULL, 0};
+            if (zconsume(out_p, &rd, (Py_ssize_t)out.pos, &c, z, &e)) {
+                if (!e.err) oom = 1; else { err = e.err; at = e.at; }
+                break;
+            }
+            if (in.pos == 0 && out.pos == before && out.pos < out.size) { zerr = "no progress"; at = (int64_t)out.pos; break; }
+            if (out.pos == out.size) break;
+        }
+    }
+    if (!err && !zerr && !oom && rd < (Py_ssize_t)out.pos)      /* the stream ends inside a record */
+        { err = (Py_ssize_t)out.pos - rd < 8 ? "truncated record header" : "record runs past the end of the data"; at = rd; }
+    Py_END_ALLOW_THREADS
+    if (oom) { PyErr_NoMemory(); goto done; }
+    if (zerr) { PyErr_Format(PyExc_ValueError, "corrupt zstd data: %s @%lld", zerr, (long long)at); goto done; }
+    if (err) { PyErr_Format(PyExc_ValueError, "%s @%lld", err, (long long)at); goto done; }
+    {   /* give back the reservation's untouched tail */
+        size_t keep = (out.pos + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+        if (keep < z[ZV_DATA].cap && munmap(z[ZV_DATA].p + keep, z[ZV_DATA].cap - keep) == 0) z[ZV_DATA].cap = keep;
+        if (z[ZV_DATA].cap == 0) { z[ZV_DATA].p = NULL; }
+    }
+    npy_intp ns = (npy_intp)(z[ZV_SOFF].len / 8), no = (npy_intp)(z[ZV_OOFF].len / 8);
+    int kinds[ZV_N] = {NPY_UINT8, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32};
+    for (int i = 0; i < ZV_N; i++) {
+        npy_intp n = i == 0 ? (npy_intp)out.pos : i < 4 ? ns : no;
+        if (!(arr[i] = vb_array(&z[i], n, kinds[i]))) goto done;
+    }
+    if (!(res = PyTuple_New(ZV_N))) goto done;
+    for (int i = 0; i < ZV_N; i++) { PyTuple_SET_ITEM(res, i, arr[i]); arr[i] = NULL; }
+done:
+    for (int i = 0; i < ZV_N; i++) { Py_XDECREF(arr[i]); vb_free(&z[i]); }
+    if (dc) ZSTD_freeDCtx(dc);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&ob);
+    return res;
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk perf.data records: samples and other records, in file order"},
     {"fill", py_fill, METH_VARARGS, "samples in seq order into preallocated per-event columns"},
@@ -796,6 +1042,9 @@ static PyMethodDef methods[] = {
     {"change_pos", py_change_pos, METH_VARARGS, "seq position of every comm change"},
     {"counts", py_counts, METH_VARARGS, "bincount of an int32 array"},
     {"take_strings", py_take_strings, METH_VARARGS, "an Arrow string column names[codes]"},
+#ifdef MTAUDIT_ZSTD
+    {"zwalk", py_zwalk, METH_VARARGS, "decompress the -z zstd stream and walk its records in one pass"},
+#endif
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_perfwalk", NULL, -1, methods};

@@ -86,9 +86,9 @@ class PerfData(Trace):
         self._lay = self._layout()
         self._ids_s, self._owner_s = self._id_map()
         segs = [self._walk("data", self._mm, start, end, 0)]
-        z = self._decompress(segs[0])
-        if z is not None:
-            segs.append(self._walk("compressed data", z, 0, len(z), -1))
+        zseg = self._compressed(segs[0])
+        if zseg is not None:
+            segs.append(zseg)
         self._segs = segs
         self._tables: dict[str, pa.Table] | None = None
         self._build_index()
@@ -98,7 +98,7 @@ class PerfData(Trace):
         tr = h.tracing
         self.meta = TraceMeta(
             path=self.path, format="perf.data", file_version=2,
-            compression="zstd" if h.compressed or z is not None else "none",
+            compression="zstd" if h.compressed or zseg is not None else "none",
             kernel_release=rel, uname=" ".join(x for x in ("Linux", host, rel, arch) if x) if rel else None,
             clock="perf", cpus=ph.nr_cpus(h), page_size=tr.page_size if tr else None,
             long_size=tr.long_size if tr else None, endian="little", buffers=[],
@@ -173,12 +173,15 @@ class PerfData(Trace):
         order = np.argsort(ids_a, kind="stable")
         return ids_a[order], np.array(owner, np.int64)[order]
 
+    def _lean_ok(self) -> bool:
+        """Whether the id map tells every sample's attr (then compiled walks can be lean)."""
+        return self._compiled and (len(self.h.attrs) == 1 or bool(len(self._ids_s) and not _has_dup(self._ids_s)))
+
     def _walk(self, name: str, buf, start: int, end: int, base: int, lean: bool | None = None) -> _Segment:
         """Walk one buffer.  Compiled walks are lean (offset, time, attr per sample) when the
         id map tells every sample's attr; _unlean walks again in full where a later step needs it."""
         if lean is None:
-            lean = self._compiled and (len(self.h.attrs) == 1 or bool(len(self._ids_s) and
-                                       not _has_dup(self._ids_s)))
+            lean = self._lean_ok()
         amap = (self._ids_s, self._owner_s.astype(np.int32)) if lean and len(self.h.attrs) > 1 else None
         try:
             w = pw.walk(buf, start, end, self._lay, compiled=self._compiled, lean=lean, amap=amap)
@@ -194,31 +197,82 @@ class PerfData(Trace):
             if s.w.lean:
                 s.w = pw.walk(s.buf, s.start, s.end, self._lay, compiled=self._compiled)
 
-    def _decompress(self, seg: _Segment) -> np.ndarray | None:
-        """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
+    def _compressed_parts(self, seg: _Segment) -> np.ndarray:
+        """(offset, length) in the file of every COMPRESSED(2) payload, in file order."""
         w, mm = seg.w, self._mm
         sel = np.flatnonzero((w.o_type == ph.REC_COMPRESSED) | (w.o_type == ph.REC_COMPRESSED2))
-        if not len(sel):
+        parts = np.empty((len(sel), 2), np.int64)
+        for k, i in enumerate(sel.tolist()):
+            off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
+            if typ == ph.REC_COMPRESSED:
+                parts[k] = (off + 8, size - 8)
+            else:
+                if size < 16:
+                    raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
+                n = struct.unpack_from("<Q", mm, off + 8)[0]
+                if n > size - 16:
+                    raise TraceFormatError(self.path, "COMPRESSED2 record", off,
+                                           f"data size {n} larger than its record ({size} bytes)")
+                parts[k] = (off + 16, n)
+        return parts
+
+    def _compressed(self, seg: _Segment) -> _Segment | None:
+        """The segment of the -z stream: decompressed into one buffer and walked like the data
+        section; the compiled module with libzstd does both in one pass (zwalk)."""
+        cw = pw._cwalk if self._compiled else None
+        if cw is None or not hasattr(cw, "zwalk"):
+            z = self._decompress(seg)
+            return None if z is None else self._walk("compressed data", z, 0, len(z), -1)
+        parts = self._compressed_parts(seg)
+        if not len(parts):
             return None
-        parts = []
-        mv = memoryview(mm)          # slices of it: the payloads are copied once, by the join
+        at0 = int(seg.w.o_off[np.argmax((seg.w.o_type == ph.REC_COMPRESSED) | (seg.w.o_type == ph.REC_COMPRESSED2))])
+        cap = min(MAX_DECOMPRESSED, MAX_INFLATE * int(parts[:, 1].sum()) + (64 << 20))
+        lay = self._lay
+        amap = (self._ids_s, self._owner_s.astype(np.int32)) if len(self.h.attrs) > 1 else \
+            (np.zeros(0, np.uint64), np.zeros(0, np.int32))
+        try:       # MemoryError (no address space for the reservation): the buffered path below
+            (data, s_off, s_time, s_attr, o_off, o_type, o_size, o_time, o_cpu) = cw.zwalk(
+                self._mm, parts.reshape(-1), cap, lay.sample_type, lay.read_fixed, lay.read_entry, lay.sid_size,
+                lay.sid_tid, lay.sid_time, lay.sid_cpu, np.ascontiguousarray(lay.ids, np.uint64),
+                np.ascontiguousarray(lay.types, np.uint64), np.ascontiguousarray(amap[0], np.uint64),
+                np.ascontiguousarray(amap[1], np.int32))
+        except ValueError as e:
+            msg, _, at = str(e).rpartition(" @")
+            if msg.startswith("corrupt zstd data"):
+                raise TraceFormatError(self.path, "compressed data", at0, msg) from None
+            if msg.startswith("decompresses to more than"):
+                raise TraceFormatError(self.path, "compressed data", at0,
+                                       f"decompresses to more than {cap} bytes; refusing") from None
+            raise TraceFormatError(self.path, "compressed data", None,
+                                   f"{msg} (at byte {at} of the decompressed data)") from None
+        except MemoryError:
+            z = self._decompress(seg)
+            return None if z is None else self._walk("compressed data", z, 0, len(z), -1)
+        empty = np.zeros(0, np.int64)
+        w = pw.Walk(s_off, s_time, empty.astype(np.int32), empty.astype(np.int32), empty.astype(np.int32),
+                    empty.astype(np.uint64), empty, empty, o_off, o_type, o_size, o_time, o_cpu,
+                    s_attr=s_attr, lean=True)
+        zseg = _Segment("compressed data", data, -1, w, 0, len(data))
+        if not self._lean_ok():
+            zseg.w = pw.walk(data, 0, len(data), lay, compiled=True)
+        return zseg
+
+    def _decompress(self, seg: _Segment) -> np.ndarray | None:
+        """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
+        parts = self._compressed_parts(seg)
+        if not len(parts):
+            return None
+        w = seg.w
+        sel = np.flatnonzero((w.o_type == ph.REC_COMPRESSED) | (w.o_type == ph.REC_COMPRESSED2))
+        mv = memoryview(self._mm)    # slices of it: the payloads are copied once, by the join
+        views: list[memoryview] = []
         try:
-            for i in sel.tolist():
-                off, typ, size = int(w.o_off[i]), int(w.o_type[i]), int(w.o_size[i])
-                if typ == ph.REC_COMPRESSED:
-                    parts.append(mv[off + 8:off + size])
-                else:
-                    if size < 16:
-                        raise TraceFormatError(self.path, "COMPRESSED2 record", off, "record too short")
-                    n = struct.unpack_from("<Q", mm, off + 8)[0]
-                    if n > size - 16:
-                        raise TraceFormatError(self.path, "COMPRESSED2 record", off,
-                                               f"data size {n} larger than its record ({size} bytes)")
-                    parts.append(mv[off + 16:off + 16 + n])
-            comp = b"".join(parts)
+            views += [mv[o:o + n] for o, n in parts.tolist()]
+            comp = b"".join(views)
         finally:
-            for p in parts:
-                p.release()
+            for v in views:
+                v.release()
             mv.release()
         import io
 
