@@ -804,6 +804,7 @@ static PyObject *py_counts(PyObject *self, PyObject *args)
 #include <sys/mman.h>
 #define ZSTD_STATIC_LINKING_ONLY        /* for ZSTD_d_stableOutBuffer (a parameter value only) */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 /* A growable anonymous mapping: grows by mremap (no copy), asks for huge pages when large,
  * and is handed to numpy without a copy (a capsule unmaps it). */
@@ -986,7 +987,8 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
             ZSTD_inBuffer in = {src, step, 0};
             size_t zr = ZSTD_decompressStream(dc, &out, &in);
             if (ZSTD_isError(zr)) {
-                if (out.pos >= out.size) err = "decompresses to more than the limit";
+                /* a stable output buffer: a block that does not fit is this error, before it is full */
+                if (ZSTD_getErrorCode(zr) == ZSTD_error_dstSize_tooSmall) err = "decompresses to more than the limit";
                 else zerr = ZSTD_getErrorName(zr);
                 at = (int64_t)out.pos;
                 break;

@@ -1,0 +1,232 @@
+"""The `perf record -z` stream: one zstd stream across COMPRESSED records, decoded by the C
+walker with libzstd (zwalk) or, without it, by the zstandard module.
+
+The files here are the real pipe -z capture (fixtures/perf/host-6.18) with its compressed
+records re-cut: the same decompressed bytes split into frames at chosen points (records
+straddling frames and COMPRESSED records), truncated, corrupted, or with a frame header that
+lies about its size.  Readable variants must give the capture's own tables; the others a
+TraceFormatError naming the compressed data (never a crash, hang or other exception), with
+the compiled and the Python paths agreeing.
+"""
+from __future__ import annotations
+
+import os
+import random
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyzer import cext
+from analyzer.errors import TraceFormatError
+from analyzer.readers import perfdata
+from analyzer.readers import perfdata_walk as pw
+from analyzer.readers.perfdata import PerfData
+
+zstandard = pytest.importorskip("zstandard")
+
+pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
+
+SRC = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "perf", "host-6.18", "perf-pipe-z.data")
+has_zwalk = pw._cwalk is not None and hasattr(pw._cwalk, "zwalk")
+need_zwalk = pytest.mark.skipif(not has_zwalk, reason="C perf.data walker built without libzstd")
+WALKERS = [True, False] if pw.use_compiled() else [False]
+
+
+def _records(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, type, length with trailing data) of every record after the pipe header."""
+    out, r = [], 16
+    while r < len(data):
+        typ, _, size = struct.unpack_from("<IHH", data, r)
+        extra = struct.unpack_from("<I", data, r + 8)[0] if typ == 66 else 0
+        out.append((r, typ, size + extra))
+        r += size + extra
+    return out
+
+
+def _split() -> tuple[bytes, bytes, bytes]:
+    """(records before the first COMPRESSED one, the decompressed stream, the other records)."""
+    data = Path(SRC).read_bytes()
+    recs = _records(data)
+    first = next(r for r, t, _ in recs if t == 81)
+    d = zstandard.ZstdDecompressor().decompressobj()
+    stream = b"".join(d.decompress(data[r + 8:r + n]) for r, t, n in recs if t == 81)
+    rest = b"".join(data[r:r + n] for r, t, n in recs if t != 81 and r > first)
+    return data[:first], stream, rest
+
+
+def _file(head: bytes, comp: bytes, rest: bytes, chunk: int = 60000) -> bytes:
+    """A pipe -z file whose compressed stream is `comp`, cut into COMPRESSED records."""
+    recs = []
+    for i in range(0, len(comp), chunk):
+        part = comp[i:i + chunk]
+        recs.append(struct.pack("<IHH", 81, 0, 8 + len(part)) + part)
+    return head + b"".join(recs) + rest
+
+
+def _frames(stream: bytes, cuts: list[int], **kw) -> bytes:
+    """stream as one zstd frame per piece between the cut points (concatenated frames)."""
+    c = zstandard.ZstdCompressor(level=1, **kw)
+    edges = [0, *sorted(cuts), len(stream)]
+    return b"".join(c.compress(stream[a:b]) for a, b in zip(edges, edges[1:]))
+
+
+def _read(path: str, compiled: bool):
+    t = PerfData(path, compiled=compiled)
+    return t.events(), {ev: t.table(ev) for ev in t.events()}, t.lost
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return _split()
+
+
+@pytest.fixture(scope="module")
+def want():
+    return _read(SRC, False)
+
+
+def _same(got, want) -> None:
+    assert got[0] == want[0]
+    assert got[2].equals(want[2])
+    for ev in want[0]:
+        assert got[1][ev].equals(want[1][ev]), ev
+
+
+def test_records_straddling_frames_and_records_read_alike(tmp_path, parts, want):
+    """Frames cut inside records (and inside record headers), compressed records of odd sizes."""
+    head, stream, rest = parts
+    rng = random.Random(5)
+    cuts = [rng.randrange(1, len(stream)) for _ in range(40)] + [3, 8 + 5, len(stream) - 1]
+    for chunk in (60000, 4093, 97):
+        p = tmp_path / f"f{chunk}.data"
+        p.write_bytes(_file(head, _frames(stream, cuts), rest, chunk))
+        for c in WALKERS:
+            _same(_read(str(p), c), want)
+
+
+def _outcome(path: str) -> list[str]:
+    """'ok' or the error's message per walker (the message is checked to name the compressed data)."""
+    out = []
+    for c in WALKERS:
+        try:
+            _read(path, c)
+            out.append("ok")
+        except TraceFormatError as e:
+            assert "compressed data" in str(e), str(e)
+            out.append("error")
+    return out
+
+
+def test_truncated_streams_are_format_errors(tmp_path, parts):
+    """The stream ends inside a record: an error in both paths, not the tables read so far.
+
+    (An unfinished last frame alone is normal: perf flushes its stream but never ends it.
+    Cut right after a frame header, nothing is decoded at all: both paths read no samples.)"""
+    head, stream, rest = parts
+    comp = _frames(stream, [len(stream) // 2])
+    rng = random.Random(9)
+    p = tmp_path / "t.data"
+    for cut in [len(comp) - 1, len(comp) - 100, len(comp) // 2]:
+        p.write_bytes(_file(head, comp[:cut], rest))
+        assert _outcome(str(p)) == ["error"] * len(WALKERS), cut
+    for cut in [17] + [rng.randrange(1, len(comp)) for _ in range(8)]:
+        p.write_bytes(_file(head, comp[:cut], rest))
+        assert len(set(_outcome(str(p)))) == 1, cut
+
+
+def test_corrupt_frames_never_crash(tmp_path, parts):
+    """Random byte changes in the compressed payloads: an error or a readable file, both paths alike."""
+    head, stream, rest = parts
+    comp = bytearray(_frames(stream, [1000, len(stream) // 3]))
+    rng = random.Random(21)
+    p = tmp_path / "c.data"
+    for _k in range(30):
+        m = bytearray(comp)
+        for _ in range(rng.randrange(1, 6)):
+            m[rng.randrange(len(m))] = rng.randrange(256)
+        p.write_bytes(_file(head, bytes(m), rest))
+        res = _outcome(str(p))
+        assert len(set(res)) == 1, res
+
+
+@pytest.mark.parametrize("delta", [-1, 1, -4096, 1 << 20])
+def test_frame_size_lie_is_an_error(tmp_path, parts, delta):
+    """A frame header whose content size disagrees with its data: libzstd's check, an error."""
+    head, stream, rest = parts
+    n = 300000
+    frame = bytearray(zstandard.ZstdCompressor(level=1, write_content_size=True).compress(stream[:n]))
+    fhd = frame[4]                       # frame header descriptor (RFC 8878 3.1.1.1.1)
+    assert fhd >> 6 == 2 and fhd & 3 == 0                        # a 4-byte content size, no dictionary id
+    struct.pack_into("<I", frame, 5 if fhd & 0x20 else 6, n + delta)   # after the window descriptor, if any
+    comp = bytes(frame) + zstandard.ZstdCompressor(level=1).compress(stream[n:])
+    p = tmp_path / "lie.data"
+    p.write_bytes(_file(head, comp, rest))
+    assert _outcome(str(p)) == ["error"] * len(WALKERS)
+
+
+def test_decompression_limit(tmp_path, parts, monkeypatch):
+    """More decompressed bytes than the limit: refused, not decompressed to the end."""
+    head, stream, rest = parts
+    p = tmp_path / "big.data"
+    p.write_bytes(_file(head, _frames(stream, []), rest))
+    monkeypatch.setattr(perfdata, "MAX_DECOMPRESSED", len(stream) // 2)
+    for c in WALKERS:
+        with pytest.raises(TraceFormatError, match="decompresses to more than"):
+            _read(str(p), c)
+
+
+@need_zwalk
+def test_zwalk_checks_its_arguments():
+    cw = pw._cwalk
+    lay = pw.Layout.of(0x10587, 0, True)
+    buf = b"\0" * 64
+    e64, e32 = np.zeros(0, np.uint64), np.zeros(0, np.int32)
+
+    def call(parts, cap=1 << 20, lay=lay):
+        return cw.zwalk(buf, np.asarray(parts, np.int64), cap, lay.sample_type, lay.read_fixed, lay.read_entry,
+                        lay.sid_size, lay.sid_tid, lay.sid_time, lay.sid_cpu, e64, e64, e64, e32)
+
+    for bad in ([0, 65], [-1, 4], [60, 8], [1 << 62, 1], [0]):
+        with pytest.raises(ValueError, match="zwalk"):
+            call(bad)
+    with pytest.raises(ValueError, match="corrupt zstd"):
+        call([0, 64])
+    data, s_off, *_ = call(np.zeros(0, np.int64))
+    assert len(data) == len(s_off) == 0
+
+
+@need_zwalk
+def test_zwalk_on_random_streams():
+    """Valid zstd around random and plausible record bytes: an error or bounded output, never a crash."""
+    cw = pw._cwalk
+    rng = np.random.default_rng(3)
+    lay = pw.Layout.of(0x10587 | pw.S_CALLCHAIN | pw.S_READ, 8 | 4, True)
+    e64, e32 = np.zeros(0, np.uint64), np.zeros(0, np.int32)
+    c = zstandard.ZstdCompressor(level=1)
+    for k in range(1500):
+        n = int(rng.integers(0, 2048))
+        raw = rng.integers(0, 256, n, dtype=np.uint8)
+        if n >= 8 and k % 2:
+            raw[0:4] = [9, 0, 0, 0] if k % 4 == 1 else [66 if k % 8 == 3 else 71, 0, 0, 0]
+            raw[6:8] = [min(n, 255), 0]
+        comp = c.compress(raw.tobytes())
+        cuts = sorted(int(x) for x in rng.integers(0, len(comp) + 1, int(rng.integers(0, 4))))
+        edges = [0, *cuts, len(comp)]
+        parts = np.array([[a, b - a] for a, b in zip(edges, edges[1:])], np.int64).reshape(-1)
+        try:
+            data, s_off, s_time, s_attr, o_off, o_type, o_size, o_time, o_cpu = cw.zwalk(
+                comp, parts, 1 << 16, lay.sample_type, lay.read_fixed, lay.read_entry, lay.sid_size, lay.sid_tid,
+                lay.sid_time, lay.sid_cpu, e64, e64, e64, e32)
+        except ValueError:
+            continue
+        assert bytes(data) == raw.tobytes()
+        assert np.all((s_off >= 0) & (s_off < len(data))) and np.all(o_off + o_size <= len(data))
+
+
+def test_zwalk_is_built_where_ci_requires_it():
+    """CI installs libzstd-dev (.ci/apt-packages.txt): a walker built without it must not pass silently."""
+    if not cext.required():
+        pytest.skip("MTAUDIT_REQUIRE_CEXT=1 not set: the zstandard path is allowed")
+    assert has_zwalk
