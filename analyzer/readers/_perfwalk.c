@@ -23,6 +23,9 @@
  *
  * Errors are ValueError("message @<byte offset in buf>").  Every read is bounds-checked
  * against the record end and the buffer end.
+ *
+ * Built with libzstd (MTAUDIT_ZSTD, see setup.py) it also has zwalk(): the `perf record -z`
+ * stream decoded and walked in one pass (see there), and fill() reads its compact rows.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -47,6 +50,7 @@
 #define REC_SAMPLE 9
 #define REC_TRACING_DATA 66
 #define REC_AUXTRACE 71
+#define ZROW 20     /* head of a compact sample row (zwalk's compact mode): time, tid, cpu, raw length */
 
 static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -372,9 +376,11 @@ done:
 }
 
 
-/* fill(buf, raw i64, rawlen i64, time u64, cpu i32, tid i32, attr i32, order i64, groups,
- *      chg_pos i64, chg_tid i32, chg_code i32)
+/* fill(buf, s_off i64, attr i32, order i64, groups, chg_pos i64, chg_tid i32, chg_code i32,
+ *      sample_type, read_fixed, read_group_entry, ids, types[, compact])
  *   -> counts i64[len(groups)]
+ * Each sample is re-read from its record at s_off (the walk was lean) or, compact = True,
+ * from zwalk's compact row there (time, tid, cpu, raw length, RAW bytes at fixed offsets).
  * One pass over the samples in seq order (`order` = sample indices): sample order[k] of
  * attr a goes to the next row r of groups[a] = (seq i64, ts i64, cpu i32, tid i32, comm i32,
  * idx i64 or None, need, [(field offset, size, out array of that item size)]): seq[r] = k,
@@ -416,8 +422,9 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     unsigned long long st;
     cfg_t cf;
     memset(&cf, 0, sizeof cf);
-    if (!PyArg_ParseTuple(args, "y*OOOO!OOOKnny*y*", &buf, &osoff, &oattr, &oorder, &PyList_Type, &groups,
-                          &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb))
+    int compact = 0;
+    if (!PyArg_ParseTuple(args, "y*OOOO!OOOKnny*y*|p", &buf, &osoff, &oattr, &oorder, &PyList_Type, &groups,
+                          &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb, &compact))
         return NULL;
     cf.st = st; cf.ids = ib.buf; cf.types = tb.buf; cf.nids = ib.len / 8;
     if (ib.len % 8 == 0 && ib.len == tb.len) prep_fixed(&cf);
@@ -504,14 +511,20 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         if (G->rows >= G->cap) { err = "more samples than the table has rows"; at = i; break; }
         /* the sample again, from its record (the walk kept only offset, time and attr) */
         int64_t so = soff[i];
-        if (so < 0 || so > buf.len - 8) { err = "sample offset outside the buffer"; at = i; break; }
-        Py_ssize_t size = (Py_ssize_t)(uint16_t)(b[so + 6] | (b[so + 7] << 8));
-        if (size < 8 || size > buf.len - so) { err = "sample record runs past the buffer"; at = i; break; }
         int64_t v_off, v_raw, v_rawlen; uint64_t v_time, v_id; int32_t v_pid, v_tid, v_cpu;
-        out_t one = {&v_off, &v_raw, &v_rawlen, &v_time, &v_id, &v_pid, &v_tid, &v_cpu, NULL,
-                     NULL, NULL, NULL, NULL, NULL, 0, 0, 1, 0};
-        werr_t we = {NULL, 0};
-        if (sample(b, so, size, &cf, &one, &we)) { err = we.err; at = i; break; }
+        if (compact) {          /* a compact row: fixed offsets (zwalk) */
+            if (so < 0 || so > buf.len - ZROW) { err = "sample offset outside the buffer"; at = i; break; }
+            v_time = rd64(b + so); v_tid = (int32_t)rd32(b + so + 8); v_cpu = (int32_t)rd32(b + so + 12);
+            v_rawlen = rd32(b + so + 16); v_raw = so + ZROW;
+        } else {
+            if (so < 0 || so > buf.len - 8) { err = "sample offset outside the buffer"; at = i; break; }
+            Py_ssize_t size = (Py_ssize_t)(uint16_t)(b[so + 6] | (b[so + 7] << 8));
+            if (size < 8 || size > buf.len - so) { err = "sample record runs past the buffer"; at = i; break; }
+            out_t one = {&v_off, &v_raw, &v_rawlen, &v_time, &v_id, &v_pid, &v_tid, &v_cpu, NULL,
+                         NULL, NULL, NULL, NULL, NULL, 0, 0, 1, 0};
+            werr_t we = {NULL, 0};
+            if (sample(b, so, size, &cf, &one, &we)) { err = we.err; at = i; break; }
+        }
         int64_t ro = v_raw;
         if (v_rawlen < G->need || ro < 0 || ro + G->need > buf.len) { err = "raw data shorter than its format"; at = i; break; }
         Py_ssize_t r = G->rows++;
@@ -858,8 +871,13 @@ enum { ZV_DATA, ZV_SOFF, ZV_STIME, ZV_SATTR, ZV_OOFF, ZV_OTYPE, ZV_OSIZE, ZV_OTI
 
 /* Walk the complete records of b[*rd, have) into z (lean: offset, time and attr of samples).
  * Returns 0 with *rd at the first incomplete record, or -1 with e set (e->err NULL: no memory).
- * A record is only looked at once all of it is there; the checks are walk()'s. */
-static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg_t *c, vbuf_t *z, werr_t *e)
+ * A record is only looked at once all of it is there; the checks are walk()'s.
+ * keep (compact mode, b is a window): samples go to z[ZV_DATA] as compact rows (time u64, tid
+ * i32, cpu i32, raw length u32, then the first keep[attr] bytes of the RAW payload, all of it
+ * for keep < 0; padded to 4 bytes), other records verbatim; offsets are in z[ZV_DATA].  An id
+ * no attr has is an error there.  Without keep the offsets are in b. */
+static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg_t *c, vbuf_t *z, werr_t *e,
+                    const int64_t *keep, Py_ssize_t nkeep)
 {
     Py_ssize_t r = *rd;
     while (have - r >= 8) {
@@ -888,7 +906,21 @@ static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg
                 Py_ssize_t lo = id_index(c->amap_ids, c->namap, v_id);
                 a = lo >= 0 ? c->amap_own[lo] : -1;
             }
-            PUT(ZV_SOFF, int64_t, (int64_t)r);
+            if (keep) {
+                if (a < 0 || a >= nkeep) FAIL("sample with an id no event attr has", r);
+                Py_ssize_t rl = v_raw >= 0 ? (Py_ssize_t)v_rawlen : 0, k = keep[a] < 0 || keep[a] > rl ? rl : keep[a];
+                Py_ssize_t rs = (ZROW + k + 3) & ~(Py_ssize_t)3;
+                PUT(ZV_SOFF, int64_t, (int64_t)z[ZV_DATA].len);
+                if (vb_reserve(&z[ZV_DATA], (size_t)rs)) goto oom;
+                uint8_t *d = z[ZV_DATA].p + z[ZV_DATA].len;
+                uint32_t n32 = (uint32_t)rl;
+                memcpy(d, &v_time, 8); memcpy(d + 8, &v_tid, 4); memcpy(d + 12, &v_cpu, 4); memcpy(d + 16, &n32, 4);
+                if (k) memcpy(d + ZROW, b + v_raw, (size_t)k);
+                memset(d + ZROW + k, 0, (size_t)(rs - ZROW - k));
+                z[ZV_DATA].len += (size_t)rs;
+            } else {
+                PUT(ZV_SOFF, int64_t, (int64_t)r);
+            }
             PUT(ZV_STIME, uint64_t, v_time);
             PUT(ZV_SATTR, int32_t, a);
         } else {
@@ -899,7 +931,14 @@ static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg
                 if (c->sid_time >= 0) t = rd64(b + s + c->sid_time);
                 if (c->sid_cpu >= 0) cpu = (int32_t)rd32(b + s + c->sid_cpu);
             }
-            PUT(ZV_OOFF, int64_t, (int64_t)r);
+            if (keep) {
+                PUT(ZV_OOFF, int64_t, (int64_t)z[ZV_DATA].len);
+                if (vb_reserve(&z[ZV_DATA], (size_t)(size + extra))) goto oom;
+                memcpy(z[ZV_DATA].p + z[ZV_DATA].len, b + r, (size_t)(size + extra));
+                z[ZV_DATA].len += (size_t)(size + extra);
+            } else {
+                PUT(ZV_OOFF, int64_t, (int64_t)r);
+            }
             PUT(ZV_OTYPE, int32_t, (int32_t)type);
             PUT(ZV_OSIZE, int64_t, (int64_t)size);
             PUT(ZV_OTIME, uint64_t, t);
@@ -917,17 +956,92 @@ oom:
 
 #define ZSTEP ((size_t)1 << 15)     /* compressed bytes per decode call: ~400 kB out, walked in cache */
 
+/* zwalk's compact mode: the stream decoded through a window, samples kept as compact rows
+ * (see zconsume); same errors as the in-place mode. */
+static PyObject *zwalk_compact(Py_buffer *buf, const int64_t *parts, Py_ssize_t np2, Py_ssize_t cap, const cfg_t *c,
+                               const int64_t *keep, Py_ssize_t nkeep)
+{
+    vbuf_t z[ZV_N];
+    memset(z, 0, sizeof z);
+    PyObject *arr[ZV_N] = {0}, *res = NULL;
+    ZSTD_DCtx *dc = NULL;
+    Py_ssize_t W = (Py_ssize_t)1 << 20, have = 0, rd = 0;
+    uint8_t *win = PyMem_RawMalloc((size_t)W);
+    {   /* first sizes from the expected size: perf's records compress ~12x, rows are ~half a record */
+        size_t est = 0;
+        for (Py_ssize_t k = 0; k < np2; k += 2) est += (size_t)parts[k + 1];
+        est = est * 12 < (size_t)cap ? est * 12 : (size_t)cap;
+        size_t nrec = est / 64;
+        if (!win || vb_reserve(&z[ZV_DATA], est / 2 + 1) || vb_reserve(&z[ZV_SOFF], nrec * 8) ||
+            vb_reserve(&z[ZV_STIME], nrec * 8) || vb_reserve(&z[ZV_SATTR], nrec * 4)) { PyErr_NoMemory(); goto done; }
+        for (int i = ZV_OOFF; i < ZV_N; i++) if (vb_reserve(&z[i], 1 << 12)) { PyErr_NoMemory(); goto done; }
+    }
+    if (!(dc = ZSTD_createDCtx())) { PyErr_NoMemory(); goto done; }
+    const char *err = NULL, *zerr = NULL;
+    int64_t at = 0, base = 0, total = 0;     /* stream offset of win[0]; bytes decoded */
+    int oom = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < np2 && !err && !zerr && !oom; k += 2) {
+        ZSTD_inBuffer in = {(const uint8_t *)buf->buf + parts[k], (size_t)parts[k + 1], 0};
+        for (;;) {
+            if (rd > 0 && W - have < W / 2) {      /* drop what was walked; a record's head stays */
+                memmove(win, win + rd, (size_t)(have - rd));
+                have -= rd; base += rd; rd = 0;
+            }
+            if (have == W) {                        /* one record longer than the window */
+                if (W > cap) { err = "record payload runs past the end of the data"; at = base; break; }
+                uint8_t *q = PyMem_RawRealloc(win, (size_t)W * 2);
+                if (!q) { oom = 1; break; }
+                win = q; W *= 2;
+            }
+            ZSTD_outBuffer out = {win, (size_t)W, (size_t)have};
+            size_t zr = ZSTD_decompressStream(dc, &out, &in);
+            if (ZSTD_isError(zr)) { zerr = ZSTD_getErrorName(zr); at = base + have; break; }
+            total += (int64_t)out.pos - have;
+            have = (Py_ssize_t)out.pos;
+            if (total > cap) { err = "decompresses to more than the limit"; at = total; break; }
+            werr_t e = {NULL, 0};
+            if (zconsume(win, &rd, have, c, z, &e, keep, nkeep)) {
+                if (!e.err) oom = 1; else { err = e.err; at = base + e.at; }
+                break;
+            }
+            if (in.pos == in.size && out.pos < out.size) break;      /* part used up, nothing pending */
+        }
+    }
+    if (!err && !zerr && !oom && rd < have)        /* the stream ends inside a record */
+        { err = have - rd < 8 ? "truncated record header" : "record runs past the end of the data"; at = base + rd; }
+    Py_END_ALLOW_THREADS
+    if (oom) { PyErr_NoMemory(); goto done; }
+    if (zerr) { PyErr_Format(PyExc_ValueError, "corrupt zstd data: %s @%lld", zerr, (long long)at); goto done; }
+    if (err) { PyErr_Format(PyExc_ValueError, "%s @%lld", err, (long long)at); goto done; }
+    npy_intp ns = (npy_intp)(z[ZV_SOFF].len / 8), no = (npy_intp)(z[ZV_OOFF].len / 8);
+    int kinds[ZV_N] = {NPY_UINT8, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32};
+    for (int i = 0; i < ZV_N; i++) {
+        npy_intp n = i == 0 ? (npy_intp)z[0].len : i < 4 ? ns : no;
+        if (!(arr[i] = vb_array(&z[i], n, kinds[i]))) goto done;
+    }
+    if (!(res = PyTuple_New(ZV_N))) goto done;
+    for (int i = 0; i < ZV_N; i++) { PyTuple_SET_ITEM(res, i, arr[i]); arr[i] = NULL; }
+done:
+    for (int i = 0; i < ZV_N; i++) { Py_XDECREF(arr[i]); vb_free(&z[i]); }
+    if (dc) ZSTD_freeDCtx(dc);
+    PyMem_RawFree(win);
+    return res;
+}
+
 static PyObject *py_zwalk(PyObject *self, PyObject *args)
 {
     Py_buffer buf, ib, tb, mb = {0}, ob = {0};
-    PyObject *oparts, *res = NULL;
+    PyObject *oparts, *okeep = Py_None, *res = NULL;
     Py_ssize_t cap;
     unsigned long long st;
     cfg_t c;
     memset(&c, 0, sizeof c);
-    if (!PyArg_ParseTuple(args, "y*OnKnnnnnny*y*y*y*", &buf, &oparts, &cap, &st, &c.read_fixed, &c.read_entry,
-                          &c.sid_size, &c.sid_tid, &c.sid_time, &c.sid_cpu, &ib, &tb, &mb, &ob))
+    if (!PyArg_ParseTuple(args, "y*OnKnnnnnny*y*y*y*|O", &buf, &oparts, &cap, &st, &c.read_fixed, &c.read_entry,
+                          &c.sid_size, &c.sid_tid, &c.sid_time, &c.sid_cpu, &ib, &tb, &mb, &ob, &okeep))
         return NULL;
+    int64_t *keep = NULL;
+    Py_ssize_t nkeep = 0;
     c.st = st;      /* c.lean stays 0: sample() fills one full slot, the attr lookup is zconsume's */
     c.ids = ib.buf; c.types = tb.buf; c.nids = ib.len / 8;
     c.amap_ids = mb.buf; c.amap_own = ob.buf; c.namap = mb.len / 8;
@@ -956,7 +1070,19 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "zwalk: part outside the buffer @0");
             goto done;
         }
+    if (okeep != Py_None) {
+        nkeep = PyArray_Check(okeep) ? PyArray_SIZE((PyArrayObject *)okeep) : 0;
+        if (nkeep < 1 || arr_of(okeep, NPY_INT64, nkeep, (void **)&keep)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "zwalk: bad keep @0");
+            goto done;
+        }
+    }
     prep_fixed(&c);
+    if (keep) {
+        res = zwalk_compact(&buf, parts, np2, cap, &c, keep, nkeep);
+        goto done;
+    }
     {   /* the output: a reservation of cap bytes (address space only until written); the walk's
          * arrays sized from the expected decompressed size (perf's records compress ~12x) */
         size_t est = 0;
@@ -996,7 +1122,7 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
             if (out.pos >= out.size && (in.pos < in.size || zr)) { err = "decompresses to more than the limit"; at = (int64_t)out.pos; break; }
             src += in.pos; left -= in.pos;
             werr_t e = {NULL, 0};
-            if (zconsume(out_p, &rd, (Py_ssize_t)out.pos, &c, z, &e)) {
+            if (zconsume(out_p, &rd, (Py_ssize_t)out.pos, &c, z, &e, NULL, 0)) {
                 if (!e.err) oom = 1; else { err = e.err; at = e.at; }
                 break;
             }

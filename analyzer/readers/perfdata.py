@@ -8,8 +8,11 @@ Why it is built this way:
   writes every table's columns and comm codes into one huge-page arena (page faults cost
   as much as the decode otherwise); without it, numpy gathers do the same.
 * File mode, pipe mode (`-o -`) and `-z`: the payloads of COMPRESSED / COMPRESSED2 records
-  form ONE zstd stream (a record may straddle two of them), so they are decompressed in
-  order into one buffer that is walked like the data section.
+  form ONE zstd stream (a record may straddle two of them), decoded in order.  With libzstd
+  in the C module (zwalk) each record is walked as soon as it is decoded, while it is in
+  cache, and a sample keeps only a compact row (time, tid, cpu, the RAW bytes its fields
+  need: about half of perf's record) that the fill pass reads instead of the record;
+  without it the stream is decompressed into one buffer walked like the data section.
 * Columns follow `perf script`: `pid` is the sample's tid (what perf prints), `comm` the
   thread's comm as perf tracks it from COMM/FORK records in time order (":tid" when perf
   never learnt it), `ts` the sample time in ns.  `seq` is perf's processing order: sample
@@ -50,6 +53,7 @@ class _Segment:
     w: pw.Walk
     start: int = 0     # the walked range of buf
     end: int = 0
+    compact: bool = False   # buf holds zwalk's compact sample rows (and the other records verbatim)
 
 
 def is_perf_data(head: bytes) -> bool:
@@ -194,7 +198,9 @@ class PerfData(Trace):
     def _unlean(self) -> None:
         """Full walks (every s_* column) for the paths that read them: numpy gathers, errors."""
         for s in self._segs:
-            if s.w.lean:
+            if s.compact and s.w.lean:
+                s.w = _unlean_rows(s.buf, s.w)
+            elif s.w.lean:
                 s.w = pw.walk(s.buf, s.start, s.end, self._lay, compiled=self._compiled)
 
     def _compressed_parts(self, seg: _Segment) -> np.ndarray:
@@ -231,12 +237,15 @@ class PerfData(Trace):
         lay = self._lay
         amap = (self._ids_s, self._owner_s.astype(np.int32)) if len(self.h.attrs) > 1 else \
             (np.zeros(0, np.uint64), np.zeros(0, np.int32))
+        # compact rows (time, tid, cpu and the RAW bytes the fields need) when every sample's
+        # attr is known from its id: about half the bytes of perf's records to write and re-read
+        keep = self._row_keep() if self._lean_ok() else None
         try:       # MemoryError (no address space for the reservation): the buffered path below
             (data, s_off, s_time, s_attr, o_off, o_type, o_size, o_time, o_cpu) = cw.zwalk(
                 self._mm, parts.reshape(-1), cap, lay.sample_type, lay.read_fixed, lay.read_entry, lay.sid_size,
                 lay.sid_tid, lay.sid_time, lay.sid_cpu, np.ascontiguousarray(lay.ids, np.uint64),
                 np.ascontiguousarray(lay.types, np.uint64), np.ascontiguousarray(amap[0], np.uint64),
-                np.ascontiguousarray(amap[1], np.int32))
+                np.ascontiguousarray(amap[1], np.int32), keep)
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             if msg.startswith("corrupt zstd data"):
@@ -253,10 +262,26 @@ class PerfData(Trace):
         w = pw.Walk(s_off, s_time, empty.astype(np.int32), empty.astype(np.int32), empty.astype(np.int32),
                     empty.astype(np.uint64), empty, empty, o_off, o_type, o_size, o_time, o_cpu,
                     s_attr=s_attr, lean=True)
-        zseg = _Segment("compressed data", data, -1, w, 0, len(data))
-        if not self._lean_ok():
+        zseg = _Segment("compressed data", data, -1, w, 0, len(data), compact=keep is not None)
+        if keep is None and not self._lean_ok():
             zseg.w = pw.walk(data, 0, len(data), lay, compiled=True)
         return zseg
+
+    def _row_keep(self) -> np.ndarray:
+        """RAW bytes a compact row keeps per attr: up to the end of the last field when all
+        are numbers (the fill pass copies those), all of them otherwise (-1; strings and arrays
+        are decoded from the bytes later), none for samples that are not tracepoints."""
+        keep = np.zeros(len(self.h.attrs), np.int64)
+        tr = self.h.tracing
+        for i, a in enumerate(self.h.attrs):
+            if a.type != ph.PERF_TYPE_TRACEPOINT:
+                continue
+            ev = tr.by_id.get(a.config) if tr else None
+            if ev is None or any(tf.field_kind(f) != "int" for f in ev.fields):
+                keep[i] = -1
+            else:
+                keep[i] = max((f.offset + f.size for f in ev.fields), default=0)
+        return keep
 
     def _decompress(self, seg: _Segment) -> np.ndarray | None:
         """Concatenate the decompressed payloads of all COMPRESSED(2) records (one zstd stream)."""
@@ -644,7 +669,7 @@ class PerfData(Trace):
             got = cw.fill(sg.buf, w.s_off, self._a_all, self._order, groups, self._chg_pos[co],
                           c_tid[co].astype(np.int32), c_name[co].astype(np.int32), lay.sample_type, lay.read_fixed,
                           lay.read_entry, np.ascontiguousarray(lay.ids, np.uint64),
-                          np.ascontiguousarray(lay.types, np.uint64))
+                          np.ascontiguousarray(lay.types, np.uint64), sg.compact)
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             i = int(at) if at.isdigit() else 0
@@ -735,6 +760,18 @@ class PerfData(Trace):
             pos = np.concatenate(poss)
             arrays[name] = pa.concat_arrays(pieces).take(pa.array(np.argsort(pos, kind="stable")))
         return pa.Table.from_arrays([arrays[nm] for nm in schema.names], schema=schema)
+
+
+def _unlean_rows(buf: np.ndarray, w: pw.Walk) -> pw.Walk:
+    """The full sample columns of a compact-row segment (zwalk), for the numpy path: each row
+    is time u64, tid i32, cpu i32, raw length u32 and the RAW bytes (see _perfwalk.c zconsume).
+    Rows are 4-aligned, so every part is one u32 gather."""
+    u = buf[:len(buf) // 4 * 4].view("<u4")
+    i = w.s_off >> 2
+    tid = u[i + 2].view(np.int32)
+    return pw.Walk(w.s_off, w.s_time, tid.copy(), tid, u[i + 3].view(np.int32), np.zeros(len(i), np.uint64),
+                   w.s_off + 20, u[i + 4].astype(np.int64), w.o_off, w.o_type, w.o_size, w.o_time, w.o_cpu,
+                   s_attr=w.s_attr, lean=False)
 
 
 def _sorted_set(a: np.ndarray) -> np.ndarray:

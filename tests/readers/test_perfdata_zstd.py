@@ -230,3 +230,29 @@ def test_zwalk_is_built_where_ci_requires_it():
     if not cext.required():
         pytest.skip("MTAUDIT_REQUIRE_CEXT=1 not set: the zstandard path is allowed")
     assert has_zwalk
+
+
+@need_zwalk
+def test_compact_rows_fill_on_hostile_rows():
+    """The fill pass over compact rows whose raw lengths, tids and offsets were damaged after the
+    walk: a TraceFormatError or tables, never a read outside the rows."""
+    rng = np.random.default_rng(17)
+    for k in range(60):
+        t = PerfData(SRC)
+        seg = t._segs[1]
+        assert seg.compact
+        rows, w = seg.buf, seg.w
+        i = rng.integers(0, len(w.s_off), 20)
+        if k % 3 == 0:              # raw lengths: zero, huge, just short of the format
+            for j, v in zip(i.tolist(), rng.choice([0, 1, 3, 1 << 31, (1 << 32) - 1], 20).tolist()):
+                rows[w.s_off[j] + 16:w.s_off[j] + 20] = np.frombuffer(np.uint32(v).tobytes(), np.uint8)
+        elif k % 3 == 1:            # offsets past the rows, negative, unaligned
+            w.s_off[i] = rng.choice([len(rows), len(rows) - 3, -8, 1 << 40, 5], 20)
+        else:                       # random bytes over whole rows
+            for j in i.tolist():
+                rows[w.s_off[j]:w.s_off[j] + 24] = rng.integers(0, 256, 24, dtype=np.uint8)
+        try:
+            tabs = [t.table(ev) for ev in t.events()]
+            assert sum(x.num_rows for x in tabs) == len(w.s_off)
+        except TraceFormatError:
+            pass
