@@ -31,7 +31,8 @@ pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "perf", "host-6.18", "perf-pipe-z.data")
 has_zwalk = pw._cwalk is not None and hasattr(pw._cwalk, "zwalk")
 need_zwalk = pytest.mark.skipif(not has_zwalk, reason="C perf.data walker built without libzstd")
-WALKERS = [True, False] if pw.use_compiled() else [False]
+# compiled (compact rows when zwalk is there), compiled with zwalk decoding in place, Python
+WALKERS: list[bool | str] = ([True, "in place"] if has_zwalk else [True] if pw.use_compiled() else []) + [False]
 
 
 def _records(data: bytes) -> list[tuple[int, int, int]]:
@@ -72,9 +73,16 @@ def _frames(stream: bytes, cuts: list[int], **kw) -> bytes:
     return b"".join(c.compress(stream[a:b]) for a, b in zip(edges, edges[1:]))
 
 
-def _read(path: str, compiled: bool):
-    t = PerfData(path, compiled=compiled)
-    return t.events(), {ev: t.table(ev) for ev in t.events()}, t.lost
+def _read(path: str, compiled: bool | str):
+    """events, tables and lost of one path (see WALKERS)."""
+    keep = PerfData._row_keep
+    if compiled == "in place":      # what files whose ids do not tell the attr get
+        PerfData._row_keep = lambda self: None      # type: ignore[method-assign]
+    try:
+        t = PerfData(path, compiled=bool(compiled))
+        return t.events(), {ev: t.table(ev) for ev in t.events()}, t.lost
+    finally:
+        PerfData._row_keep = keep   # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")
