@@ -965,7 +965,8 @@ static PyObject *zwalk_compact(Py_buffer *buf, const int64_t *parts, Py_ssize_t 
     memset(z, 0, sizeof z);
     PyObject *arr[ZV_N] = {0}, *res = NULL;
     ZSTD_DCtx *dc = NULL;
-    Py_ssize_t W = (Py_ssize_t)1 << 20, have = 0, rd = 0;
+    Py_ssize_t W = (Py_ssize_t)1 << 17, have = 0, rd = 0;     /* with zstd's own buffer (its window, 512 kB at
+                                                               * perf's level) about what an L2 holds */
     uint8_t *win = PyMem_RawMalloc((size_t)W);
     {   /* first sizes from the expected size: perf's records compress ~12x, rows are ~half a record */
         size_t est = 0;
