@@ -223,8 +223,11 @@ class PerfData(Trace):
         return parts
 
     def _compressed(self, seg: _Segment) -> _Segment | None:
-        """The segment of the -z stream: decompressed into one buffer and walked like the data
-        section; the compiled module with libzstd does both in one pass (zwalk)."""
+        """The segment of the -z stream.  The compiled module with libzstd decodes and walks it
+        in one pass (zwalk): into compact sample rows when every sample's attr follows from
+        its id, else in place into one buffer; without libzstd (or address space for that
+        buffer) the stream is decompressed by the zstandard module and walked like the data
+        section."""
         cw = pw._cwalk if self._compiled else None
         if cw is None or not hasattr(cw, "zwalk"):
             z = self._decompress(seg)
