@@ -50,7 +50,7 @@
 #define REC_SAMPLE 9
 #define REC_TRACING_DATA 66
 #define REC_AUXTRACE 71
-#define ZROW 20     /* head of a compact sample row (zwalk's compact mode): time, tid, cpu, raw length */
+#define ZROW 12     /* head of a compact sample row (zwalk's compact mode): tid, cpu, raw length */
 
 static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -380,7 +380,8 @@ done:
  *      sample_type, read_fixed, read_group_entry, ids, types[, compact])
  *   -> counts i64[len(groups)]
  * Each sample is re-read from its record at s_off (the walk was lean) or, compact = True,
- * from zwalk's compact row there (time, tid, cpu, raw length, RAW bytes at fixed offsets).
+ * from zwalk's compact row there (tid, cpu, raw length, RAW bytes at fixed offsets; the time
+ * is times[i], an array then required).
  * One pass over the samples in seq order (`order` = sample indices): sample order[k] of
  * attr a goes to the next row r of groups[a] = (seq i64, ts i64, cpu i32, tid i32, comm i32,
  * idx i64 or None, need, [(field offset, size, out array of that item size)]): seq[r] = k,
@@ -423,9 +424,11 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     cfg_t cf;
     memset(&cf, 0, sizeof cf);
     int compact = 0;
-    if (!PyArg_ParseTuple(args, "y*OOOO!OOOKnny*y*|p", &buf, &osoff, &oattr, &oorder, &PyList_Type, &groups,
-                          &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb, &compact))
+    PyObject *otimes = Py_None;
+    if (!PyArg_ParseTuple(args, "y*OOOO!OOOKnny*y*|pO", &buf, &osoff, &oattr, &oorder, &PyList_Type, &groups,
+                          &ocpos, &octid, &occode, &st, &cf.read_fixed, &cf.read_entry, &ib, &tb, &compact, &otimes))
         return NULL;
+    uint64_t *times = NULL;
     cf.st = st; cf.ids = ib.buf; cf.types = tb.buf; cf.nids = ib.len / 8;
     if (ib.len % 8 == 0 && ib.len == tb.len) prep_fixed(&cf);
     PyObject *res = NULL;
@@ -444,7 +447,8 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
     Py_ssize_t ns = PyArray_Check(osoff) ? PyArray_SIZE((PyArrayObject *)osoff) : 0;
     if (arr_of(osoff, NPY_INT64, ns, (void **)&soff) || arr_of(oattr, NPY_INT32, ns, (void **)&attr) ||
         arr_of(oorder, NPY_INT64, n, (void **)&order) || arr_of(ocpos, NPY_INT64, nc, (void **)&cpos) ||
-        arr_of(octid, NPY_INT32, nc, (void **)&ctid) || arr_of(occode, NPY_INT32, nc, (void **)&ccode))
+        arr_of(octid, NPY_INT32, nc, (void **)&ctid) || arr_of(occode, NPY_INT32, nc, (void **)&ccode) ||
+        (compact && arr_of(otimes, NPY_UINT64, ns, (void **)&times)))
         goto done;
     for (Py_ssize_t j = 1; j < nc; j++)
         if (cpos[j] < cpos[j - 1]) { PyErr_SetString(PyExc_ValueError, "fill: comm changes out of order @0"); goto done; }
@@ -514,8 +518,8 @@ static PyObject *py_fill(PyObject *self, PyObject *args)
         int64_t v_off, v_raw, v_rawlen; uint64_t v_time, v_id; int32_t v_pid, v_tid, v_cpu;
         if (compact) {          /* a compact row: fixed offsets (zwalk) */
             if (so < 0 || so > buf.len - ZROW) { err = "sample offset outside the buffer"; at = i; break; }
-            v_time = rd64(b + so); v_tid = (int32_t)rd32(b + so + 8); v_cpu = (int32_t)rd32(b + so + 12);
-            v_rawlen = rd32(b + so + 16); v_raw = so + ZROW;
+            v_time = times[i]; v_tid = (int32_t)rd32(b + so); v_cpu = (int32_t)rd32(b + so + 4);
+            v_rawlen = rd32(b + so + 8); v_raw = so + ZROW;
         } else {
             if (so < 0 || so > buf.len - 8) { err = "sample offset outside the buffer"; at = i; break; }
             Py_ssize_t size = (Py_ssize_t)(uint16_t)(b[so + 6] | (b[so + 7] << 8));
@@ -872,9 +876,10 @@ enum { ZV_DATA, ZV_SOFF, ZV_STIME, ZV_SATTR, ZV_OOFF, ZV_OTYPE, ZV_OSIZE, ZV_OTI
 /* Walk the complete records of b[*rd, have) into z (lean: offset, time and attr of samples).
  * Returns 0 with *rd at the first incomplete record, or -1 with e set (e->err NULL: no memory).
  * A record is only looked at once all of it is there; the checks are walk()'s.
- * keep (compact mode, b is a window): samples go to z[ZV_DATA] as compact rows (time u64, tid
- * i32, cpu i32, raw length u32, then the first keep[attr] bytes of the RAW payload, all of it
- * for keep < 0; padded to 4 bytes), other records verbatim; offsets are in z[ZV_DATA].  An id
+ * keep (compact mode, b is a window): samples go to z[ZV_DATA] as compact rows (tid i32, cpu
+ * i32, raw length u32, then the first keep[attr] bytes of the RAW payload, all of it for
+ * keep < 0; padded to 4 bytes; the time is in s_time), other records verbatim; offsets are
+ * in z[ZV_DATA].  An id
  * no attr has is an error there.  Without keep the offsets are in b. */
 static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg_t *c, vbuf_t *z, werr_t *e,
                     const int64_t *keep, Py_ssize_t nkeep)
@@ -914,7 +919,7 @@ static int zconsume(const uint8_t *b, Py_ssize_t *rd, Py_ssize_t have, const cfg
                 if (vb_reserve(&z[ZV_DATA], (size_t)rs)) goto oom;
                 uint8_t *d = z[ZV_DATA].p + z[ZV_DATA].len;
                 uint32_t n32 = (uint32_t)rl;
-                memcpy(d, &v_time, 8); memcpy(d + 8, &v_tid, 4); memcpy(d + 12, &v_cpu, 4); memcpy(d + 16, &n32, 4);
+                memcpy(d, &v_tid, 4); memcpy(d + 4, &v_cpu, 4); memcpy(d + 8, &n32, 4);
                 if (k) memcpy(d + ZROW, b + v_raw, (size_t)k);
                 memset(d + ZROW + k, 0, (size_t)(rs - ZROW - k));
                 z[ZV_DATA].len += (size_t)rs;

@@ -10,8 +10,8 @@ Why it is built this way:
 * File mode, pipe mode (`-o -`) and `-z`: the payloads of COMPRESSED / COMPRESSED2 records
   form ONE zstd stream (a record may straddle two of them), decoded in order.  With libzstd
   in the C module (zwalk) each record is walked as soon as it is decoded, while it is in
-  cache, and a sample keeps only a compact row (time, tid, cpu, the RAW bytes its fields
-  need: about half of perf's record) that the fill pass reads instead of the record;
+  cache, and a sample keeps only a compact row (tid, cpu, the RAW bytes its fields need:
+  about 40% of perf's record) that the fill pass reads instead of the record;
   without it the stream is decompressed into one buffer walked like the data section.
 * Columns follow `perf script`: `pid` is the sample's tid (what perf prints), `comm` the
   thread's comm as perf tracks it from COMM/FORK records in time order (":tid" when perf
@@ -240,7 +240,7 @@ class PerfData(Trace):
         lay = self._lay
         amap = (self._ids_s, self._owner_s.astype(np.int32)) if len(self.h.attrs) > 1 else \
             (np.zeros(0, np.uint64), np.zeros(0, np.int32))
-        # compact rows (time, tid, cpu and the RAW bytes the fields need) when every sample's
+        # compact rows (tid, cpu and the RAW bytes the fields need) when every sample's
         # attr is known from its id: about half the bytes of perf's records to write and re-read
         keep = self._row_keep() if self._lean_ok() else None
         try:       # MemoryError (no address space for the reservation): the buffered path below
@@ -672,7 +672,7 @@ class PerfData(Trace):
             got = cw.fill(sg.buf, w.s_off, self._a_all, self._order, groups, self._chg_pos[co],
                           c_tid[co].astype(np.int32), c_name[co].astype(np.int32), lay.sample_type, lay.read_fixed,
                           lay.read_entry, np.ascontiguousarray(lay.ids, np.uint64),
-                          np.ascontiguousarray(lay.types, np.uint64), sg.compact)
+                          np.ascontiguousarray(lay.types, np.uint64), sg.compact, w.s_time)
         except ValueError as e:
             msg, _, at = str(e).rpartition(" @")
             i = int(at) if at.isdigit() else 0
@@ -780,13 +780,13 @@ def _map(fd: int, size: int) -> mmap.mmap:
 
 def _unlean_rows(buf: np.ndarray, w: pw.Walk) -> pw.Walk:
     """The full sample columns of a compact-row segment (zwalk), for the numpy path: each row
-    is time u64, tid i32, cpu i32, raw length u32 and the RAW bytes (see _perfwalk.c zconsume).
-    Rows are 4-aligned, so every part is one u32 gather."""
+    is tid i32, cpu i32, raw length u32 and the RAW bytes (see _perfwalk.c zconsume; the time
+    is s_time).  Rows are 4-aligned, so every part is one u32 gather."""
     u = buf[:len(buf) // 4 * 4].view("<u4")
     i = w.s_off >> 2
-    tid = u[i + 2].view(np.int32)
-    return pw.Walk(w.s_off, w.s_time, tid.copy(), tid, u[i + 3].view(np.int32), np.zeros(len(i), np.uint64),
-                   w.s_off + 20, u[i + 4].astype(np.int64), w.o_off, w.o_type, w.o_size, w.o_time, w.o_cpu,
+    tid = u[i].view(np.int32)
+    return pw.Walk(w.s_off, w.s_time, tid.copy(), tid, u[i + 1].view(np.int32), np.zeros(len(i), np.uint64),
+                   w.s_off + 12, u[i + 2].astype(np.int64), w.o_off, w.o_type, w.o_size, w.o_time, w.o_cpu,
                    s_attr=w.s_attr, lean=False)
 
 
