@@ -151,7 +151,8 @@ def bench_captures(args, out=print) -> dict:
     for c in captures:
         with con.status(f"measuring {c}: peer, then mtaudit analyze"):
             rows.append(sc.bench_capture(c, extra, os.path.join(args.workdir, "counts.json"), out,
-                                         peer=not args.no_peer))
+                                         peer=not args.no_peer,
+                                         max_rss=int(args.max_rss * 1e9) if args.max_rss else sc.default_max_rss()))
     table = sc.markdown(rows, extra)
     out("")
     out(table)
@@ -236,6 +237,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--analyze-args", metavar="ARGS", default="",
                     help='extra `mtaudit analyze` arguments, one shell-quoted string (e.g. "--chunk-events 5000000")')
     ap.add_argument("--no-peer", action="store_true", help="do not run trace-cmd / perf script")
+    ap.add_argument("--max-rss", type=float, metavar="GB",
+                    help="stop an analyze whose RSS passes GB (default: half the machine's memory)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the markdown table to FILE")
     ap.add_argument("--plot", metavar="PNG", help="peak RSS against events (default DIR/scale-rss.png; - for none)")
     ap.add_argument("--text", action="store_true",

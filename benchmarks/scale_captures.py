@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -47,6 +48,11 @@ class Run:
     load: tuple[float, float]        # 1-minute load average before and after
     stderr: str = ""
 
+    @property
+    def stopped(self) -> bool:
+        """Killed by measure() for passing --max-rss: its numbers are lower bounds."""
+        return "killed by the benchmark" in self.stderr
+
 
 @dataclass
 class Row:
@@ -69,16 +75,47 @@ class Row:
         return self.peer.cpu_s / self.analyze.cpu_s if self.peer and self.analyze.cpu_s else None
 
 
-def measure(cmd: list[str]) -> Run:
-    """Run cmd with stdout to /dev/null; peak RSS from wait4 (the child's own maximum)."""
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def default_max_rss() -> int:
+    """Half the machine's memory: a run that needs more is stopped before it starves the others."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def measure(cmd: list[str], max_rss: int | None = None) -> Run:
+    """Run cmd with stdout to /dev/null; peak RSS from wait4 (the child's own maximum).
+
+    With max_rss the child is killed once its RSS passes it (polled 5 times a second; exit
+    -9 and a note in stderr), so a 100 M-event run cannot push a shared machine into the OOM killer.
+    """
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""   # drained while it runs
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryFile() as errf:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+        killed = ""
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if max_rss and _rss(p.pid) > max_rss:
+                p.kill()
+                killed = f"killed by the benchmark: RSS above --max-rss {max_rss / 1e9:.1f} GB"
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")[-400:] + killed
     return Run(cmd=cmd, wall_s=wall, cpu_s=ru.ru_utime + ru.ru_stime, peak_rss=ru.ru_maxrss * 1024,
-               exit=os.waitstatus_to_exitcode(status), load=(load0, os.getloadavg()[0]), stderr=err[-400:])
+               exit=p.returncode, load=(load0, os.getloadavg()[0]), stderr=err)
 
 
 def _size(text: str) -> int:
@@ -171,12 +208,13 @@ def peer_command(kind: str, path: str) -> list[str] | None:
     return ["perf", "script", "-i", path] if shutil.which("perf") else None
 
 
-def bench_capture(capture: str, analyze_args: list[str], cache_file: str, say: Say, peer: bool = True) -> Row:
+def bench_capture(capture: str, analyze_args: list[str], cache_file: str, say: Say, peer: bool = True,
+                  max_rss: int | None = None) -> Row:
     path, kind = trace_file(capture)
     events, lost = count(path, cache_file)
     pcmd = peer_command(kind, path) if peer else None
     p = measure(pcmd) if pcmd else None
-    a = measure([sys.executable, "-m", "analyzer.cli", "analyze", capture, "-q", *analyze_args])
+    a = measure([sys.executable, "-m", "analyzer.cli", "analyze", capture, "-q", *analyze_args], max_rss)
     row = Row(capture=capture, kind=kind, file=path, bytes=os.path.getsize(path), events=events, lost=lost,
               analyze=a, peer=p)
     if a.exit not in (0, 1, 3):
@@ -209,12 +247,15 @@ def markdown(rows: list[Row], analyze_args: list[str]) -> str:
     for r in rows:
         a, p = r.analyze, r.peer
         name = os.path.basename(r.capture.rstrip("/"))
+        gt = "> " if a.stopped else ""
+        ratio = (f"< {r.ratio_wall:.2f}x / < {r.ratio_cpu:.2f}x (stopped)" if a.stopped
+                 else f"{r.ratio_wall:.2f}x / {r.ratio_cpu:.2f}x") if p else ""
         out.append(
             f"| {name} ({r.kind}) | {r.events:,} | {r.lost if r.lost is not None else '?'} | "
-            f"{r.bytes / 1e6:,.0f} MB | {a.wall_s:.1f} s / {a.cpu_s:.1f} s | {a.peak_rss / 1e6:,.0f} MB | "
-            f"{a.peak_rss / r.events:.0f} | "
+            f"{r.bytes / 1e6:,.0f} MB | {gt}{a.wall_s:.1f} s / {gt}{a.cpu_s:.1f} s | {gt}{a.peak_rss / 1e6:,.0f} MB | "
+            f"{gt}{a.peak_rss / r.events:.0f} | "
             + (f"`{' '.join(p.cmd[:3] if p.cmd[0] == 'trace-cmd' else p.cmd[:2])}` | {p.wall_s:.1f} s / "
-               f"{p.cpu_s:.1f} s | {p.peak_rss / 1e6:,.0f} MB | {r.ratio_wall:.2f}x / {r.ratio_cpu:.2f}x |"
+               f"{p.cpu_s:.1f} s | {p.peak_rss / 1e6:,.0f} MB | {ratio} |"
                if p else "n/a | | | |"))
     return "\n".join(out) + "\n"
 

@@ -73,3 +73,12 @@ def test_churn_stops_when_the_watched_files_reach_the_target(tmp_path):
     watched.write_bytes(b"x" * 1000)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0 and "1,000 bytes recorded" in err
+
+
+def test_a_run_past_max_rss_is_stopped_and_marked(tmp_path):
+    """The guard that keeps a 100 M-event analyze from pushing a shared machine into the OOM killer."""
+    r = scale_captures.measure([sys.executable, "-c", "b = bytearray(400 << 20); import time; time.sleep(30)"],
+                               max_rss=100 << 20)
+    assert r.stopped and r.exit == -9 and r.wall_s < 20
+    ok = scale_captures.measure([sys.executable, "-c", "pass"], max_rss=1 << 30)
+    assert not ok.stopped and ok.exit == 0
