@@ -238,7 +238,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help='extra `mtaudit analyze` arguments, one shell-quoted string (e.g. "--chunk-events 5000000")')
     ap.add_argument("--no-peer", action="store_true", help="do not run trace-cmd / perf script")
     ap.add_argument("--max-rss", type=float, metavar="GB",
-                    help="stop an analyze whose RSS passes GB (default: half the machine's memory)")
+                    help="stop an analyze whose anonymous RSS passes GB (default: half the machine's memory)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the markdown table to FILE")
     ap.add_argument("--plot", metavar="PNG", help="peak RSS against events (default DIR/scale-rss.png; - for none)")
     ap.add_argument("--text", action="store_true",
