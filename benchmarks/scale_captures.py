@@ -270,9 +270,14 @@ def plot(rows: list[Row], dest: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, mark in (("trace.dat", "o-"), ("perf.data", "s-")):
-        pts = sorted((r.events, r.analyze.peak_rss) for r in rows if r.kind == kind)
+        pts = sorted((r.events, r.analyze.peak_rss, r.analyze.stopped) for r in rows if r.kind == kind)
         if pts:
-            ax.plot([e / 1e6 for e, _ in pts], [m / 1e9 for _, m in pts], mark, label=f"mtaudit analyze, {kind}")
+            line, = ax.plot([e / 1e6 for e, _, _ in pts], [m / 1e9 for _, m, _ in pts], mark,
+                            label=f"mtaudit analyze, {kind}")
+            up = [(e, m) for e, m, stop in pts if stop]
+            if up:       # stopped at --max-rss: the real peak is higher
+                ax.plot([e / 1e6 for e, _ in up], [m / 1e9 for _, m in up], "^", markersize=11,
+                        color=line.get_color(), label=f"{kind}: stopped at --max-rss (lower bound)")
     ax.axhline(4, color="grey", linestyle="--", linewidth=1, label="target: 4 GB at 100 M events")
     ax.set_xlabel("events (millions)")
     ax.set_ylabel("peak RSS (GB)")
