@@ -35,6 +35,23 @@ COMMAND_MODULES = [
 ]
 
 
+# Which module registers each command: `mtaudit analyze ...` imports only analyzer.commands,
+# not the collectors, the harness and the benchmarks (start-up is part of every run's time).
+# Anything else (no command, --help, a misspelling) imports them all, so the help and the
+# "invalid choice" message list every command.  tests/cli/test_cli_exit.py keeps this in step
+# with what the modules register.
+COMMAND_MODULE = {
+    "events": "analyzer.readers.commands", "convert": "analyzer.readers.commands",
+    "analyze": "analyzer.commands", "history": "analyzer.commands",
+    "cma": "analyzer.cma.commands",
+    "plot": "analyzer.report.commands", "report": "analyzer.report.commands",
+    "collect": "collectors.commands",
+    "regress": "harness.cli",
+    "record": "collectors.record.commands",
+    "bench": "benchmarks.commands",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors: exit 2, one line
         self.print_usage(sys.stderr)
@@ -55,15 +72,39 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked for (importlib.metadata costs start-up time)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"mtaudit {_version()}")
+        parser.exit()
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The sub-command named in argv (its first word that is not an option), if any."""
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or only `command`'s module when it is a known command."""
     p = _Parser(prog="mtaudit", description="Audit pageblock migratetypes in page-allocator traces.",
                 epilog="exit status: 0 clean, 1 findings, 2 bad input or usage, 3 inconclusive, "
                        "4 internal error")
-    p.add_argument("--version", action="version", version=f"mtaudit {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     p.add_argument("--debug", action="store_true",
                    help="print the traceback of an internal error (also accepted after the command)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for mod_name in COMMAND_MODULES:
+    only = COMMAND_MODULE.get(command or "")
+    for mod_name in [only] if only in COMMAND_MODULES else COMMAND_MODULES:
         try:
             mod = importlib.import_module(mod_name)
         except Exception as e:
@@ -103,7 +144,7 @@ def _internal(e: BaseException, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     try:
-        parser = build_parser()
+        parser = build_parser(command_of(argv))
     except CommandImportError as e:
         return _internal(e, debug)
     args = parser.parse_args(argv)

@@ -1,8 +1,18 @@
 """Scale benchmark: `mtaudit analyze` and `convert` on real captures of growing size, against the peer.
 
-    mtaudit bench scale [--workdir DIR] [--seconds S] [--sizes 1M,3M,10M] [--bundle DIR ...]
+    mtaudit bench scale [--workdir DIR] [--sizes 10M,30M,100M] [--kinds trace,perf]
+                        [--capture PATH ...] [--analyze-args "..."] [--markdown F] [--plot F] [--json F]
+    mtaudit bench scale --text [--seconds S] [--text-sizes 1M,3M,10M]
 
-Real captures only.  When DIR has no `perf.data`, one is recorded on this machine
+Real captures only.  By default: binary captures of about 10 M, 30 M and 100 M events, each as
+trace.dat (`mtaudit record --backend tracefs`) and perf.data (`--backend perf`), in DIR as
+trace-10M/, perf-10M/, ...; a missing one is recorded and the command printed; `--capture`
+measures the given bundles / files instead.  Each: `mtaudit analyze` against `trace-cmd report -R`
+or `perf script` (> /dev/null) on the same file in the same run; see benchmarks/scale_captures.py.
+The table is printed as markdown (and written to --markdown), peak RSS against events is
+plotted to --plot (default DIR/scale-rss.png).
+
+--text, the text readers: when DIR has no `perf.data`, one is recorded on this machine
 (root, perf, kmem tracepoints) and the command used is printed:
 
     perf record -a -e kmem:mm_page_alloc,...,kmem:mm_page_alloc_extfrag -o DIR/perf.data \\
@@ -121,7 +131,45 @@ def mtaudit(*args: str) -> list[str]:
     return [sys.executable, "-m", "analyzer.cli", *args]
 
 
+def bench_captures(args, out=print) -> dict:
+    """The binary captures (default mode): see benchmarks/scale_captures.py."""
+    import shlex
+
+    from . import scale_captures as sc
+    os.makedirs(args.workdir, exist_ok=True)
+    extra = shlex.split(args.analyze_args or "")
+    captures = list(args.capture)
+    if not captures:
+        for label in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+            for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
+                if kind not in sc.KINDS:
+                    raise SystemExit(f"bench scale: --kinds: unknown kind {kind!r} (trace, perf)")
+                captures.append(sc.ensure_capture(args.workdir, kind, label, out))
+    from rich.console import Console
+    con = Console(stderr=True)
+    rows = []
+    for c in captures:
+        with con.status(f"measuring {c}: peer, then mtaudit analyze"):
+            rows.append(sc.bench_capture(c, extra, os.path.join(args.workdir, "counts.json"), out,
+                                         peer=not args.no_peer,
+                                         max_rss=int(args.max_rss * 1e9) if args.max_rss else sc.default_max_rss()))
+    table = sc.markdown(rows, extra)
+    out("")
+    out(table)
+    if args.markdown:
+        with open(args.markdown + ".tmp", "w") as f:
+            f.write(table)
+        os.replace(args.markdown + ".tmp", args.markdown)
+    png = args.plot or os.path.join(args.workdir, "scale-rss.png")
+    if rows and png != "-":
+        sc.plot(rows, png)
+        out(f"peak RSS against events: {png}")
+    return {"captures": sc.as_json(rows), "analyze_args": extra, "cpus": os.cpu_count()}
+
+
 def bench(args, out=print) -> dict:
+    if not args.text:
+        return bench_captures(args, out)
     os.makedirs(args.workdir, exist_ok=True)
     res: dict = {"text": [], "bundles": []}
     if not args.no_perf:
@@ -134,7 +182,7 @@ def bench(args, out=print) -> dict:
             f"(cpu {peer['cpu']:.2f} s)")
         res["peer_perf_script_s"] = peer["seconds"]
         res["peer_perf_script_cpu"] = peer["cpu"]
-        sizes = sorted({n for n in (_size(s) for s in args.sizes.split(",")) if n < total}) + [total]
+        sizes = sorted({n for n in (_size(s) for s in args.text_sizes.split(",")) if n < total}) + [total]
         for n in sizes:
             path = txt if n == total else head(txt, n, args.workdir)
             if path is None:
@@ -180,13 +228,27 @@ def bench(args, out=print) -> dict:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workdir", default=os.environ.get("MTAUDIT_BENCH_DIR",
                                                          os.path.expanduser("~/.cache/mtaudit-bench/scale")),
-                    help="where the recorded capture and its slices live (default ~/.cache/mtaudit-bench/scale)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of the recording when one is made")
-    ap.add_argument("--sizes", default="1M,3M,10M,30M,100M",
-                    help="analyze the first N records of the capture for each N (plus the whole capture)")
+                    help="where the recorded captures live (default ~/.cache/mtaudit-bench/scale; several GB)")
+    ap.add_argument("--sizes", default="10M,30M,100M",
+                    help="capture sizes in events: DIR/trace-<SIZE>/ and DIR/perf-<SIZE>/ (recorded when missing)")
+    ap.add_argument("--kinds", default="trace,perf", help="trace (trace.dat, tracefs) and/or perf (perf.data)")
+    ap.add_argument("--capture", action="append", default=[], metavar="PATH",
+                    help="measure this bundle / trace.dat / perf.data instead of DIR's; repeatable")
+    ap.add_argument("--analyze-args", metavar="ARGS", default="",
+                    help='extra `mtaudit analyze` arguments, one shell-quoted string (e.g. "--chunk-events 5000000")')
+    ap.add_argument("--no-peer", action="store_true", help="do not run trace-cmd / perf script")
+    ap.add_argument("--max-rss", type=float, metavar="GB",
+                    help="stop an analyze whose anonymous RSS passes GB (default: half the machine's memory)")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the markdown table to FILE")
+    ap.add_argument("--plot", metavar="PNG", help="peak RSS against events (default DIR/scale-rss.png; - for none)")
+    ap.add_argument("--text", action="store_true",
+                    help="the text readers instead: a perf capture as `perf script` text, sliced by --text-sizes")
+    ap.add_argument("--seconds", type=float, default=20.0, help="--text: length of the recording when one is made")
+    ap.add_argument("--text-sizes", default="1M,3M,10M,30M,100M",
+                    help="--text: analyze the first N records of the text for each N (plus the whole text)")
     ap.add_argument("--bundle", action="append", default=[], metavar="DIR",
-                    help="a trace.dat capture to time against `trace-cmd report -R`; repeatable")
-    ap.add_argument("--no-perf", action="store_true", help="skip the perf capture (bundles only)")
+                    help="--text: also a trace.dat capture against `trace-cmd report -R`; repeatable")
+    ap.add_argument("--no-perf", action="store_true", help="--text: skip the perf capture (bundles only)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
 
 

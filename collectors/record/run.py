@@ -262,6 +262,9 @@ def record(o: Options, say) -> tuple[Path, dict]:
         else:
             if failure is None and not (o.out / "perf.data").exists():
                 failure = f"perf record exited {info.get('perf_exit')} and wrote no perf.data (see perf-record.log)"
+            elif failure is None and "perf_exit" in info and not perfrec.finished_file(info["perf_exit"]):
+                failure = (f"perf record exited {info['perf_exit']} before finishing perf.data (its header is "
+                           f"incomplete; see perf-record.log)")
         manifest = bundle_out.finish(o.out, dfd, o, info, started, enabled, probes_used, sess, why, rc, failure,
                                      stats_start, stats_end, log)
         os.close(dfd)

@@ -14,8 +14,8 @@ from analyzer.errors import MtauditError, TraceFormatError
 def _with_command(monkeypatch, func):
     real = cli.build_parser
 
-    def build():
-        p = real()
+    def build(command=None):
+        p = real(command)
         sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
         sub.add_parser("boom").set_defaults(func=func)
         return p
@@ -69,3 +69,27 @@ def test_every_command_module_imports_and_bench_is_installed():
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     for cmd in ("events", "convert", "analyze", "history", "plot", "report", "collect", "bench"):
         assert cmd in sub.choices, cmd
+
+
+def test_command_table_names_the_module_that_registers_each_command():
+    """`mtaudit CMD` imports only COMMAND_MODULE[CMD]: the table must say where every command lives."""
+    import importlib
+    seen = {}
+    for mod_name in cli.COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(mod_name).register(sub)
+        seen.update({name: mod_name for name in sub.choices})
+    assert seen == cli.COMMAND_MODULE
+
+
+def test_a_known_command_imports_only_its_module_and_help_lists_all(capsys):
+    p = cli.build_parser("analyze")
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"analyze", "history"}
+    assert cli.command_of(["--debug", "analyze", "x"]) == "analyze" and cli.command_of(["--", "x"]) is None
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("mtaudit ")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["no-such-command"])
+    assert e.value.code == 2 and "regress" in capsys.readouterr().err     # the choices list every command

@@ -128,3 +128,21 @@ def test_probe_definitions_and_events(tmp_path):
         (tmp_path / e / "format").write_text("name: x\n")
     assert events.available_events(str(tmp_path)) == ["kmem:mm_page_alloc", "kmem:mm_page_free",
                                                       "page_isolation:test_pages_isolated"]
+
+
+def test_perf_stop_kills_a_hung_recorder_and_says_its_file_is_incomplete():
+    """A perf that ignores SIGINT past the wait is killed; that status must not pass as a finished file."""
+    import sys
+    import time
+
+    from collectors.record import perfrec
+    hung = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+                             "signal.SIG_IGN); print('up', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    assert hung.stdout is not None and hung.stdout.readline() == b"up\n"
+    status, _cpu = perfrec.stop(hung, timeout=0.5)
+    assert status == perfrec.KILLED and not perfrec.finished_file(status)
+    polite = subprocess.Popen([sys.executable, "-c", "import time\ntry:\n time.sleep(60)\nexcept KeyboardInterrupt:\n"
+                               " raise SystemExit(0)"])
+    time.sleep(0.5)
+    status, _cpu = perfrec.stop(polite, timeout=30)
+    assert status == 0 and perfrec.finished_file(status) and perfrec.finished_file(-2)
