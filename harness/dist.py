@@ -172,6 +172,7 @@ class RemoteResult:
     collect_error: str | None = None
     collect_s: float = 0.0
     analyze_s: float = 0.0
+    worker_bundle: str | None = None   # where the worker analyzed it (named in the analysis JSON)
 
 
 class _Session:
@@ -241,6 +242,7 @@ def guest_task(job: GuestJob) -> RemoteResult:
         if s.stopped() or not bundle.is_dir():
             return res
         s.say("analyzing")
+        res.worker_bundle = str(bundle)
         _analyze_into(res, bundle, out / "analysis.json", s)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -335,10 +337,16 @@ def _land_analysis(run: Run, r: RemoteResult, out: Path) -> None:
     run.timings["analyze_s"] = r.analyze_s
     run.analysis_exit, run.analysis_error = r.analysis_exit, r.analysis_error
     if r.analysis_json is not None and r.analysis_error is None:
-        path = out / "analysis" / f"{run.label}.json"
-        with atomic_file(str(path), "wb") as f:
-            f.write(r.analysis_json)
-        run.analysis = json.loads(r.analysis_json)
+        doc = json.loads(r.analysis_json)
+        data = r.analysis_json
+        cap = doc.get("capture")
+        if r.worker_bundle and isinstance(cap, dict) and cap.get("source") == r.worker_bundle:
+            # the worker's temp dir is gone: name the bundle where it now is, as a local run does
+            cap["source"] = str(run.bundle)
+            data = (json.dumps(doc, indent=1, sort_keys=False) + "\n").encode()   # as `analyze --json`
+        with atomic_file(str(out / "analysis" / f"{run.label}.json"), "wb") as f:
+            f.write(data)
+        run.analysis = doc
 
 
 def _worker_failed(run: Run, e: BaseException) -> None:

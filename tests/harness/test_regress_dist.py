@@ -233,3 +233,11 @@ def test_guests_on_a_two_worker_cluster(tmp_path):
         if r["status"] == "ok":
             assert json.loads((out / r["analysis"]).read_text())["schema_version"]
     assert all(d["verdict"] != "regressed" for d in res["detectors"])
+    # the bundle came back whole: analyzing it here writes the worker's analysis byte for byte
+    ok = [r for r in res["runs"] if r["status"] == "ok"]
+    if ok:
+        here = tmp_path / "here.json"
+        a = subprocess.run([sys.executable, "-m", "analyzer.cli", "analyze", str(out / ok[0]["bundle"]),
+                            "--json", str(here), "-q"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert a.returncode in (0, 1, 3), a.stderr
+        assert here.read_bytes() == (out / ok[0]["analysis"]).read_bytes()
