@@ -272,13 +272,15 @@ def analysis_task(session: str, label: str, bundle: str) -> RemoteResult:
 
 def prefetch(specs: list[str], arch: str | None) -> dict[str, Any]:
     """On every worker before any guest starts: resolve each kernel SPEC into its cache."""
-    from collectors.collect import resolve_kernel
     from analyzer.errors import MtauditError
+    from collectors.collect import resolve_kernel
+    from collectors.guest.qemu import machine_profile, qemu_binary
     out: dict[str, Any] = {"cores": os.cpu_count() or 1}
     for spec in specs:
         t0 = time.monotonic()
         try:
-            resolve_kernel(spec, arch, None)
+            k = resolve_kernel(spec, arch, None)
+            qemu_binary(machine_profile(k.arch))   # a worker without this QEMU says so now, not per run
         except MtauditError as e:
             out["error"] = str(e)
             return out
@@ -355,7 +357,7 @@ def _worker_failed(run: Run, e: BaseException) -> None:
     run.analysis_error = run.analysis_error or "no bundle"
 
 
-def _gather(client: Any, session: str, futs: dict[Any, Run], prog: Progress,
+def _gather(client: Any, session: str, futs: dict[Any, Run], prog: Progress, finished: set[str],
             on_result: Callable[[Run, RemoteResult], None], done_msg: Callable[[Run], str]) -> None:
     """Wait for every task; Ctrl-C (or SIGTERM) stops the remote guests and cancels the rest."""
     from distributed import Event, as_completed
@@ -368,12 +370,22 @@ def _gather(client: Any, session: str, futs: dict[Any, Run], prog: Progress,
                 run.collect_error = run.collect_error or f"{type(e).__name__}: {e}"
             except Exception as e:  # noqa: BLE001 -- KilledWorker or a task that raised: a failed run
                 _worker_failed(run, e)
+            finished.add(run.label)
             prog.done(run.label, done_msg(run))
             f.release()
     except BaseException:
         Event(cancel_event(session), client=client).set()   # running guests stop (their VMs killed)
         client.cancel(list(futs))                              # queued ones never start
         raise
+
+
+def _follow(client: Any, session: str, prog: Progress, finished: set[str]) -> None:
+    """Workers' progress lines onto this terminal; a late line of a finished run is dropped."""
+    def on_event(ev: Any) -> None:
+        label, msg = ev[1]
+        if label not in finished:
+            prog.say(label, msg)
+    client.subscribe_topic(topic(session), on_event)
 
 
 def run_specs(plan: Plan, scenario_smp: int, scheduler: str, quiet: bool = False,
@@ -383,7 +395,8 @@ def run_specs(plan: Plan, scenario_smp: int, scheduler: str, quiet: bool = False
     session = uuid.uuid4().hex[:12]
     runs = [Run(side=s, index=i) for s, i in regress.interleaved(plan.runs)]
     with connect(scheduler, plan.jobs) as client, Progress(total=len(runs) + 2, quiet=quiet) as prog:
-        client.subscribe_topic(topic(session), lambda ev: prog.say(*ev[1]))
+        finished: set[str] = set()
+        _follow(client, session, prog, finished)
         t0 = time.monotonic()
         specs = [plan.specs[s] for s in regress.SIDES]
         for side in regress.SIDES:
@@ -407,7 +420,7 @@ def run_specs(plan: Plan, scenario_smp: int, scheduler: str, quiet: bool = False
                          accel=plan.accel, arch=plan.arch, memory=plan.memory, timeout=plan.timeout)
                 for r in runs]
         futs = client.map(guest_task, jobs, pure=False, key=[f"mtaudit-regress-{session}-{r.label}" for r in runs])
-        _gather(client, session, dict(zip(futs, runs)), prog,
+        _gather(client, session, dict(zip(futs, runs)), prog, finished,
                 lambda run, r: _land(run, r, plan.out), regress.summary_line)
         phases["runs_wall_s"] = round(time.monotonic() - t1, 2)
         phases["fetch_wall_s"] = round(t1 - t0, 2)
@@ -421,10 +434,11 @@ def run_bundles(paths: dict[str, list[Path]], out: Path, scheduler: str, jobs: i
     runs = regress.plan_bundles(paths)
     session = uuid.uuid4().hex[:12]
     with connect(scheduler, jobs) as client, Progress(total=len(runs), quiet=quiet) as prog:
-        client.subscribe_topic(topic(session), lambda ev: prog.say(*ev[1]))
+        finished: set[str] = set()
+        _follow(client, session, prog, finished)
         futs = [client.submit(analysis_task, session, r.label, str(Path(r.bundle or "").resolve()),
                               pure=False, key=f"mtaudit-regress-{session}-{r.label}") for r in runs]
-        _gather(client, session, dict(zip(futs, runs)), prog,
+        _gather(client, session, dict(zip(futs, runs)), prog, finished,
                 lambda run, r: _land_analysis(run, r, out),
                 lambda run: f"{run.bundle.name if run.bundle else '?'}: {regress.summary_line(run)}")
     return runs
