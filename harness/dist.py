@@ -338,6 +338,8 @@ def _land_analysis(run: Run, r: RemoteResult, out: Path) -> None:
         return
     run.timings["analyze_s"] = r.analyze_s
     run.analysis_exit, run.analysis_error = r.analysis_exit, r.analysis_error
+    if run.analysis_error and r.worker_bundle:   # name the landed bundle, not the worker's temp dir
+        run.analysis_error = run.analysis_error.replace(r.worker_bundle, str(run.bundle))
     if r.analysis_json is not None and r.analysis_error is None:
         doc = json.loads(r.analysis_json)
         data = r.analysis_json
