@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="J",
                    help="guests (or analyses) in parallel; guest CPUs x J must fit the host's cores, "
                         "else guest CPUs are lowered on both sides (default 1)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="run every guest (and its analysis) as a task on a dask.distributed cluster: "
+                        "tcp://HOST:8786 an existing scheduler, 'local' a local cluster of --jobs "
+                        "workers; bundles and analyses come back to --out (needs mtaudit[dist])")
     p.add_argument("--expect-fix", action="append", default=[], metavar="ID",
                    help="detector that must come out 'fixed' (repeatable); unmet -> exit 1")
     p.add_argument("--out", type=Path, metavar="DIR",
@@ -92,6 +96,9 @@ def _run(a: argparse.Namespace) -> int:
         raise CollectError("--alpha must be between 0 and 1")
     if a.jobs < 1:
         raise CollectError("--jobs must be >= 1")
+    if a.scheduler:
+        from .dist import require_dask
+        require_dask(a.scheduler)   # one line, exit 2, before anything is created
     out = (a.out or Path(f"mtaudit-regress-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")).resolve()
     if out.exists() and not out.is_dir():
         raise CollectError(f"--out {out}: exists and is not a directory")
@@ -110,25 +117,38 @@ def _run(a: argparse.Namespace) -> int:
                                 scenario=a.scenario, runs=a.runs, jobs=a.jobs, out=out, smp=a.smp,
                                 memory=a.memory, timeout=a.timeout, accel=a.accel, arch=a.arch)
             say = (lambda m: None) if a.quiet else (lambda m: print(f"mtaudit regress: {m}", file=sys.stderr))
-            regress.plan_smp(a.smp or sc.smp, a.jobs, os.cpu_count() or 1)   # refuse before fetching
+            if not a.scheduler or a.scheduler == "local":   # refuse before fetching
+                regress.plan_smp(a.smp or sc.smp, a.jobs, os.cpu_count() or 1)
 
             def note(m: str) -> None:
                 notes.append(m)
                 say(m)
-            runs, phases = regress.run_specs(plan, sc.smp, os.cpu_count() or 1, a.quiet, on_note=note)
+            if a.scheduler:
+                from . import dist
+                runs, phases = dist.run_specs(plan, sc.smp, a.scheduler, a.quiet, on_note=note)
+            else:
+                runs, phases = regress.run_specs(plan, sc.smp, os.cpu_count() or 1, a.quiet, on_note=note)
             specs = dict(plan.specs)
             scenario = sc.name
         else:
-            runs = regress.run_bundles({"baseline": a.baseline_bundles, "candidate": a.candidate_bundles},
-                                       out, a.jobs, a.quiet)
+            given = {"baseline": a.baseline_bundles, "candidate": a.candidate_bundles}
+            if a.scheduler:
+                from . import dist
+                runs = dist.run_bundles(given, out, a.scheduler, a.jobs, a.quiet)
+            else:
+                runs = regress.run_bundles(given, out, a.jobs, a.quiet)
             specs = {s: _spec_of([r for r in runs if r.side == s]) for s in regress.SIDES}
             scs = sorted({(r.manifest.get("scenario") or {}).get("name") or "?" for r in runs})
             scenario = a.scenario or ", ".join(scs)
             if len(scs) > 1:
                 notes.append(f"bundles come from different scenarios: {', '.join(scs)}")
     except KeyboardInterrupt:
-        print("mtaudit regress: interrupted; guests killed, partial bundles kept in "
-              f"{out / 'bundles'}", file=sys.stderr)
+        if a.scheduler:
+            print("mtaudit regress: interrupted; remote runs cancelled (running guests stopped), "
+                  f"finished bundles kept in {out / 'bundles'}", file=sys.stderr)
+        else:
+            print("mtaudit regress: interrupted; guests killed, partial bundles kept in "
+                  f"{out / 'bundles'}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)   # worker threads are blocked in QEMU; their VMs die with this process
     finally:

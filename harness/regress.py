@@ -39,6 +39,7 @@ class Run:
     analysis_error: str | None = None
     collect_error: str | None = None
     timings: dict = field(default_factory=dict)
+    worker: str | None = None       # the dask worker that ran it (regress --scheduler)
 
     @property
     def label(self) -> str:
@@ -83,17 +84,26 @@ def analysis_schema_problem(doc: object, path: Path) -> str | None:
     return None
 
 
-def analyze_bundle(bundle: Path, json_out: Path) -> tuple[dict | None, int, str | None, float]:
-    """(analysis JSON or None, analyze exit code, error line, seconds)."""
+def cli_env() -> dict[str, str]:
+    """The environment for `python -m analyzer.cli ...` children: this install's modules first."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def analyze_bundle(bundle: Path, json_out: Path,
+                   runner: Callable[..., Any] = subprocess.run) -> tuple[dict | None, int, str | None, float]:
+    """(analysis JSON or None, analyze exit code, error line, seconds).
+
+    `runner` is subprocess.run's stand-in: a dask worker passes one that a cancelled regression
+    can stop (harness/dist.py)."""
     t0 = time.monotonic()
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.unlink(missing_ok=True)   # never read an earlier run's analysis as this one's
     argv = [sys.executable, "-m", "analyzer.cli", "analyze", str(bundle), "--json", str(json_out), "-q"]
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=ANALYZE_TIMEOUT, env=env)
+        p = runner(argv, capture_output=True, text=True, timeout=ANALYZE_TIMEOUT, env=cli_env())
     except subprocess.TimeoutExpired:
         return None, -1, f"analysis timed out after {ANALYZE_TIMEOUT:.0f}s", time.monotonic() - t0
     dt = time.monotonic() - t0
@@ -326,8 +336,8 @@ def run_specs(plan: Plan, scenario_smp: int, cores: int, quiet: bool = False,
     return runs, phases
 
 
-def run_bundles(paths: dict[str, list[Path]], out: Path, jobs: int, quiet: bool = False) -> list[Run]:
-    """Analyze bundles collected elsewhere; runs ordered by their manifest start time."""
+def plan_bundles(paths: dict[str, list[Path]]) -> list[Run]:
+    """One run per bundle collected elsewhere, ordered within its side by manifest start time."""
     runs: list[Run] = []
     for side in SIDES:
         bs = find_bundles(paths[side])
@@ -337,6 +347,12 @@ def run_bundles(paths: dict[str, list[Path]], out: Path, jobs: int, quiet: bool 
             r = Run(side=side, index=i, bundle=b, manifest=m)
             r.timings.update(m.get("timings") or {})
             runs.append(r)
+    return runs
+
+
+def run_bundles(paths: dict[str, list[Path]], out: Path, jobs: int, quiet: bool = False) -> list[Run]:
+    """Analyze bundles collected elsewhere; runs ordered by their manifest start time."""
+    runs = plan_bundles(paths)
     with Progress(total=len(runs), quiet=quiet) as prog:
         def work(r: Run) -> None:
             analyze_run(r, out, prog)

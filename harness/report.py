@@ -78,11 +78,13 @@ def result_doc(mode: str, specs: dict, scenario: str, args, runs, cmp: dict, tim
                          or ((r.analysis or {}).get("capture") or {}).get("kernel_release"),
                          "status": "ok" if r.ok else "failed", "problems": r.problems(),
                          "analysis_exit": r.analysis_exit, "guest_failure": m.get("failure"),
-                         "started": m.get("started"), "timings": dict(r.timings)})
+                         "started": m.get("started"), "timings": dict(r.timings),
+                         "worker": r.worker})
     return {"schema": "mtaudit-regress", "schema_version": RESULT_SCHEMA, "mode": mode,
             "baseline": specs["baseline"], "candidate": specs["candidate"], "scenario": scenario,
             "runs_requested": getattr(args, "runs", None) if mode == "specs" else None,
-            "jobs": args.jobs, "expect_fix": list(args.expect_fix),
+            "jobs": args.jobs, "scheduler": getattr(args, "scheduler", None),
+            "expect_fix": list(args.expect_fix),
             "host": {"cores": os.cpu_count(), "machine": platform.machine()},
             "status": cmp["status"], "exit_code": cmp["exit_code"], "notes": notes,
             "stats": cmp["stats"], "detectors": cmp["detectors"], "checks": cmp["checks"],
