@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -88,6 +89,13 @@ def _check_args(a: argparse.Namespace) -> str:
                        "--candidate-bundles")
 
 
+def _remove_if_empty(out: Path) -> None:
+    """Remove `out` when it holds directories only (no file was written into it)."""
+    if any(p.is_file() or p.is_symlink() for p in out.rglob("*")):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def _run(a: argparse.Namespace) -> int:
     from . import regress, report as regress_report
     from .stats import compare, failed_comparison, run_record
@@ -102,6 +110,7 @@ def _run(a: argparse.Namespace) -> int:
     out = (a.out or Path(f"mtaudit-regress-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")).resolve()
     if out.exists() and not out.is_dir():
         raise CollectError(f"--out {out}: exists and is not a directory")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     notes: list[str] = []
@@ -142,6 +151,10 @@ def _run(a: argparse.Namespace) -> int:
             scenario = a.scenario or ", ".join(scs)
             if len(scs) > 1:
                 notes.append(f"bundles come from different scenarios: {', '.join(scs)}")
+    except CollectError:
+        if created:
+            _remove_if_empty(out)   # e.g. an unreachable scheduler: nothing ran, leave nothing behind
+        raise
     except KeyboardInterrupt:
         if a.scheduler:
             print("mtaudit regress: interrupted; remote runs cancelled (running guests stopped), "

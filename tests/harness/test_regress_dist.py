@@ -209,6 +209,21 @@ def test_without_dask_scheduler_is_one_line_exit_2(tmp_path):
     assert not out.exists()
 
 
+def test_unreachable_scheduler_is_one_line_and_leaves_no_out(tmp_path):
+    _need_dask()
+    import socket
+    with socket.socket() as s:       # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        out = tmp_path / "out"
+        p = regress("--baseline-bundles", str(REVERT), "--candidate-bundles", str(STOCK), "--out", str(out),
+                    "--scheduler", f"tcp://127.0.0.1:{port}", "--no-html", timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert not out.exists()
+
+
 @pytest.mark.qemu
 @requires_tool("qemu-system-aarch64", "trace-cmd")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="2 workers need 2 host cores")
