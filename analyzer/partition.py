@@ -213,16 +213,32 @@ class _Writers:
         self.open.clear()
 
 
+REFILL = "__refill__"      # the pseudo-event of the refill seqs (model/refill_stream.py)
+
+
 def spill(trace: Trace, p: Plan, directory: str, max_rows: int = 1 << 18) -> Spill:
-    """Route every record into its partition's file (shared events: partition -1)."""
+    """Route every record into its partition's file (shared events: partition -1), and the
+    seqs of the zone_locked records that are pcp refills into their partition's REFILL file."""
+    from .model.refill_stream import RefillStream
     check_space(directory, p.spill_bytes)
     out = _Writers(directory)
     schemas: dict[str, pa.Schema] = {}
     peak = 0
+    refills = RefillStream()
+
+    def write_refills() -> None:
+        seq, pfn = refills.decided()
+        if not len(seq):
+            return
+        part = p.part_of(block_of(pa.array(pfn.view(np.uint64)), p.pageblock_order))
+        for i in np.unique(part):
+            out.write((int(i), REFILL), pa.record_batch({"seq": pa.array(seq[part == i])}))
     try:
         for name, batch in trace.iter_batches(None, max_rows):
             peak = max(peak, batch.num_rows)
             schemas.setdefault(name, batch.schema)
+            refills.feed(name, batch)
+            write_refills()
             col = p.routed.get(name)
             if col is None:
                 out.write((-1, name), batch)
@@ -236,9 +252,11 @@ def spill(trace: Trace, p: Plan, directory: str, max_rows: int = 1 << 18) -> Spi
             edges = np.flatnonzero(np.diff(ps)) + 1
             for lo, hi in zip(np.concatenate([[0], edges]), np.concatenate([edges, [len(ps)]])):
                 out.write((int(ps[lo]), name), batch.take(pa.array(o[lo:hi])))
+        refills.finish()
+        write_refills()
     finally:
         out.close()
-    return Spill(p, directory, out.files, schemas, out.rows, peak)
+    return Spill(p, directory, out.files, schemas, out.rows, max(peak, refills.peak_rows))
 
 
 # ------------------------------------------------------------------------------ read back
@@ -260,11 +278,16 @@ class PartitionTrace(Trace):
         return [k for k in ((self.index, name), (-1, name)) if k in self.sp.files]
 
     def events(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (i, name), n in self.sp.rows.items():
-            if i in (self.index, -1) and n:
-                out[name] = out.get(name, 0) + n
-        return out
+        """The whole trace's counts: which events the trace has decides how the model reads it."""
+        return self.parent.events()
+
+    def refill_seqs(self) -> np.ndarray:
+        """Sorted seqs of this partition's zone_locked records that are pcp refills."""
+        path = self.sp.files.get((self.index, REFILL))
+        if path is None:
+            return np.zeros(0, np.int64)
+        t = ipc.open_file(pa.memory_map(path, "r")).read_all()
+        return np.sort(t.column("seq").to_numpy())
 
     def _table(self, full_name: str, columns: list[str] | None) -> pa.Table:
         keys = self._keys(full_name)
@@ -299,3 +322,17 @@ def chunk_events_default() -> int:
     if n <= 0:
         raise MtauditError(f"{CHUNK_ENV}={v!r}: must be positive")
     return n
+
+
+def build_model_partitioned(trace: Trace, meta, kernel, chunk_events: int, tmpdir: str | None = None,
+                            residency: bool = False):
+    """The model of `trace` built one pageblock partition at a time (model/partitioned.py)."""
+    from .model import partitioned
+    p = plan(trace, meta.pageblock_order, chunk_events)
+    with spill_dir(tmpdir) as d:
+        sp = spill(trace, p, d)
+        traces = [PartitionTrace(trace, sp, i) for i in range(p.k)]
+        refills = [t.refill_seqs() for t in traces]
+        ranges = [p.block_range(i) for i in range(p.k)]
+        model, _facts = partitioned.build(traces, meta, kernel, set(p.routed), refills, ranges, residency)
+    return model, p

@@ -103,3 +103,21 @@ def test_no_space_is_one_clear_error(capture, tmp_path, monkeypatch):
     with pytest.raises(P.SpillSpaceError, match="free, the partition files need"):
         P.spill(tr, p, str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("max_rows", [4096, 1 << 18])
+def test_refill_stream_decides_like_the_whole_trace(capture, max_rows):
+    """Streamed in small batches, the refill decision equals pcp.refill_mask on the whole trace."""
+    from analyzer.model.events import read_events
+    from analyzer.model.pcp import refill_mask
+    from analyzer.model.refill_stream import RefillStream
+    tr, meta = capture
+    rs = RefillStream()
+    for name, batch in tr.iter_batches(None, max_rows):
+        rs.feed(name, batch)
+    rs.finish()
+    got, _ = rs.decided()
+    ev = read_events(tr, meta.ground_truth_events, meta.pageblock_order)
+    want = ev["mm_page_alloc_zone_locked"]["seq"][refill_mask(ev)]
+    assert len(want) and np.array_equal(np.sort(got), np.sort(want))
+    assert rs.peak_rows < sum(tr.events().values())
