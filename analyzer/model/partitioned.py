@@ -120,8 +120,8 @@ def survey(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior) -> Survey:
     kr = infer.kprobe_rows(kpl, _Pbo(pbo))  # type: ignore[arg-type]
     first = None
     if len(kr.seq):
-        j = int(np.argmin(kr.seq))
-        first = int(kr.seq[j]), int(kr.ts[j])
+        k = int(np.argmin(kr.seq))
+        first = int(kr.seq[k]), int(kr.ts[k])
     w = find_windows(base, pbo, kernel.cma_finish_has_errorno, kernel.cma_fail_pfn0)
     excl = []
     for i in np.flatnonzero(w.start_seq >= w.end_seq):
@@ -130,19 +130,19 @@ def survey(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior) -> Survey:
         for t in base.values():
             if not len(t) or not t.has("pid"):
                 continue
-            hi = np.searchsorted(t["seq"], s, side="left")
-            m = np.flatnonzero(t["pid"][:hi] == p)
+            end = int(np.searchsorted(t["seq"], s, side="left"))
+            m = np.flatnonzero(t["pid"][:end] == p)
             if len(m) and int(t["seq"][m[-1]]) > best_s:
                 best_s, best_t = int(t["seq"][m[-1]]), int(t["ts"][m[-1]])
         excl.append((best_s, best_t))
     dr = base["mm_page_pcpu_drain"]
     drains = []
-    for i in range(len(w)):
+    for wi in range(len(w)):
         if not len(dr):
             drains.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)))
             continue
-        lo = np.searchsorted(dr["seq"], w.start_seq[i], side="right")
-        hi = np.searchsorted(dr["seq"], w.end_seq[i], side="right")
+        lo = np.searchsorted(dr["seq"], w.start_seq[wi], side="right")
+        hi = np.searchsorted(dr["seq"], w.end_seq[wi], side="right")
         drains.append((dr["pfn"][lo:hi] >> pbo, dr["seq"][lo:hi], dr["migratetype"][lo:hi] == ISOLATE))
     return Survey(ends, dropped, pfn_blocks(base, pbo), te, lost_first, base_last,
                   bool(kpl and any(len(t) for t in kpl)), probe_bits(kp), first, w, excl, drains)
