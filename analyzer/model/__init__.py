@@ -106,6 +106,11 @@ class Model:
     # (block, from_seq, to_seq): ISOLATE but offlined, not in nr_isolate_pageblock (isolation.offlined_spans)
     offlined: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64),) * 3)
+    # a view of one pageblock partition (analyzer/partitioned_analysis.py): `events` and
+    # `residency` hold its blocks' records only, `cpu_events` the whole trace's records the
+    # detectors' same-CPU look-ups need
+    partition_local: bool = False
+    cpu_events: Mapping | None = None
     # id(timeline) -> zone index -> (sorted ISOLATE start seqs, sorted end seqs): zone_isolated's cache
     _iso: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
     _ctx: infer.Context | None = field(default=None, repr=False)
