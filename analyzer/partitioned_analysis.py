@@ -131,24 +131,52 @@ def _merge_results(results: list[DetectorResult]) -> DetectorResult:
                           sum(r.checked for r in results), sum(r.skipped_unknown for r in results), notes)
 
 
+class _Steps:
+    """Progress on a rich Progress (or nothing): plan, spill, then each partition of each pass."""
+
+    def __init__(self, progress):
+        self.p = progress if hasattr(progress, "add_task") else None
+        self.task = self.p.add_task("partitions: plan", total=None) if self.p is not None else None
+
+    def __call__(self, what: str, total: int | None = None) -> None:
+        if self.p is not None:
+            self.p.update(self.task, description=f"partitions: {what}", completed=0, total=total)
+
+    def advance(self) -> None:
+        if self.p is not None:
+            self.p.update(self.task, advance=1)
+
+
 def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | None = None,
-                        stats: dict | None = None):
+                        stats: dict | None = None, progress=None):
     """The Analysis of `trace` with at most about `chunk_events` per-pfn records in memory at once.
 
     `stats`, when given, receives what was held (partitions, peak records of a partition)."""
     from .analysis import Analysis
     pbo = meta.pageblock_order
+    step = _Steps(progress)
     p = plan(trace, pbo, chunk_events)
     with spill_dir(tmpdir) as d:
+        step(f"spilling {p.k} partitions")
         sp = spill(trace, p, d)
         traces = [PartitionTrace(trace, sp, i) for i in range(p.k)]
         ranges = [p.block_range(i) for i in range(p.k)]
         refill = [t.refill_seqs for t in traces]          # read when a partition is built
-        facts = mp.combine([mp.survey(t, meta, kernel) for t in traces], meta, mp.shared_tables(set(p.routed)))
-        model = _build(traces, meta, kernel, facts, ranges, refill)
+        step("survey", p.k)
+        surveys = []
+        peak = 0
+        for t in traces:
+            surveys.append(mp.survey(t, meta, kernel))
+            peak = _peak(t, peak)
+            step.advance()
+        facts = mp.combine(surveys, meta, mp.shared_tables(set(p.routed)))
+        del surveys
+        step("models", p.k)
+        model = _build(traces, meta, kernel, facts, ranges, refill, step)
         # the kernel's prints, measured over every partition; the whole trace's look-up columns
         dc = zc = None
         cpu_parts: dict[str, list[pa.Table]] = {k: [] for k in CPU_COLUMNS}
+        step("kernel prints", p.k)
         for i, t in enumerate(traces):
             view, ev = _view(model, t, meta, kernel, refill[i](), None)
             dc, zc = _add(dc, drain_counts(view)), _add(zc, zone_locked_counts(view))
@@ -157,18 +185,21 @@ def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | No
                 if len(tab) and all(tab.has(c) for c in cols):
                     cpu_parts[k].append(tab.arrow.select(list(cols)))
             del view, ev
+            peak = _peak(t, peak)
+            step.advance()
         behaviour = measure(model, kernel, (dc, zc))
         table_kernel = kernel
         drain, zl = effective_modes(behaviour)
         judged = kernel.with_observed(drain=drain, zone_locked=zl)
         if judged is not kernel:
-            model = _build(traces, meta, judged, facts, ranges, refill)
+            step("models (observed semantics)", p.k)
+            model = _build(traces, meta, judged, facts, ranges, refill, step)
             kernel = judged
         cpu_events = _LazyFrames({k: Table(k, pa.concat_tables(v).sort_by("seq")) for k, v in cpu_parts.items() if v})
         del cpu_parts
         per: dict[str, list[DetectorResult]] = {m.INFO.id: [] for m in ALL}
         present: set[str] = set()
-        peak = 0
+        step("detectors", p.k)
         rng = _ranges(meta, facts.windows)
         routed_short = {k for k, full in MODEL_EVENTS.items() if full in p.routed}
         kept_ev: list[dict[str, pa.Table]] = []
@@ -183,9 +214,9 @@ def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | No
             for mod in ALL:
                 if mod.INFO.id not in _GLOBAL and mod.applies(kernel):
                     per[mod.INFO.id].append(mod.detect(view, kernel))
-            peak = max(peak, t.rows_loaded)
-            t.rows_loaded = 0
             del view, ev
+            peak = _peak(t, peak)
+            step.advance()
         results = []
         for mod in ALL:
             info = mod.INFO
@@ -229,10 +260,19 @@ def _concat_kept(parts: list[dict[str, pa.Table]]) -> dict[str, Table]:
     return out
 
 
-def _build(traces, meta, kernel, facts, ranges, refill) -> Model:
+def _peak(t: PartitionTrace, peak: int) -> int:
+    """The most records one partition handed out in one pass (its counter restarts)."""
+    peak = max(peak, t.rows_loaded)
+    t.rows_loaded = 0
+    return peak
+
+
+def _build(traces, meta, kernel, facts, ranges, refill, step) -> Model:
     parts = []
     for i, t in enumerate(traces):
         m = mp.build_model(t, meta, kernel, glob=mp.part_facts(facts, i, len(traces), ranges[i], refill[i]()))
         parts.append(mp.keep(m, mp.part_facts(facts, i, len(traces), ranges[i], None)))
         del m
+        t.rows_loaded = 0
+        step.advance()
     return mp.merge(parts, facts, meta, kernel, facts.windows)
