@@ -201,9 +201,9 @@ def analyze(trace, meta=None, kernel=None, progress=None, chunk_events: int | No
         kernel = behavior_for(getattr(meta, "kernel_id", None) or getattr(trace.meta, "uname", None)
                               or getattr(trace.meta, "kernel_release", None))
     if chunk_events != 0:
-        from .partition import chunk_events_default
+        from .partition import chunk_events_default, records_estimate
         limit = chunk_events or chunk_events_default()
-        if chunk_events or sum(trace.events().values()) > limit:
+        if chunk_events or records_estimate(trace) > limit:
             from .partitioned_analysis import analyze_partitioned
             return analyze_partitioned(trace, meta, kernel, limit, progress=progress)
     from .model.behaviour import effective_modes, measure

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--chunk-events", type=count_arg, metavar="N", default=None,
                    help="analyze in pageblock partitions of about N records each: peak memory follows N, not "
                         "the trace, findings are the same (spills the trace to $TMPDIR); 0: never. Default: "
-                        "partition when the trace has more records than $MTAUDIT_CHUNK_EVENTS (8000000)")
+                        "partition when the trace has more records than $MTAUDIT_CHUNK_EVENTS (default 4000000)")
     p.set_defaults(func=cmd_analyze)
 
     h = subparsers.add_parser("history", help="the story of one page or pageblock, in words",

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ ROUTED_EVENTS = ("kmem:mm_page_alloc", "kmem:mm_page_free", "kmem:mm_page_free_b
 MAX_PAGE_ORDER = 10
 # env override of the threshold above which `analyze` partitions by itself
 CHUNK_ENV = "MTAUDIT_CHUNK_EVENTS"
-DEFAULT_CHUNK_EVENTS = 8_000_000
+DEFAULT_CHUNK_EVENTS = 4_000_000
 # free disk needed beyond the spilled bytes' estimate
 DISK_MARGIN = 1.10
 
@@ -159,11 +161,19 @@ def _cut(blocks: np.ndarray, counts: np.ndarray, chunk: int, group: int) -> np.n
 # ------------------------------------------------------------------------------ spill
 @contextmanager
 def spill_dir(base: str | None = None) -> Iterator[str]:
-    """A private directory for the partition files, removed on every exit path."""
+    """A private directory for the partition files, removed on every exit path (an exception,
+    Ctrl-C, and SIGTERM too: turned into SystemExit while the directory exists)."""
     d = tempfile.mkdtemp(prefix="mtaudit-part-", dir=base)
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        def term(_sig, _frame):
+            raise SystemExit(128 + signal.SIGTERM)
+        old = signal.signal(signal.SIGTERM, term)
     try:
         yield d
     finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -185,6 +195,15 @@ class Spill:
     schemas: dict[str, pa.Schema]
     rows: dict[tuple[int, str], int]
     peak_batch_rows: int = 0
+    lost: pa.Table | None = None
+
+    def event_counts(self) -> dict[str, int]:
+        """Records per event over the whole trace (what Trace.events() says), counted while spilling."""
+        out: dict[str, int] = {}
+        for (_i, name), n in self.rows.items():
+            if name != REFILL and n:
+                out[name] = out.get(name, 0) + n
+        return dict(sorted(out.items()))
 
 
 class _Writers:
@@ -256,7 +275,7 @@ def spill(trace: Trace, p: Plan, directory: str, max_rows: int = 1 << 18) -> Spi
         write_refills()
     finally:
         out.close()
-    return Spill(p, directory, out.files, schemas, out.rows, max(peak, refills.peak_rows))
+    return Spill(p, directory, out.files, schemas, out.rows, max(peak, refills.peak_rows), stream_lost(trace))
 
 
 # ------------------------------------------------------------------------------ read back
@@ -278,8 +297,9 @@ class PartitionTrace(Trace):
         return [k for k in ((self.index, name), (-1, name)) if k in self.sp.files]
 
     def events(self) -> dict[str, int]:
-        """The whole trace's counts: which events the trace has decides how the model reads it."""
-        return self.parent.events()
+        """The whole trace's counts: which events the trace has decides how the model reads it
+        (from the spill: asking a trace.dat reader would index every record in memory)."""
+        return self.sp.event_counts()
 
     def refill_seqs(self) -> np.ndarray:
         """Sorted seqs of this partition's zone_locked records that are pcp refills."""
@@ -304,10 +324,47 @@ class PartitionTrace(Trace):
 
     @property
     def lost(self) -> pa.Table:
-        return self.parent.lost
+        return self.sp.lost if self.sp.lost is not None else self.parent.lost
 
     def notes(self) -> dict[str, dict]:
         return self.parent.notes()
+
+
+def stream_lost(trace: Trace) -> pa.Table:
+    """The trace's lost-event windows without holding its records.
+
+    The trace.dat reader finds them in its indexing pass, which keeps every record's merge key
+    and seq (~20-30 B/record) for the life of the reader; this runs the same per-block pass
+    one block at a time and keeps only the windows (then the reader's `lost` answers from
+    them).  Other readers: their own `lost`."""
+    from .readers.tracedat import TraceDat, _Task
+    if not isinstance(trace, TraceDat) or trace._lost is not None:
+        return trace.lost
+    from .readers import tracedat_pages as tp
+    from .readers.base import LOST_SCHEMA
+    t = trace
+    t._cm = t._common() if any(cd.size for b in t.h.buffers for cd in b.cpus) else tp.Common()
+    rows: list = []
+    last: dict[int, int | None] = {}
+    for s in t._streams:
+        for spec in tp.block_specs(t.path, t._mm, s.buf, s.cd, t._dec, t.h.endian, t._block_bytes):
+            _k, _ty, nrec, pfirst, plast, plost, _ = t._index_block(_Task(s, spec))
+            last[s.index] = t._lost_rows(s, nrec, pfirst, plast, plost, last.get(s.index), rows)
+    t._lost = pa.table([pa.array([r[i] for r in rows], LOST_SCHEMA.field(i).type) for i in range(4)],
+                       schema=LOST_SCHEMA)
+    return t._lost
+
+
+def records_estimate(trace: Trace) -> int:
+    """About how many records the trace holds, without indexing a trace.dat (~32 bytes a record
+    on the captures measured; an overestimate only partitions a little early)."""
+    if getattr(trace, "_counts", None) is None and getattr(trace.meta, "format", None) == "trace.dat":
+        try:     # compressed (v7 zstd/zlib) kmem records: ~5 bytes each on the shipped bundles
+            per = 4 if (trace.meta.compression or "none") != "none" else 32
+            return os.path.getsize(trace.meta.path) // per
+        except OSError:
+            pass
+    return sum(trace.events().values())
 
 
 def chunk_events_default() -> int:

@@ -243,8 +243,9 @@ def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | No
         stats.update(partitions=p.k, peak_partition_records=peak, plan_events=p.total_events,
                      spill_peak_batch=sp.peak_batch_rows)
     cons = model.consistency()
-    lost_df = trace.lost_df()
-    counts = dict(trace.events())
+    import pandas as pd
+    lost_df = (sp.lost if sp.lost is not None else trace.lost).to_pandas(types_mapper=pd.ArrowDtype)
+    counts = sp.event_counts()       # trace.events() would index a trace.dat in memory
     return Analysis(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
                     consistency=cons, lost=lost_df, event_counts=counts, behaviour=behaviour,
                     table_kernel=table_kernel)
