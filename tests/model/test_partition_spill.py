@@ -121,3 +121,58 @@ def test_refill_stream_decides_like_the_whole_trace(capture, max_rows):
     want = ev["mm_page_alloc_zone_locked"]["seq"][refill_mask(ev)]
     assert len(want) and np.array_equal(np.sort(got), np.sort(want))
     assert rs.peak_rows < sum(tr.events().values())
+
+
+def _with_lost(tmp_path) -> str:
+    """The 6.12 corpus capture rewritten with three lost-event pages on CPU 0 (tests/support writer)."""
+    from support import tracedat_write as W
+    from support.tracedat_variants import extract
+
+    from analyzer.readers.tracedat import TraceDat
+    src = TraceDat(str(FIX.parent / "captures" / "debian-6.12-arm64-cma-churn" / "trace.dat"))
+    bufs = extract(src)
+    r = bufs[0][1][0]
+    n = len(r.ts)
+    r.lost = {n // 7: 5, n // 3: -1, n // 2: 1234}
+    out = str(tmp_path / "lost.dat")
+    W.write(out, src.h, bufs, version=6)
+    return out
+
+
+def test_stream_lost_equals_the_readers_lost(tmp_path):
+    """The block-at-a-time lost windows equal the reader's (which index every record)."""
+    from analyzer.readers.tracedat import TraceDat
+    path = _with_lost(tmp_path)
+    want = TraceDat(path).lost
+    assert want.num_rows == 3
+    tiny = TraceDat(path)
+    tiny._block_bytes = 2 * tiny.h.page_size      # many blocks: windows carried across them
+    for t in (TraceDat(path), tiny):
+        assert P.stream_lost(t).equals(want)
+        assert t._counts is None                 # nothing indexed
+
+
+def test_partitioned_analysis_with_lost_windows(tmp_path):
+    """Lost windows lower confidence in every block: the partitioned analysis still equals the whole one."""
+    import json
+
+    from analyzer.analysis import analyze
+    from analyzer.readers import load
+    from analyzer.report.export import json_doc
+    path = _with_lost(tmp_path)
+    whole = analyze(load(path), chunk_events=0)
+    assert len(whole.lost)
+    part = analyze(load(path), chunk_events=100_000)
+    assert json.dumps(json_doc(part), sort_keys=True, default=str) == \
+        json.dumps(json_doc(whole), sort_keys=True, default=str)
+
+
+def test_big_trace_cma_events_streamed_for_the_metadata(monkeypatch):
+    """Above STREAM_BYTES the capture's cma_* events are streamed, not decoded with every record:
+    same CMA areas, and the trace is left undecoded."""
+    from analyzer.capture import meta as cmeta
+    _tr, want = load_capture(str(BUNDLE))
+    monkeypatch.setattr(cmeta, "STREAM_BYTES", 0)
+    tr, got = load_capture(str(BUNDLE))
+    assert got.cma_areas == want.cma_areas and got.cma_areas
+    assert tr._tables is None and tr._counts is None
