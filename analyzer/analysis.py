@@ -205,7 +205,7 @@ def analyze(trace, meta=None, kernel=None, progress=None, chunk_events: int | No
         limit = chunk_events or chunk_events_default()
         if chunk_events or records_estimate(trace) > limit:
             from .partitioned_analysis import analyze_partitioned
-            return analyze_partitioned(trace, meta, kernel, limit, progress=progress)
+            return Analysis(**analyze_partitioned(trace, meta, kernel, limit, progress=progress))
     from .model.behaviour import effective_modes, measure
     model = build_model(trace, meta, kernel, progress=progress)
     behaviour = measure(model, kernel)

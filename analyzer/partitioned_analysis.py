@@ -148,11 +148,11 @@ class _Steps:
 
 
 def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | None = None,
-                        stats: dict | None = None, progress=None):
-    """The Analysis of `trace` with at most about `chunk_events` per-pfn records in memory at once.
+                        stats: dict | None = None, progress=None) -> dict[str, Any]:
+    """The fields of the Analysis of `trace` (analysis.Analysis(**this)), with at most about
+    `chunk_events` per-pfn records in memory at once.
 
     `stats`, when given, receives what was held (partitions, peak records of a partition)."""
-    from .analysis import Analysis
     pbo = meta.pageblock_order
     step = _Steps(progress)
     p = plan(trace, pbo, chunk_events)
@@ -246,9 +246,8 @@ def analyze_partitioned(trace, meta, kernel, chunk_events: int, tmpdir: str | No
     import pandas as pd
     lost_df = (sp.lost if sp.lost is not None else trace.lost).to_pandas(types_mapper=pd.ArrowDtype)
     counts = sp.event_counts()       # trace.events() would index a trace.dat in memory
-    return Analysis(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
-                    consistency=cons, lost=lost_df, event_counts=counts, behaviour=behaviour,
-                    table_kernel=table_kernel)
+    return dict(meta=meta, kernel=kernel, model=model, findings=findings, detectors=detectors,
+                consistency=cons, lost=lost_df, event_counts=counts, behaviour=behaviour, table_kernel=table_kernel)
 
 
 def _concat_kept(parts: list[dict[str, pa.Table]]) -> dict[str, Table]:

@@ -14,6 +14,7 @@ import pytest
 
 from analyzer import partition as P
 from analyzer import partitioned_analysis as PA
+from analyzer.analysis import Analysis
 from analyzer.capture import load_capture
 from analyzer.model import partitioned as mp
 from analyzer.report.export import json_doc
@@ -33,7 +34,7 @@ def _partitioned(rel: str, kernel, div: int = 5, **kw):
     tr, meta = load_capture(str(FIX / rel))
     n = sum(tr.events().values())
     st: dict = {}
-    a = PA.analyze_partitioned(tr, meta, kernel, max(1000, n // div), stats=st, **kw)
+    a = Analysis(**PA.analyze_partitioned(tr, meta, kernel, max(1000, n // div), stats=st, **kw))
     return a, st, n
 
 
