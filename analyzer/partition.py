@@ -313,7 +313,7 @@ class PartitionTrace(Trace):
         keys = self._keys(full_name)
         if not keys:
             schema = self.sp.schemas.get(full_name)
-            t = schema.empty_table() if schema is not None else self.parent._table(full_name, None)
+            t = schema.empty_table() if schema is not None else _empty(self.parent, full_name)
         else:
             parts = []
             for k in keys:     # memory-mapped: the pages are the file's, read as the model touches them
@@ -328,6 +328,15 @@ class PartitionTrace(Trace):
 
     def notes(self) -> dict[str, dict]:
         return self.parent.notes()
+
+
+def _empty(trace: Trace, full_name: str) -> pa.Table:
+    """The empty table of an event without records.  A trace.dat reader's `table()` would decode
+    every record of the trace to answer it: its schema is built from the format alone."""
+    from .readers.tracedat import TraceDat
+    if isinstance(trace, TraceDat) and trace._tables is None:
+        return trace._schema(trace.h.formats[full_name]).empty_table()
+    return trace._table(full_name, None)
 
 
 def stream_lost(trace: Trace) -> pa.Table:

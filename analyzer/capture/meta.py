@@ -202,7 +202,7 @@ def _streamed(trace: Trace, events: list[str]):
     got: dict[str, list] = {e: [] for e in events}
     for name, batch in trace.iter_batches(list(full)):
         got[full[name]].append(batch)
-    return {e: pa.Table.from_batches(b) if b else trace.table(e) for e, b in got.items()}
+    return {e: pa.Table.from_batches(b) for e, b in got.items() if b}   # no records: nothing to confirm
 
 
 def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
@@ -212,6 +212,8 @@ def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
     present = [ev for ev in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release") if trace.has(ev)]
     small = _streamed(trace, present)
     for ev in present:
+        if small is not None and ev not in small:
+            continue
         cols = ["name", "pfn", "count"]
         fmt = trace.formats().get(ev) or next((f for k, f in trace.formats().items() if k.endswith(":" + ev)), None)
         has_err = ev == "cma_alloc_finish" and fmt is not None and any(f.name == "errorno" for f in fmt.fields)

@@ -106,3 +106,15 @@ def test_small_trace_takes_todays_path(analyzed, monkeypatch):
     assert sum(tr.events().values()) < P.DEFAULT_CHUNK_EVENTS
     a = analyze(tr, meta)
     assert _doc(a) == _doc(analyzed(SMALL))
+
+
+def test_partitioned_never_decodes_the_whole_trace(analyzed, monkeypatch):
+    """Bounded by design: a partitioned analysis of a trace.dat neither indexes nor decodes the
+    reader's tables (either would hold every record); it streams the file and reads its spill."""
+    from analyzer.analysis import analyze
+    from analyzer.capture import meta as cmeta
+    monkeypatch.setattr(cmeta, "STREAM_BYTES", 0)      # the capture's cma_* events streamed too
+    tr, meta = load_capture(str(FIX / SMALL))
+    a = analyze(tr, meta, chunk_events=60_000)
+    assert tr._tables is None and tr._counts is None
+    assert _doc(a) == _doc(analyzed(SMALL))
