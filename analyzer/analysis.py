@@ -174,12 +174,16 @@ class Analysis:
         return out
 
 
-def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
+def analyze(trace, meta=None, kernel=None, progress=None, chunk_events: int | None = None) -> Analysis:
     """Build the model of a trace (or capture path) and run every detector on it.
 
     `trace`: a Trace, or a path to a capture directory / .tar.zst / trace file.
     `meta`: CaptureMeta (None: what the trace alone tells).  `kernel`: KernelBehavior
     (None: from the capture's uname/release).  `progress`: passed to build_model.
+    `chunk_events`: analyze by pageblock partitions of about that many records each
+    (analyzer/partitioned_analysis.py: memory set by the chunk, not the trace; same result);
+    None: do so when the trace has more records than MTAUDIT_CHUNK_EVENTS (default
+    partition.DEFAULT_CHUNK_EVENTS); 0: never.
     """
     from .capture import CaptureMeta, check_extents, load_capture
     from .kernels import behavior_for
@@ -196,6 +200,12 @@ def analyze(trace, meta=None, kernel=None, progress=None) -> Analysis:
     if kernel is None:
         kernel = behavior_for(getattr(meta, "kernel_id", None) or getattr(trace.meta, "uname", None)
                               or getattr(trace.meta, "kernel_release", None))
+    if chunk_events != 0:
+        from .partition import chunk_events_default, records_estimate
+        limit = chunk_events or chunk_events_default()
+        if chunk_events or records_estimate(trace) > limit:
+            from .partitioned_analysis import analyze_partitioned
+            return Analysis(**analyze_partitioned(trace, meta, kernel, limit, progress=progress))
     from .model.behaviour import effective_modes, measure
     model = build_model(trace, meta, kernel, progress=progress)
     behaviour = measure(model, kernel)

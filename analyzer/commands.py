@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
     p.add_argument("--explain", action="store_true",
                    help="also print what the columns and detectors mean, more examples, the consistency table")
+    p.add_argument("--chunk-events", type=count_arg, metavar="N", default=None,
+                   help="analyze in pageblock partitions of about N records each: peak memory follows N, not "
+                        "the trace, findings are the same (spills the trace to $TMPDIR); 0: never. Default: "
+                        "partition when the trace has more records than $MTAUDIT_CHUNK_EVENTS (default 4000000)")
     p.set_defaults(func=cmd_analyze)
 
     h = subparsers.add_parser("history", help="the story of one page or pageblock, in words",
@@ -106,6 +110,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    args.chunk_events = 0    # one page's story needs every record of it: never partitioned
     a = run_analysis(args)
     if args.pfn is not None:
         h = a.history(pfn=args.pfn)

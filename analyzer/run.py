@@ -91,4 +91,4 @@ def run_analysis(args: argparse.Namespace) -> Analysis:
                                f"(events: {', '.join(sorted(trace.events()))})")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                   transient=True) as progress:
-        return analyze(trace, meta, progress=progress)
+        return analyze(trace, meta, progress=progress, chunk_events=getattr(args, "chunk_events", None))

@@ -183,17 +183,42 @@ def _no_cma(meta: CaptureMeta) -> str | None:
     return None
 
 
+STREAM_BYTES = 64 << 20
+
+
+def _streamed(trace: Trace, events: list[str]):
+    """{event: table} of a few small events read in one streaming pass, when the trace is a big
+    trace.dat not decoded yet (`table()` would decode every record in memory, which a
+    pageblock-partitioned analysis of a big capture must not); None: use `table()`."""
+    if not events or getattr(trace.meta, "format", None) != "trace.dat" or getattr(trace, "_tables", 1) is not None:
+        return None
+    try:
+        if os.path.getsize(trace.meta.path) < STREAM_BYTES:
+            return None
+    except OSError:
+        return None
+    import pyarrow as pa
+    full = {trace.resolve(e): e for e in events}
+    got: dict[str, list] = {e: [] for e in events}
+    for name, batch in trace.iter_batches(list(full)):
+        got[full[name]].append(batch)
+    return {e: pa.Table.from_batches(b) for e, b in got.items() if b}   # no records: nothing to confirm
+
+
 def _cma_from_events(meta: CaptureMeta, trace: Trace) -> None:
     """Confirm area names with the cma_* events' pfns; derive extents when the boot log is missing."""
     import numpy as np
     spans: dict[str, tuple[int, int]] = {}
-    for ev in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release"):
-        if not trace.has(ev):
+    present = [ev for ev in ("cma_alloc_finish", "cma_alloc_busy_retry", "cma_release") if trace.has(ev)]
+    small = _streamed(trace, present)
+    for ev in present:
+        if small is not None and ev not in small:
             continue
         cols = ["name", "pfn", "count"]
         fmt = trace.formats().get(ev) or next((f for k, f in trace.formats().items() if k.endswith(":" + ev)), None)
         has_err = ev == "cma_alloc_finish" and fmt is not None and any(f.name == "errorno" for f in fmt.fields)
-        t = trace.table(ev, cols + (["errorno"] if has_err else []))
+        t = small[ev].select(cols + (["errorno"] if has_err else [])) if small is not None \
+            else trace.table(ev, cols + (["errorno"] if has_err else []))
         if not len(t):
             continue
         names = t.column("name").to_pylist()

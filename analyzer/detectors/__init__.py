@@ -94,15 +94,26 @@ def missing_events(mod: Detector, model: ModelView) -> list[str]:
 def run_all(model: ModelView, kernel: KernelBehavior,
             progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings, detectors table).  A detector that does not apply, or lacks its events, is not run."""
-    frames, rows = [], []
+    results = []
     for mod in ALL:
-        info = mod.INFO
         applies = bool(mod.applies(kernel))
         miss = missing_events(mod, model) if applies else []
         res = mod.detect(model, kernel) if applies and not miss else DetectorResult(empty_findings())
-        df = res.findings
         if progress is not None:
-            progress(info.id)
+            progress(mod.INFO.id)
+        results.append((applies, miss, res))
+    return assemble(model, results)
+
+
+def assemble(model: ModelView, results: list[tuple[bool, list[str], DetectorResult]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(findings, detectors table) from each detector's (applies, missing events, result), in ALL order.
+
+    Apart from run_all, the pageblock-partition driver (analyzer/partitioned_analysis.py) calls
+    it with results merged over its partitions."""
+    frames, rows = [], []
+    for mod, (applies, miss, res) in zip(ALL, results):
+        info = mod.INFO
+        df = res.findings
         frames.append(df)
         ids = df["detector"].astype(str).value_counts().to_dict() if len(df) else {}
         tiers = _tiers(model, df)

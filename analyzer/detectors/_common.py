@@ -58,6 +58,19 @@ def event_frame(model, name: str) -> pd.DataFrame | None:
     return df
 
 
+def cpu_frame(model, name: str) -> pd.DataFrame | None:
+    """An event frame for same-CPU neighbour look-ups (the previous allocation of a CPU, its
+    fallbacks): the whole trace's records even where `model.events` holds one pageblock
+    partition's (analyzer/partitioned_analysis.py gives such a model `cpu_events`)."""
+    ce = getattr(model, "cpu_events", None)
+    if ce is None:
+        return event_frame(model, name)
+
+    class _View:
+        events = ce
+    return event_frame(_View, name)
+
+
 def empty_findings() -> pd.DataFrame:
     return FINDING_SCHEMA.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
 

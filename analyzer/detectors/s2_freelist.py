@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import KernelBehavior
-from ._common import (DetectorResult, ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
+from ._common import (DetectorResult, cpu_frame, ModelView, TIER_NAMES, col, concat_findings, empty_findings, event_frame, evidence_tier,
                       first_after, last_before, make_findings, s_hex, s_int, s_mt, s_pick, source_table,
                       typed, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
@@ -38,7 +38,7 @@ def allocation_bounds(model, cpu, seq):
     Records of one allocation on a CPU sit between two `mm_page_alloc` records of
     that CPU (the event fires when `__alloc_pages()` returns).
     """
-    a = event_frame(model, "mm_page_alloc")
+    a = cpu_frame(model, "mm_page_alloc")
     if a is None:
         return np.full(len(seq), -1, np.int64), np.full(len(seq), np.iinfo(np.int64).max, np.int64)
     a_cpu, a_seq = col(a, "cpu", np.int64), col(a, "seq", np.int64)
@@ -105,7 +105,7 @@ def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
     if len(idx):
         since, until = allocation_bounds(model, cpu[idx], seq[idx])
         blk = np.asarray(st.block, np.int64)[idx]
-        cov = extfrag_cover(model, event_frame(model, "mm_page_alloc_extfrag"), cpu[idx], seq[idx],
+        cov = extfrag_cover(model, cpu_frame(model, "mm_page_alloc_extfrag"), cpu[idx], seq[idx],
                             blk, printed[idx].astype(np.int64), since, until)
         excused = int(cov.sum())
         idx = idx[~cov]

@@ -92,7 +92,8 @@ def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
                                         printed_mt=fb[idx], block_mt=np.asarray(st.mt, np.int16),
                                         explanation=expl))
 
-    frames.append(_lost_blocks(model))
+    if not getattr(model, "partition_local", False):   # a pageblock partition: said once, of the whole history
+        frames.append(_lost_blocks(model))
     out = concat_findings(frames)
     # 7b086755fb8c: the known cause on this kernel (pcp trylock failure frees CMA pages as MOVABLE)
     return with_stats(out, checked=checked, skipped_unknown=skipped,

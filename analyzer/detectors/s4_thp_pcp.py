@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import KernelBehavior
-from ._common import (DetectorResult, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
+from ._common import (DetectorResult, cpu_frame, MT_CMA, MT_MOVABLE, MT_RECLAIMABLE, MT_UNMOVABLE, ModelView, TIER_NAMES, col,
                       empty_findings, event_frame, evidence_tier, last_before, make_findings, s_hex, s_int,
                       s_mt, s_pick, source_table, typed, vjoin, with_stats)
 from .registry import DetectorInfo, FindingKind
@@ -53,10 +53,11 @@ def detect(model: ModelView, kernel: KernelBehavior) -> DetectorResult:
 
     # Was the page taken from the buddy in this allocation?  Look for a zone_locked
     # record of this pfn on this CPU after the CPU's previous mm_page_alloc.
-    z = event_frame(model, "mm_page_alloc_zone_locked")
+    z = cpu_frame(model, "mm_page_alloc_zone_locked")
     from_buddy = np.zeros(len(cand), bool)
     if z is not None:
-        a_all_cpu, a_all_seq = col(a, "cpu", np.int64), col(a, "seq", np.int64)
+        a_all = cpu_frame(model, "mm_page_alloc")
+        a_all_cpu, a_all_seq = col(a_all, "cpu", np.int64), col(a_all, "seq", np.int64)
         prev = last_before(a_all_cpu, a_all_seq, cpu, seq)
         since = np.where(prev >= 0, a_all_seq[np.maximum(prev, 0)], -1)
         z_cpu, z_seq, z_pfn = col(z, "cpu", np.int64), col(z, "seq", np.int64), col(z, "pfn", np.uint64)

@@ -106,6 +106,11 @@ class Model:
     # (block, from_seq, to_seq): ISOLATE but offlined, not in nr_isolate_pageblock (isolation.offlined_spans)
     offlined: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, np.int64),) * 3)
+    # a view of one pageblock partition (analyzer/partitioned_analysis.py): `events` and
+    # `residency` hold its blocks' records only, `cpu_events` the whole trace's records the
+    # detectors' same-CPU look-ups need
+    partition_local: bool = False
+    cpu_events: Mapping | None = None
     # id(timeline) -> zone index -> (sorted ISOLATE start seqs, sorted end seqs): zone_isolated's cache
     _iso: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
     _ctx: infer.Context | None = field(default=None, repr=False)
@@ -209,7 +214,23 @@ _PFN_COLS = {"mm_page_alloc": "pfn", "mm_page_free": "pfn", "mm_page_free_batche
              "mm_page_pcpu_drain": "pfn", "mm_page_alloc_zone_locked": "pfn", "mm_page_alloc_extfrag": "pfn"}
 
 
-def _universe(ev: dict[str, Table], meta: CaptureMeta, pbo: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+def pfn_blocks(ev: dict[str, Table], pbo: int) -> dict[str, np.ndarray]:
+    """The distinct pageblocks each per-pfn event touches (what `_universe` adds beyond the zones)."""
+    out = {}
+    for short, col in _PFN_COLS.items():
+        t = ev[short]
+        if len(t):
+            out[short] = np.unique(t[col][t[col] >= 0] >> pbo)
+    return out
+
+
+def _universe(ev: dict[str, Table] | None, meta: CaptureMeta, pbo: int,
+              touched: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Every tracked block with its zone index, the zone names and the CMA flags.  `touched`:
+    pfn_blocks() of the whole trace (a partition's driver merges them), else computed from `ev`."""
+    if touched is None:
+        assert ev is not None
+        touched = pfn_blocks(ev, pbo)
     blocks, zidx, names = [], [], []
     for zi, (name, lo, hi) in enumerate(meta.zones):
         b = np.arange(lo >> pbo, ((hi - 1) >> pbo) + 1, dtype=np.int64)
@@ -219,13 +240,10 @@ def _universe(ev: dict[str, Table], meta: CaptureMeta, pbo: int) -> tuple[np.nda
     known = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
     extra = []
     lo_k, hi_k = (int(known.min()), int(known.max())) if len(known) else (1, 0)
-    for short, col in _PFN_COLS.items():
-        t = ev[short]
-        if not len(t):
-            continue
-        b = t[col][t[col] >= 0] >> pbo
-        if len(b) and (int(b.min()) < lo_k or int(b.max()) > hi_k or not len(known)):
-            extra.append(np.unique(b))
+    for short in _PFN_COLS:
+        b = touched.get(short)
+        if b is not None and len(b) and (int(b.min()) < lo_k or int(b.max()) > hi_k or not len(known)):
+            extra.append(b)
     for _, base, count in meta.cma_areas:
         extra.append(np.arange(base >> pbo, ((base + count - 1) >> pbo) + 1, dtype=np.int64))
     if extra:
@@ -314,6 +332,7 @@ class _Source:
     lost_ts: np.ndarray
     lost_seq: np.ndarray
     warnings: list[str]
+    glob: Any = None                  # a pageblock partition's whole-trace facts (model/partitioned.py)
 
 
 @dataclass
@@ -340,18 +359,23 @@ class _Truth:
     offlined: tuple = field(default_factory=lambda: (np.zeros(0, np.int64),) * 3)
 
 
-def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progress=None) -> Model:
+def build_model(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, progress=None, glob=None) -> Model:
     """Pageblock history of a capture in four phases: read, infer from tracepoints, apply the
-    kprobe ground truth, assemble the frames (contracts section 2b)."""
+    kprobe ground truth, assemble the frames (contracts section 2b).
+
+    `glob`: set when `trace` is one pageblock partition of a bigger trace
+    (analyzer/model/partitioned.py): the facts that only the whole trace can tell (span,
+    block universe, lost windows, refills, the kprobe's start) come from it, and the model
+    tracks the blocks of `glob.block_range` only."""
     step = _progress(progress)
-    src = _read(trace, meta, kernel, step)
+    src = _read(trace, meta, kernel, step, glob)
     step("tracepoint inference")
     inf = _infer(src, kernel)
     truth = _ground_truth(src, inf, step)
     return _assemble(src, inf, truth, meta, kernel, step)
 
 
-def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Source:
+def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step, glob=None) -> _Source:
     pbo = meta.pageblock_order
     step("reading events")
     ev = read_events(trace, meta.ground_truth_events, pbo)
@@ -361,31 +385,46 @@ def _read(trace: Trace, meta: CaptureMeta, kernel: KernelBehavior, step) -> _Sou
     kp_ev = unify({k: t for k, t in ev.items() if k.startswith("kprobe:")}, numbering, pbo)
     ev = {**base_ev, **kp_ev}
     kp = list(kp_ev.values())
-    t0, t1, s1 = _span(ev)
-    blocks, bzone, znames, cma = _universe(base_ev, meta, pbo)
     cma_known = bool(meta.cma_areas) or not any("CMA areas unknown" in u for u in meta.unknowns)
-    ctx = infer.Context(pbo, blocks, bzone, znames, cma, cma_known, t0, t1, s1, kernel)
+    if glob is None:
+        t0, t1, s1 = _span(ev)
+        blocks, bzone, znames, cma = _universe(base_ev, meta, pbo)
+        ctx = infer.Context(pbo, blocks, bzone, znames, cma, cma_known, t0, t1, s1, kernel)
+        dropped = {k: t.dropped for k, t in ev.items() if getattr(t, "dropped", 0)}
+    else:
+        t0, t1, s1 = glob.span
+        blocks, bzone, znames, cma = glob.universe
+        sel = glob.in_range(blocks)
+        ctx = infer.Context(pbo, blocks[sel], bzone[sel], znames, cma[sel], cma_known, t0, t1, s1, kernel,
+                            zones_of=(blocks, bzone))
+        dropped = dict(glob.dropped)
     warnings: list[str] = list(kernel.assumed)
-    dropped = {k: t.dropped for k, t in ev.items() if getattr(t, "dropped", 0)}
     if dropped:
         warnings.append("records with impossible page numbers or counts ignored (corrupt input): "
                         + ", ".join(f"{k} {n}" for k, n in sorted(dropped.items())))
     step("isolation windows")
     w = find_windows(base_ev, pbo, kernel.cma_finish_has_errorno, kernel.cma_fail_pfn0)
-    warnings += format_checks(trace, kernel, kp_ev)
-    lost_ts, lost_seq = _lost(trace, base_ev)
+    warnings += format_checks(trace, kernel, kp_ev, None if glob is None else glob.probe_bits)
+    lost_ts, lost_seq = _lost(trace, base_ev) if glob is None else (glob.lost_ts, glob.lost_seq)
     if len(lost_seq):
         warnings.append(f"{len(lost_seq)} lost-event window(s): confidence lowered to 'inferred' after each")
     elif any(v for v in meta.lost_events.values()):
         lost_txt = ", ".join(f"{c}: {n}" for c, n in meta.lost_events.items() if n)   # keys "cpuN"
         warnings.append(f"the capture reports lost events ({lost_txt}) but the trace does not say where: "
                         "retypes may be missing anywhere")
-    return _Source(ev, base_ev, kp, ctx, w, lost_ts, lost_seq, warnings)
+    return _Source(ev, base_ev, kp, ctx, w, lost_ts, lost_seq, warnings, glob)
 
 
-def format_checks(trace: Trace, kernel: KernelBehavior, kp: dict[str, Table]) -> list[str]:
+def probe_bits(kp: dict[str, Table]) -> bool:
+    """Whether some ground-truth record is an isolate-bit write (groundtruth.unify's probe_kind)."""
+    return any(t.has("probe_kind") and bool(np.any(t["probe_kind"] > 0)) for t in kp.values())
+
+
+def format_checks(trace: Trace, kernel: KernelBehavior, kp: dict[str, Table], bits: bool | None = None) -> list[str]:
     """What the trace itself shows against what analyzer/kernels.py says of this release: a
-    disagreement means the release string does not describe the traced kernel."""
+    disagreement means the release string does not describe the traced kernel.
+
+    `bits`: probe_bits() of the whole trace when `kp` holds only a partition's records."""
     out: list[str] = []
     if kernel.version is None:
         return out
@@ -400,7 +439,7 @@ def format_checks(trace: Trace, kernel: KernelBehavior, kp: dict[str, Table]) ->
     if "mm_alloc_contig_migrate_range_info" in names and not kernel.contig_range_info:
         out.append("the trace has mm_alloc_contig_migrate_range_info, which upstream removed in 6.17: "
                    "the kernel is not what its release says")
-    bits = any(t.has("probe_kind") and np.any(t["probe_kind"] > 0) for t in kp.values())
+    bits = probe_bits(kp) if bits is None else bits
     if kp and kernel.isolate_bit and not bits and not any(f.system == "pb" and any(x.name == "bit" for x in f.fields)
                                                          for f in fmts.values()):
         out.append(f"ground truth: this kernel keeps isolation in a separate pageblock bit ({kernel.probe_scheme} "
@@ -412,8 +451,10 @@ def _infer(src: _Source, kernel: KernelBehavior) -> _Inference:
     ctx, base_ev, warnings = src.ctx, src.base, src.warnings
     sets = Rows.concat([infer.boot_rows(ctx), infer.extfrag_rows(base_ev["mm_page_alloc_extfrag"], ctx),
                         infer.window_rows(src.windows, ctx)])
-    stays = _pair(base_ev, kernel, ctx.pbo)
-    obs = infer.observations(base_ev, ctx, src.windows, stays)
+    if src.glob is not None:      # a partition: window rows of other partitions' blocks are theirs
+        sets = sets.take(np.flatnonzero(src.glob.in_range(sets.block)))
+    stays = _pair(base_ev, kernel, ctx.pbo, None if src.glob is None else src.glob.refill)
+    obs = infer.observations(base_ev, ctx, src.windows, stays, src.glob)
     hazards = Rows.concat([infer.hazard_rows(base_ev, ctx), infer.lost_rows(src.lost_ts, src.lost_seq, ctx)])
     kept = infer.thin_hazards(hazards, sets, obs)
     rows = Rows.concat([sets, kept])
@@ -437,7 +478,8 @@ def _infer(src: _Source, kernel: KernelBehavior) -> _Inference:
 
 def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
     """Inference up to the moment the kprobe went live, every kprobe write after it."""
-    if not (src.kprobe and any(len(t) for t in src.kprobe)):
+    has_probe = bool(src.kprobe and any(len(t) for t in src.kprobe)) if src.glob is None else src.glob.probe_records
+    if not has_probe:
         if src.ctx.kernel.version is not None:
             src.warnings.append(f"no ground-truth probe records: tracepoint inference only (this kernel needs the "
                                 f"'{src.ctx.kernel.probe_scheme}' probes of analyzer/probes.py)")
@@ -446,11 +488,15 @@ def _ground_truth(src: _Source, inf: _Inference, step) -> _Truth:
     ctx, obs, warnings, stats = src.ctx, inf.obs, src.warnings, inf.stats
     marker = kprobe_marker_seq(src.base["print"])
     kr = infer.kprobe_rows(src.kprobe, ctx)
-    if marker is None and not len(kr.seq):     # kprobe records, none on a tracked block
+    first = None if src.glob is None else src.glob.probe_first      # (seq, ts) of the whole trace's first
+    if src.glob is None and len(kr.seq):
+        i = int(np.argmin(kr.seq))
+        first = int(kr.seq[i]), int(kr.ts[i])
+    if marker is None and first is None:     # kprobe records, none on a tracked block
         live_seq, live_ts = ctx.end_seq, ctx.end_ts
     elif marker is None:
-        i = int(np.argmin(kr.seq))
-        live_seq, live_ts = int(kr.seq[i]) - 1, int(kr.ts[i])
+        assert first is not None
+        live_seq, live_ts = first[0] - 1, first[1]
         warnings.append("no 'pb/setmt kprobe active' marker: ground truth assumed live from the first kprobe event")
     else:
         live_seq, live_ts = marker
@@ -509,14 +555,19 @@ def _assemble(src: _Source, inf: _Inference, truth: _Truth, meta: CaptureMeta, k
                   kernel=kernel, meta=meta, timeline=tl, inference=inf.timeline, inference_blocks=inf_df,
                   kprobe_live_seq=truth.live_seq, kprobe_live_ts=truth.live_ts, zone_names=ctx.zone_names,
                   stats=inf.stats, offlined=truth.offlined, _ctx=ctx)
-    if meta.pagetypeinfo_end is not None:
-        c = model.consistency().table
-        mov = c[c["migratetype"] == MOVABLE]
-        extra = int((mov["reconstructed"] - mov["pagetypeinfo"].astype("float").fillna(mov["reconstructed"]))
-                    .clip(lower=0).sum())
-        if extra:
-            warnings.append(f"{extra} pageblock(s) the model shows as MOVABLE (boot default, never revealed) are "
-                            "not MOVABLE per pagetypeinfo-end: retyped before tracing began (or untraced); "
-                            "which ones cannot be told from the trace")
+    if meta.pagetypeinfo_end is not None and src.glob is None:   # a partition: said once, after the merge
+        pagetypeinfo_warning(model, warnings)
     step("done")
     return model
+
+
+def pagetypeinfo_warning(model: Model, warnings: list[str]) -> None:
+    """Blocks shown MOVABLE that pagetypeinfo-end says are not: retyped before tracing."""
+    c = model.consistency().table
+    mov = c[c["migratetype"] == MOVABLE]
+    extra = int((mov["reconstructed"] - mov["pagetypeinfo"].astype("float").fillna(mov["reconstructed"]))
+                .clip(lower=0).sum())
+    if extra:
+        warnings.append(f"{extra} pageblock(s) the model shows as MOVABLE (boot default, never revealed) are "
+                        "not MOVABLE per pagetypeinfo-end: retyped before tracing began (or untraced); "
+                        "which ones cannot be told from the trace")

@@ -46,9 +46,10 @@ def _events(model, name: str):
 
 
 def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
-    n = int(len(printed))
-    a = int((printed == live).sum())
-    b = int((printed == cached).sum())
+    return _part_of(int(len(printed)), int((printed == live).sum()), int((printed == cached).sum()))
+
+
+def _part_of(n: int, a: int, b: int) -> dict:
     out: dict[str, Any] = {"informative": n, "printed_live": a, "printed_cached": b, "printed_other": n - a - b, "verdict": None}
     if n:
         if a >= MAJORITY * n:
@@ -60,20 +61,17 @@ def _part(printed: np.ndarray, live: np.ndarray, cached: np.ndarray) -> dict:
     return out
 
 
-def _drain(model, expected: str) -> dict:
-    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
-           "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
-           "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
-    for i, name in enumerate(("not_isolated", "isolated")):
-        res[name]["expected"] = _PARTS[expected][i]
+def drain_counts(model) -> dict[str, Any] | None:
+    """What `_drain` measures, as counts that add up over pageblock partitions (None: nothing
+    to measure: no drains, no ground truth or no pcp stays)."""
     live_seq = getattr(model, "kprobe_live_seq", None)
     if _events(model, "mm_page_pcpu_drain") is None or not getattr(model, "ground_truth", False) \
             or live_seq is None:
-        return res
+        return None
     # drains that closed a pcp stay: the stay knows the cached type and the printed one
     stays = getattr(model, "residency", None)
     if stays is None or not len(stays):
-        return res
+        return None
     sel = np.flatnonzero(str_eq(stays, "leave_kind", "drain"))
     leave = col(stays, "leave_seq", np.int64, -1)[sel]
     sel = sel[leave > live_seq]
@@ -84,11 +82,27 @@ def _drain(model, expected: str) -> dict:
     st = model.block_type_at(pfn, seq)
     truth = np.asarray(st.mt, np.int16)
     probe = (evidence_tier(model, st, seq) == TIER_PROBE) & (truth >= 0)
-    res["ground_truth_drains"] = int(probe.sum())
+    out: dict[str, Any] = {"ground_truth_drains": int(probe.sum())}
     info = probe & (cached >= 0) & (cached != truth)
     iso = np.asarray(st.zone_isolated, bool)
     for name, m in (("not_isolated", info & ~iso), ("isolated", info & iso)):
-        res[name] = _part(printed[m], truth[m], cached[m])
+        out[name] = (int(m.sum()), int((printed[m] == truth[m]).sum()), int((printed[m] == cached[m]).sum()))
+    return out
+
+
+def _drain(model, expected: str, counts: dict[str, Any] | None = None, given: bool = False) -> dict:
+    """`counts`/`given`: drain_counts() summed over partitions (given=True even when None)."""
+    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_drains": 0,
+           "not_isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)),
+           "isolated": _part(np.zeros(0), np.zeros(0), np.zeros(0)), "disagreements": []}
+    for i, name in enumerate(("not_isolated", "isolated")):
+        res[name]["expected"] = _PARTS[expected][i]
+    c = counts if given else drain_counts(model)
+    if c is None:
+        return res
+    res["ground_truth_drains"] = c["ground_truth_drains"]
+    for name in ("not_isolated", "isolated"):
+        res[name] = _part_of(*c[name])
     for i, name in enumerate(("not_isolated", "isolated")):
         res[name]["expected"] = _PARTS[expected][i]
     ni, isol = res["not_isolated"]["verdict"], res["isolated"]["verdict"]
@@ -109,13 +123,12 @@ def _drain(model, expected: str) -> dict:
     return res
 
 
-def _zone_locked(model, expected: str) -> dict:
-    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
-           "printed_block": 0, "printed_other": 0}
+def zone_locked_counts(model) -> tuple[int, int] | None:
+    """(records the probe knows the block of, of those printing the block's type); None: none to measure."""
     z = _events(model, "mm_page_alloc_zone_locked")
     live_seq = getattr(model, "kprobe_live_seq", None)
     if z is None or not getattr(model, "ground_truth", False) or live_seq is None:
-        return res
+        return None
     seq = col(z, "seq", np.int64)
     keep = np.flatnonzero(seq > live_seq)
     seq = seq[keep]
@@ -123,8 +136,16 @@ def _zone_locked(model, expected: str) -> dict:
     truth = np.asarray(st.mt, np.int16)
     probe = (evidence_tier(model, st, seq) == TIER_PROBE) & (truth >= 0)
     printed = col(z, "migratetype", np.int16, -1)[keep][probe]
-    n = int(probe.sum())
-    same = int((printed == truth[probe]).sum())
+    return int(probe.sum()), int((printed == truth[probe]).sum())
+
+
+def _zone_locked(model, expected: str, counts: tuple[int, int] | None = None, given: bool = False) -> dict:
+    res: dict[str, Any] = {"expected": expected, "observed": None, "agree": None, "ground_truth_records": 0,
+           "printed_block": 0, "printed_other": 0}
+    c = counts if given else zone_locked_counts(model)
+    if c is None:
+        return res
+    n, same = c
     res.update(ground_truth_records=n, printed_block=same, printed_other=n - same)
     if n:
         res["observed"] = ZL_BLOCK if same == n else ZL_FREELIST
@@ -133,10 +154,15 @@ def _zone_locked(model, expected: str) -> dict:
     return res
 
 
-def measure(model, kernel) -> dict:
-    """{"drain": {...}, "zone_locked": {...}, "summary": [lines]} (see module doc)."""
-    out: dict[str, Any] = {"drain": _drain(model, kernel.drain_prints),
-           "zone_locked": _zone_locked(model, kernel.zone_locked_prints)}
+def measure(model, kernel, counts: tuple[Any, Any] | None = None) -> dict:
+    """{"drain": {...}, "zone_locked": {...}, "summary": [lines]} (see module doc).
+
+    `counts`: (drain_counts, zone_locked_counts) summed over pageblock partitions, when
+    `model` is their merged model (it holds no events)."""
+    given = counts is not None
+    dc, zc = counts if counts is not None else (None, None)
+    out: dict[str, Any] = {"drain": _drain(model, kernel.drain_prints, dc, given),
+           "zone_locked": _zone_locked(model, kernel.zone_locked_prints, zc, given)}
     lines = []
     rel = kernel.describe() if kernel.version or kernel.release else "the assumed kernel"
     if out["drain"]["agree"] is False:

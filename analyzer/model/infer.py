@@ -50,17 +50,21 @@ class Context:
     end_ts: int
     end_seq: int
     kernel: KernelBehavior
+    # a pageblock partition (analyzer/partition.py) tracks a slice of the blocks but asks
+    # zones of the whole universe: (all blocks, their zone index); None: `blocks` is all
+    zones_of: tuple[np.ndarray, np.ndarray] | None = None
 
     def zone_index(self, block: np.ndarray) -> np.ndarray:
-        n = len(self.blocks)
+        blocks, bz = self.zones_of if self.zones_of is not None else (self.blocks, self.block_zone)
+        n = len(blocks)
         if not n:                   # no tracked block at all: every block is outside the zones
             return np.full(len(block), -1, dtype=np.int64)
-        if int(self.blocks[-1]) - int(self.blocks[0]) + 1 == n:   # dense universe: arithmetic
-            pos = np.asarray(block, dtype=np.int64) - self.blocks[0]
+        if int(blocks[-1]) - int(blocks[0]) + 1 == n:   # dense universe: arithmetic
+            pos = np.asarray(block, dtype=np.int64) - blocks[0]
             ok = (pos >= 0) & (pos < n)
-            return np.where(ok, self.block_zone[np.where(ok, pos, 0)], -1)
-        pos = np.clip(np.searchsorted(self.blocks, block), 0, n - 1)
-        return np.where(self.blocks[pos] == block, self.block_zone[pos], -1)
+            return np.where(ok, bz[np.where(ok, pos, 0)], -1)
+        pos = np.clip(np.searchsorted(blocks, block), 0, n - 1)
+        return np.where(blocks[pos] == block, bz[pos], -1)
 
 
 def conf_by_type(mt: np.ndarray) -> np.ndarray:
@@ -242,7 +246,9 @@ class Obs:
         return Obs(self.block[idx], self.seq[idx], self.ts[idx], self.mt[idx], self.src[idx])
 
 
-def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> Obs:
+def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None, glob=None) -> Obs:
+    """`glob` (a pageblock partition's analyzer/model/partitioned.Facts): what the zone-wide
+    steps need from the whole trace (widened windows, each window's first live drain)."""
     dr, zl = ev["mm_page_pcpu_drain"], ev["mm_page_alloc_zone_locked"]
     parts: list[Obs] = []
     if not ctx.kernel.live_drain and stays is not None and len(stays.pfn):
@@ -256,7 +262,7 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
         if len(w) and len(idx):
             # zero-length windows (no event bracketed the isolation) are widened first: a drain
             # inside them re-read the live type, it is no free-time print
-            w = exclusion_windows(w, ev)
+            w = exclusion_windows(w, ev) if glob is None else glob.exclusion
             wz = ctx.zone_index(w.start_pfn >> ctx.pbo)
             dz = ctx.zone_index(blk)
             busy = np.zeros(len(idx), dtype=bool)
@@ -278,7 +284,18 @@ def observations(ev: dict[str, Table], ctx: Context, w: Windows, stays=None) -> 
         mt = dr["migratetype"]
         blk = dr["pfn"] >> ctx.pbo
         take = mt == ISOLATE
-        if len(w) and take.any():
+        if glob is not None:      # the first drain of each window's zone that re-read the type
+            seq = dr["seq"]
+            dz = ctx.zone_index(blk)
+            for i in range(len(w)):
+                f0 = int(glob.first_live_drain[i])
+                if f0 < 0:
+                    continue
+                lo = np.searchsorted(seq, f0, side="left")
+                hi = np.searchsorted(seq, w.end_seq[i], side="right")
+                wz = ctx.zone_index(np.array([w.start_pfn[i] >> ctx.pbo]))[0]
+                take[lo:hi] |= dz[lo:hi] == wz
+        elif len(w) and take.any():
             dz = ctx.zone_index(blk)
             seq = dr["seq"]
             for i in range(len(w)):

@@ -146,8 +146,12 @@ def _gather(mask: np.ndarray):
     return lambda a: a[idx]
 
 
-def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
+def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int, refill: np.ndarray | None = None) -> Stays:
     """Match pcp entries (free / refill) with the next event of the same pfn.
+
+    `refill`: the seqs of the zone_locked records that are refills, when the caller decided
+    them over the whole trace (a pageblock partition sees only its blocks' records, and a
+    refill burst is per CPU across blocks); None: `refill_mask` of these records.
 
     Rows are laid out as [frees | refills | allocs | drains], each block seq-sorted, so a
     row's kind follows from its index and entries are exactly the first n_ent rows.
@@ -166,7 +170,8 @@ def pair(ev: dict[str, Table], kernel: KernelBehavior, pbo: int) -> Stays:
     ecpu.append(g(fr["cpu"]) if len(fr) else np.zeros(0, np.int64))
     n_f = len(cols["pfn"][0])
     if len(zl):
-        g = _gather(refill_mask(ev) & valid_pfn(zl["pfn"]))
+        rm = refill_mask(ev) if refill is None else np.isin(zl["seq"], refill)
+        g = _gather(rm & valid_pfn(zl["pfn"]))
         for c in cols:
             cols[c].append(g(zl[c]))
         ecpu.append(g(zl["cpu"]))
