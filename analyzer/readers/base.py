@@ -132,6 +132,15 @@ class Trace(abc.ABC):
             for batch in self._table(name, None).to_batches(max_chunksize=max_rows):
                 yield name, batch
 
+    @property
+    def streams(self) -> bool:
+        """Whether `iter_batches` streams with bounded memory (else it materialises each table).
+
+        The partitioned analysis (analyzer/partitioned_analysis.py) is chosen automatically only
+        for readers that stream: over one that does not, it would hold the whole trace AND spill it.
+        """
+        return False
+
     def notes(self) -> dict[str, dict]:
         """Per event: what could not be read (text readers: unparsed lines, null fields).
 

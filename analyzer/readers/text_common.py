@@ -488,6 +488,10 @@ class TextTrace(Trace):
         t = self._build(full_name)
         return t.select(columns) if columns is not None else t
 
+    @property
+    def streams(self) -> bool:
+        return self._spill is not None     # files above the streaming threshold (text_stream.py)
+
     def iter_batches(self, events: list[str] | None = None, max_rows: int = 1 << 20):
         if self._spill is None:
             yield from super().iter_batches(events, max_rows)

@@ -419,6 +419,10 @@ class TraceDat(Trace):
         return pa.Table.from_arrays([arrays[n] for n in schema.names], schema=schema)
 
     # -- streaming --------------------------------------------------------------------------
+    @property
+    def streams(self) -> bool:
+        return True
+
     def iter_batches(self, events: list[str] | None = None,
                      max_rows: int = 1 << 20) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Stream (event, batch) pairs holding one block of pages per CPU stream, nothing per record.

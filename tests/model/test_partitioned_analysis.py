@@ -118,3 +118,31 @@ def test_partitioned_never_decodes_the_whole_trace(analyzed, monkeypatch):
     a = analyze(tr, meta, chunk_events=60_000)
     assert tr._tables is None and tr._counts is None
     assert _doc(a) == _doc(analyzed(SMALL))
+
+
+def test_auto_partitions_only_readers_that_stream(monkeypatch):
+    """Above the threshold a trace.dat is partitioned, a perf.data (whose reader cannot stream:
+    partitions would hold the whole trace and spill it too) is analyzed whole, with a warning
+    saying so; below it neither is."""
+    from analyzer import load
+    from analyzer.analysis import analyze
+    calls: list[str] = []
+    real = PA.analyze_partitioned
+
+    def spy(trace, *a, **k):
+        calls.append(trace.meta.format)
+        return real(trace, *a, **k)
+    monkeypatch.setattr(PA, "analyze_partitioned", spy)
+    perf = load(str(FIX / "perf/host-6.18/perf.data"))
+    assert perf.streams is False
+    n = sum(perf.events().values())
+    monkeypatch.setenv(P.CHUNK_ENV, str(max(1, n // 4)))
+    a = analyze(perf)
+    assert calls == [] and any("cannot stream" in w for w in a.model.warnings)
+    monkeypatch.setenv(P.CHUNK_ENV, str(n * 10))
+    assert not any("cannot stream" in w for w in analyze(load(str(FIX / "perf/host-6.18/perf.data"))).model.warnings)
+    tr, meta = load_capture(str(FIX / SMALL))
+    assert tr.streams is True
+    monkeypatch.setenv(P.CHUNK_ENV, "60000")
+    b = analyze(tr, meta)
+    assert calls == ["trace.dat"] and not any("cannot stream" in w for w in b.model.warnings)
