@@ -870,6 +870,24 @@ static PyObject *vb_array(vbuf_t *v, npy_intp n, int type)
 
 enum { ZV_DATA, ZV_SOFF, ZV_STIME, ZV_SATTR, ZV_OOFF, ZV_OTYPE, ZV_OSIZE, ZV_OTIME, ZV_OCPU, ZV_N };
 
+/* The zwalk result tuple: the data buffer (its first ndata bytes), the sample columns and the
+ * other-record columns, each a numpy array owning its mapping (z[] is emptied; on failure the
+ * caller still frees what is left in z[]). */
+static PyObject *zv_result(vbuf_t *z, npy_intp ndata)
+{
+    static const int kinds[ZV_N] = {NPY_UINT8, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT64, NPY_INT32,
+                                    NPY_INT64, NPY_UINT64, NPY_INT32};
+    npy_intp ns = (npy_intp)(z[ZV_SOFF].len / 8), no = (npy_intp)(z[ZV_OOFF].len / 8);
+    PyObject *res = PyTuple_New(ZV_N);
+    if (!res) return NULL;
+    for (int i = 0; i < ZV_N; i++) {
+        PyObject *a = vb_array(&z[i], i == 0 ? ndata : i < ZV_OOFF ? ns : no, kinds[i]);
+        if (!a) { Py_DECREF(res); return NULL; }
+        PyTuple_SET_ITEM(res, i, a);
+    }
+    return res;
+}
+
 #define PUT(k, T, val) do { T v_ = (val); if (vb_reserve(&z[k], sizeof v_)) goto oom; \
                             memcpy(z[k].p + z[k].len, &v_, sizeof v_); z[k].len += sizeof v_; } while (0)
 
@@ -968,7 +986,7 @@ static PyObject *zwalk_compact(Py_buffer *buf, const int64_t *parts, Py_ssize_t 
 {
     vbuf_t z[ZV_N];
     memset(z, 0, sizeof z);
-    PyObject *arr[ZV_N] = {0}, *res = NULL;
+    PyObject *res = NULL;
     ZSTD_DCtx *dc = NULL;
     Py_ssize_t W = (Py_ssize_t)1 << 17, have = 0, rd = 0;     /* with zstd's own buffer (its window, 512 kB at
                                                                * perf's level) about what an L2 holds */
@@ -1020,16 +1038,9 @@ static PyObject *zwalk_compact(Py_buffer *buf, const int64_t *parts, Py_ssize_t 
     if (oom) { PyErr_NoMemory(); goto done; }
     if (zerr) { PyErr_Format(PyExc_ValueError, "corrupt zstd data: %s @%lld", zerr, (long long)at); goto done; }
     if (err) { PyErr_Format(PyExc_ValueError, "%s @%lld", err, (long long)at); goto done; }
-    npy_intp ns = (npy_intp)(z[ZV_SOFF].len / 8), no = (npy_intp)(z[ZV_OOFF].len / 8);
-    int kinds[ZV_N] = {NPY_UINT8, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32};
-    for (int i = 0; i < ZV_N; i++) {
-        npy_intp n = i == 0 ? (npy_intp)z[0].len : i < 4 ? ns : no;
-        if (!(arr[i] = vb_array(&z[i], n, kinds[i]))) goto done;
-    }
-    if (!(res = PyTuple_New(ZV_N))) goto done;
-    for (int i = 0; i < ZV_N; i++) { PyTuple_SET_ITEM(res, i, arr[i]); arr[i] = NULL; }
+    res = zv_result(z, (npy_intp)z[0].len);
 done:
-    for (int i = 0; i < ZV_N; i++) { Py_XDECREF(arr[i]); vb_free(&z[i]); }
+    for (int i = 0; i < ZV_N; i++) vb_free(&z[i]);
     if (dc) ZSTD_freeDCtx(dc);
     PyMem_RawFree(win);
     return res;
@@ -1054,7 +1065,6 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
     vbuf_t z[ZV_N];
     memset(z, 0, sizeof z);
     ZSTD_DCtx *dc = NULL;
-    PyObject *arr[ZV_N] = {0};
     int64_t *parts;
     Py_ssize_t np2 = PyArray_Check(oparts) ? PyArray_SIZE((PyArrayObject *)oparts) : -1;
     if (np2 < 0 || np2 % 2 || arr_of(oparts, NPY_INT64, np2, (void **)&parts)) {
@@ -1147,16 +1157,9 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
         if (keep < z[ZV_DATA].cap && munmap(z[ZV_DATA].p + keep, z[ZV_DATA].cap - keep) == 0) z[ZV_DATA].cap = keep;
         if (z[ZV_DATA].cap == 0) { z[ZV_DATA].p = NULL; }
     }
-    npy_intp ns = (npy_intp)(z[ZV_SOFF].len / 8), no = (npy_intp)(z[ZV_OOFF].len / 8);
-    int kinds[ZV_N] = {NPY_UINT8, NPY_INT64, NPY_UINT64, NPY_INT32, NPY_INT64, NPY_INT32, NPY_INT64, NPY_UINT64, NPY_INT32};
-    for (int i = 0; i < ZV_N; i++) {
-        npy_intp n = i == 0 ? (npy_intp)out.pos : i < 4 ? ns : no;
-        if (!(arr[i] = vb_array(&z[i], n, kinds[i]))) goto done;
-    }
-    if (!(res = PyTuple_New(ZV_N))) goto done;
-    for (int i = 0; i < ZV_N; i++) { PyTuple_SET_ITEM(res, i, arr[i]); arr[i] = NULL; }
+    res = zv_result(z, (npy_intp)out.pos);
 done:
-    for (int i = 0; i < ZV_N; i++) { Py_XDECREF(arr[i]); vb_free(&z[i]); }
+    for (int i = 0; i < ZV_N; i++) vb_free(&z[i]);
     if (dc) ZSTD_freeDCtx(dc);
     PyBuffer_Release(&buf);
     PyBuffer_Release(&ib);

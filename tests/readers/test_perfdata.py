@@ -25,6 +25,7 @@ from analyzer.readers import perfdata_walk as pw
 from analyzer.readers import sniff
 from analyzer.readers.perf_script import PerfScript
 from analyzer.readers.perfdata import PerfData
+from support.perf_pipe import pipe_records
 from support.tools import requires_tool
 
 pytestmark = pytest.mark.cext   # run again on the numpy paths (scripts/test)
@@ -140,14 +141,6 @@ def test_c_and_python_walks_agree(name):
         assert a.table(ev).equals(b.table(ev)), ev
 
 
-def _pipe_records(data: bytes) -> list[tuple[int, int, int]]:
-    out, r = [], 16
-    while r < len(data):
-        typ, _, size = struct.unpack_from("<IHH", data, r)
-        extra = struct.unpack_from("<I", data, r + 8)[0] if typ == 66 else 0
-        out.append((r, typ, size + extra))
-        r += size + extra
-    return out
 
 
 def test_compressed2_reads_like_compressed(tmp_path):
@@ -155,7 +148,7 @@ def test_compressed2_reads_like_compressed(tmp_path):
     data = Path(_path("perf-pipe-z.data")).read_bytes()
     out = bytearray(data[:16])
     n2 = 0
-    for r, typ, size in _pipe_records(data):
+    for r, typ, size in pipe_records(data):
         rec = data[r:r + size]
         if typ == 81:
             payload = rec[8:]

@@ -23,6 +23,7 @@ from analyzer.errors import TraceFormatError
 from analyzer.readers import perfdata
 from analyzer.readers import perfdata_walk as pw
 from analyzer.readers.perfdata import PerfData
+from support.perf_pipe import pipe_records
 
 zstandard = pytest.importorskip("zstandard")
 
@@ -35,21 +36,12 @@ need_zwalk = pytest.mark.skipif(not has_zwalk, reason="C perf.data walker built 
 WALKERS: list[bool | str] = ([True, "in place"] if has_zwalk else [True] if pw.use_compiled() else []) + [False]
 
 
-def _records(data: bytes) -> list[tuple[int, int, int]]:
-    """(offset, type, length with trailing data) of every record after the pipe header."""
-    out, r = [], 16
-    while r < len(data):
-        typ, _, size = struct.unpack_from("<IHH", data, r)
-        extra = struct.unpack_from("<I", data, r + 8)[0] if typ == 66 else 0
-        out.append((r, typ, size + extra))
-        r += size + extra
-    return out
 
 
 def _split() -> tuple[bytes, bytes, bytes]:
     """(records before the first COMPRESSED one, the decompressed stream, the other records)."""
     data = Path(SRC).read_bytes()
-    recs = _records(data)
+    recs = pipe_records(data)
     first = next(r for r, t, _ in recs if t == 81)
     d = zstandard.ZstdDecompressor().decompressobj()
     stream = b"".join(d.decompress(data[r + 8:r + n]) for r, t, n in recs if t == 81)
