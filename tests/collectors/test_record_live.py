@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import shutil
 import signal
@@ -198,6 +199,9 @@ def test_ctrl_c_writes_a_complete_bundle(tmp_path):
     from analyzer.bundle import validate
     assert validate(out) == []
     assert global_state(root) == before
-    pids = [ln.split()[0] for ln in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
-                                                   check=True).stdout.splitlines() if " sleep 300" in ln]
-    assert not pids
+    # the workload's own process group, by the pid the recorder reported (a machine-wide scan for
+    # "sleep 300" also caught a stranger's process once)
+    m = re.search(r"workload pid (\d+): sleep 300", err)
+    assert m, err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(m.group(1)), 0)
