@@ -5,7 +5,8 @@ Default tracepoint fields (tools/perf/builtin-script.c): comm `"%16s "`, tid
 `pid/tid`, `"[%03d] "`, time `secs.µs:` (`--ns`: 9 digits), the event as
 `system:name:`, then libtraceevent's pretty print of the body (the same text
 trace-cmd prints).  comm may contain blanks, so the tid is anchored from the
-right against ` [cpu] time: sys:event:`.
+right against ` [cpu] time: sys:event:`.  A sample perf cannot tie to a thread prints comm
+`:-1` and tid `-1` (seen on real captures under heavy churn): pid -1, like perf.data's.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from . import known_events as ke
 from .text_common import LINE_END, Marker, TextTrace, _map_strings
 
 LINE_RE = (
-    r"^(?P<comm>.*)\s(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+"
+    r"^(?P<comm>.*)\s(?P<pid>-?\d+)(?:/(?P<tid>-?\d+))?\s+"
     r"\[(?P<cpu>\d+)\]\s+"
     r"(?P<ts_s>\d+)(?:\.(?P<ts_f>\d+))?:"
     r"\s+(?P<event>[^\s:]+:[^\s:]+):" + LINE_END
