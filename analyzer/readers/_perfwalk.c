@@ -69,6 +69,14 @@ typedef struct {
     int nfx;
 } cfg_t;
 
+/* Whether the sample-id trailer and read-format sizes from Python are ones a walk can trust:
+ * every offset the walk adds to a record position is checked here once (walk and zwalk). */
+static int layout_ok(const cfg_t *c)
+{
+    return !(c->sid_size < 0 || c->sid_size > 64 || c->sid_tid >= c->sid_size || c->sid_time > c->sid_size - 8 ||
+             c->sid_cpu > c->sid_size - 4 || c->read_fixed < 0 || c->read_fixed > 1 << 20 || c->read_entry > 1 << 16);
+}
+
 /* Fixed offsets of a sample type whose parts all have fixed sizes (see sample()); -1 = absent. */
 static void prep_fixed(cfg_t *c)
 {
@@ -315,8 +323,7 @@ static PyObject *py_walk(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "data range outside the buffer @0");
         goto done;
     }
-    if (c.sid_size < 0 || c.sid_size > 64 || c.sid_tid >= c.sid_size || c.sid_time > c.sid_size - 8 ||
-        c.sid_cpu > c.sid_size - 4 || c.read_fixed < 0 || c.read_fixed > 1 << 20 || c.read_entry > 1 << 16) {
+    if (!layout_ok(&c)) {
         PyErr_SetString(PyExc_ValueError, "bad sample layout @0");
         goto done;
     }
@@ -1076,8 +1083,7 @@ static PyObject *py_zwalk(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "zwalk: bad arguments @0");
         goto done;
     }
-    if (c.sid_size < 0 || c.sid_size > 64 || c.sid_tid >= c.sid_size || c.sid_time > c.sid_size - 8 ||
-        c.sid_cpu > c.sid_size - 4 || c.read_fixed < 0 || c.read_fixed > 1 << 20 || c.read_entry > 1 << 16) {
+    if (!layout_ok(&c)) {
         PyErr_SetString(PyExc_ValueError, "bad sample layout @0");
         goto done;
     }
